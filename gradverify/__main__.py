@@ -1,0 +1,5 @@
+import sys
+
+from gradverify.cli import main
+
+sys.exit(main())

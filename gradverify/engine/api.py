@@ -1,0 +1,299 @@
+"""The torch-shaped functions of the engine (``ge.exp``, ``ge.sum(x, dim=...)``, ``ge.tensor`` ...)."""
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections import namedtuple
+
+import numpy as np
+
+from . import functional as F
+from .tensor import MODE, Tensor, is_floating
+
+__all__ = [
+    "float32", "float64", "double", "int64", "bool_", "tensor", "as_tensor", "from_numpy", "set_default_dtype",
+    "get_default_dtype", "manual_seed", "zeros", "ones", "randn", "rand", "zeros_like", "ones_like", "randn_like",
+    "arange", "is_grad_enabled", "no_grad", "enable_grad", "exp", "log", "log1p", "sqrt", "sin", "cos", "tanh",
+    "sigmoid", "relu", "abs", "neg", "softplus", "maximum", "minimum", "matmul", "add", "sub", "mul", "div", "pow",
+    "where", "clamp", "clip", "sum", "mean", "amax", "amin", "logsumexp", "max", "min", "reshape", "permute",
+    "transpose", "broadcast_to", "unsqueeze", "squeeze", "flatten", "cat", "concatenate", "stack", "softmax",
+    "log_softmax",
+]
+
+float32 = np.dtype(np.float32)
+float64 = np.dtype(np.float64)
+int64 = np.dtype(np.int64)
+bool_ = np.dtype(np.bool_)
+double = float64
+
+_RNG = [np.random.default_rng(0)]
+
+MaxResult = namedtuple("MaxResult", ["values", "indices"])
+
+
+def _dtype_arg(dtype, argname="dtype"):
+    if dtype is None:
+        return None
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{argname}: expected a dtype such as ge.float32 or ge.float64, got {dtype!r}") from None
+
+
+def tensor(data, dtype=None, requires_grad=False):
+    """A new leaf tensor holding a copy of ``data`` (like ``torch.tensor``).
+
+    Python floats take the default dtype (float32 unless changed with
+    :func:`set_default_dtype`); numpy arrays keep theirs.
+    """
+    dtype = _dtype_arg(dtype)
+    if isinstance(data, Tensor):
+        data = data.data
+    array = np.array(data, dtype=dtype, copy=True)
+    if dtype is None and array.dtype == np.float64 and not _is_numpy_typed(data):
+        array = array.astype(MODE.default_dtype)
+    if array.dtype == object:
+        raise TypeError(f"data: could not make a numeric tensor from {type(data).__name__}")
+    return Tensor(array, requires_grad=requires_grad)
+
+
+def _is_numpy_typed(data):
+    return isinstance(data, (np.ndarray, np.generic))
+
+
+def as_tensor(data, dtype=None):
+    """``data`` as a tensor without copying when it already is one of that dtype."""
+    if isinstance(data, Tensor) and (dtype is None or data.dtype == np.dtype(dtype)):
+        return data
+    return tensor(data, dtype=dtype)
+
+
+def from_numpy(array):
+    """A tensor sharing memory with a numpy array."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"array: expected a numpy.ndarray, got {type(array).__name__}")
+    return Tensor(array)
+
+
+def set_default_dtype(dtype):
+    """Set the dtype of tensors made from Python floats (float32 or float64)."""
+    dtype = _dtype_arg(dtype)
+    if not is_floating(dtype):
+        raise TypeError(f"dtype: the default dtype must be floating, got {dtype}")
+    MODE.default_dtype = dtype
+
+
+def get_default_dtype():
+    return MODE.default_dtype
+
+
+def manual_seed(seed):
+    """Seed the engine's random number generator (used by randn, rand and nn init)."""
+    _RNG[0] = np.random.default_rng(seed)
+
+
+def generator():
+    """The engine's random number generator."""
+    return _RNG[0]
+
+
+def _factory(fill):
+    def make(*size, dtype=None, requires_grad=False):
+        if len(size) == 1 and isinstance(size[0], (tuple, list)):
+            size = tuple(size[0])
+        dtype = _dtype_arg(dtype) or MODE.default_dtype
+        return Tensor(fill(size).astype(dtype, copy=False), requires_grad=requires_grad)
+
+    return make
+
+
+zeros = _factory(np.zeros)
+ones = _factory(np.ones)
+randn = _factory(lambda size: _RNG[0].standard_normal(size))
+rand = _factory(lambda size: _RNG[0].random(size))
+
+
+def zeros_like(x, dtype=None, requires_grad=False):
+    return zeros(x.shape, dtype=dtype or x.dtype, requires_grad=requires_grad)
+
+
+def ones_like(x, dtype=None, requires_grad=False):
+    return ones(x.shape, dtype=dtype or x.dtype, requires_grad=requires_grad)
+
+
+def randn_like(x, dtype=None, requires_grad=False):
+    return randn(x.shape, dtype=dtype or x.dtype, requires_grad=requires_grad)
+
+
+def arange(*args, dtype=None):
+    values = np.arange(*args)
+    return Tensor(values.astype(_dtype_arg(dtype) or values.dtype))
+
+
+def is_grad_enabled():
+    return MODE.grad_enabled
+
+
+class _GradMode(contextlib.ContextDecorator):
+    def __init__(self, enabled):
+        self.enabled = enabled
+
+    def __enter__(self):
+        self.saved = MODE.grad_enabled
+        MODE.grad_enabled = self.enabled
+
+    def __exit__(self, *exc):
+        MODE.grad_enabled = self.saved
+        return False
+
+
+def no_grad():
+    """Context manager and decorator: ops inside record no graph."""
+    return _GradMode(False)
+
+
+def enable_grad():
+    """Context manager and decorator: re-enable graph recording."""
+    return _GradMode(True)
+
+
+# ---------------------------------------------------------------- elementwise
+exp, log, log1p, sqrt = F.exp, F.log, F.log1p, F.sqrt
+sin, cos, tanh, sigmoid, relu, abs, neg = F.sin, F.cos, F.tanh, F.sigmoid, F.relu, F.abs, F.neg
+softplus, maximum, minimum, matmul = F.softplus, F.maximum, F.minimum, F.matmul
+add, sub, mul, div = F.add, F.sub, F.mul, F.div
+
+
+def pow(x, exponent):
+    """``x ** exponent`` for a tensor or Python-number exponent."""
+    if isinstance(exponent, Tensor):
+        return F.pow(x, exponent)
+    if not isinstance(x, Tensor):
+        raise TypeError(f"pow: the base must be a Tensor when the exponent is a number, got {type(x).__name__}")
+    return F.pow_scalar(x, exponent=exponent)
+
+
+def where(condition, input, other):
+    """Elementwise ``input if condition else other``."""
+    cond = condition.data if isinstance(condition, Tensor) else np.asarray(condition)
+    if cond.dtype != np.bool_:
+        raise TypeError(f"where: condition must be a boolean tensor, got dtype {cond.dtype}")
+    return F.where(cond, input, other)
+
+
+def clamp(x, min=None, max=None):
+    """Clip into ``[min, max]`` (either bound may be None)."""
+    if min is None and max is None:
+        raise ValueError("clamp: at least one of min and max must be given")
+    lo = -np.inf if min is None else min
+    hi = np.inf if max is None else max
+    return F.clip(x, lo=lo, hi=hi)
+
+
+clip = clamp
+
+
+# ----------------------------------------------------------------- reductions
+def _axis(dim, axis):
+    if dim is not None and axis is not None:
+        raise TypeError("pass dim or axis, not both")
+    value = dim if dim is not None else axis
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _reduction(name):
+    engine_op = getattr(F, name)
+
+    @functools.wraps(engine_op)
+    def reduce(x, dim=None, keepdim=False, *, axis=None, keepdims=None):
+        keep = keepdim if keepdims is None else keepdims
+        return engine_op(x, axis=_axis(dim, axis), keepdims=bool(keep))
+
+    reduce.__doc__ = f"{name} over ``dim`` (all axes when None), keeping it with ``keepdim``."
+    return reduce
+
+
+sum = _reduction("sum")
+mean = _reduction("mean")
+amax = _reduction("amax")
+amin = _reduction("amin")
+logsumexp = _reduction("logsumexp")
+
+
+def _extreme(reducer, arg):
+    def pick(x, dim=None, keepdim=False):
+        if dim is None:
+            return reducer(x)
+        values = reducer(x, dim, keepdim)
+        indices = arg(x.data, axis=dim)
+        if keepdim:
+            indices = np.expand_dims(indices, dim)
+        return MaxResult(values, Tensor(indices))
+
+    pick.__doc__ = "With ``dim``: (values, indices), as torch; without: the overall extreme."
+    return pick
+
+
+max = _extreme(amax, np.argmax)
+min = _extreme(amin, np.argmin)
+
+
+# ------------------------------------------------------------------ shape ops
+def _shape_arg(shape, x):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    return tuple(int(s) for s in shape)
+
+
+def reshape(x, *shape):
+    return F.reshape(x, shape=_shape_arg(shape, x))
+
+
+def permute(x, *dims):
+    return F.permute(x, axes=_shape_arg(dims, x))
+
+
+def transpose(x, dim0, dim1):
+    return F.swapaxes(x, dim0, dim1)
+
+
+def broadcast_to(x, shape):
+    return F.broadcast_to(x, shape=tuple(shape))
+
+
+def unsqueeze(x, dim):
+    return F.unsqueeze(x, dim)
+
+
+def squeeze(x, dim=None):
+    return F.squeeze(x, dim)
+
+
+def flatten(x, start_dim=0, end_dim=-1):
+    """Merge axes ``start_dim`` .. ``end_dim`` into one."""
+    if x.ndim == 0:
+        return F.reshape(x, shape=(1,))
+    start, end = start_dim % x.ndim, end_dim % x.ndim
+    shape = x.shape[:start] + (-1,) + x.shape[end + 1 :]
+    return F.reshape(x, shape=shape)
+
+
+def cat(tensors, dim=0):
+    """Concatenate a sequence of tensors along ``dim``."""
+    return F.concatenate(*tensors, axis=dim)
+
+
+concatenate = cat
+
+
+def stack(tensors, dim=0):
+    """Stack a sequence of same-shape tensors along a new axis ``dim``."""
+    return F.stack(*tensors, axis=dim)
+
+
+def softmax(x, dim=-1):
+    return F.softmax(x, axis=dim)
+
+
+def log_softmax(x, dim=-1):
+    return F.log_softmax(x, axis=dim)

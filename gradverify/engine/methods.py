@@ -1,0 +1,150 @@
+"""Operators and torch-shaped methods of :class:`Tensor` (``x + y``, ``x.sum(dim=1)``, ``x.T`` ...)."""
+from __future__ import annotations
+
+import numpy as np
+
+from gradverify.ops import TABLE
+
+from . import api
+from . import functional as F
+from .tensor import Tensor, apply, lift
+
+_ADD, _SUB, _MUL, _DIV = TABLE["add"], TABLE["sub"], TABLE["mul"], TABLE["div"]
+_MATMUL, _NEG, _GETITEM = TABLE["matmul"], TABLE["neg"], TABLE["getitem"]
+
+
+def _binary(op, reflected=False):
+    if reflected:
+
+        def method(self, other):
+            return apply(op, (lift(other, self), self))
+
+    else:
+
+        def method(self, other):
+            return apply(op, (self, other if type(other) is Tensor else lift(other, self)))
+
+    return method
+
+
+def _pow(self, exponent):
+    return api.pow(self, exponent)
+
+
+def _rpow(self, base):
+    return F.pow(lift(base, self), self)
+
+
+def _index_arg(index):
+    """Tensors inside an index become numpy arrays (integer or boolean)."""
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, tuple):
+        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    if isinstance(index, list):
+        return np.asarray(index)
+    return index
+
+
+def _getitem(self, index):
+    return apply(_GETITEM, (self,), {"index": _index_arg(index)})
+
+
+def _compare(ufunc):
+    def method(self, other):
+        other = other.data if isinstance(other, Tensor) else other
+        return Tensor(ufunc(self.data, other))
+
+    return method
+
+
+def _to(self, dtype=None, *args, **kwargs):
+    """Convert the dtype (``x.to(ge.float64)``); device arguments other than 'cpu' are rejected."""
+    if isinstance(dtype, str) and dtype == "cpu":
+        return self
+    target = api._dtype_arg(dtype)
+    if target is None or target == self.dtype:
+        return self
+    return F.astype(self, dtype=target)
+
+
+def _view(self, *shape):
+    return api.reshape(self, *shape)
+
+
+def _size(self, dim=None):
+    return self.shape if dim is None else self.shape[dim]
+
+
+def _expand(self, *sizes):
+    sizes = api._shape_arg(sizes, self)
+    lead = len(sizes) - self.ndim
+    shape = tuple(self.shape[i - lead] if s == -1 else s for i, s in enumerate(sizes))
+    return F.broadcast_to(self, shape=shape)
+
+
+METHODS = {
+    "__add__": _binary(_ADD),
+    "__radd__": _binary(_ADD, reflected=True),
+    "__sub__": _binary(_SUB),
+    "__rsub__": _binary(_SUB, reflected=True),
+    "__mul__": _binary(_MUL),
+    "__rmul__": _binary(_MUL, reflected=True),
+    "__truediv__": _binary(_DIV),
+    "__rtruediv__": _binary(_DIV, reflected=True),
+    "__matmul__": _binary(_MATMUL),
+    "__rmatmul__": _binary(_MATMUL, reflected=True),
+    "__neg__": lambda self: apply(_NEG, (self,)),
+    "__pos__": lambda self: self,
+    "__pow__": _pow,
+    "__rpow__": _rpow,
+    "__getitem__": _getitem,
+    "__lt__": _compare(np.less),
+    "__le__": _compare(np.less_equal),
+    "__gt__": _compare(np.greater),
+    "__ge__": _compare(np.greater_equal),
+    "__eq__": _compare(np.equal),
+    "__ne__": _compare(np.not_equal),
+    "__abs__": lambda self: api.abs(self),
+    "T": property(lambda self: F.permute(self, axes=tuple(reversed(range(self.ndim))))),
+    "mT": property(lambda self: F.swapaxes(self, -1, -2)),
+    "to": _to,
+    "double": lambda self: _to(self, api.float64),
+    "float": lambda self: _to(self, api.float32),
+    "type": lambda self, dtype=None: str(self.dtype) if dtype is None else _to(self, dtype),
+    "size": _size,
+    "dim": lambda self: self.ndim,
+    "numel": lambda self: int(self.data.size),
+    "view": _view,
+    "reshape": _view,
+    "expand": _expand,
+    "expand_as": lambda self, other: F.broadcast_to(self, shape=other.shape),
+    "pow": _pow,
+    "matmul": lambda self, other: self @ other,
+    "mm": lambda self, other: self @ other,
+    "clamp": api.clamp,
+    "clip": api.clamp,
+    "where": lambda self, condition, other: api.where(condition, self, other),
+    "sum": api.sum,
+    "mean": api.mean,
+    "amax": api.amax,
+    "amin": api.amin,
+    "max": api.max,
+    "min": api.min,
+    "logsumexp": api.logsumexp,
+    "permute": api.permute,
+    "transpose": api.transpose,
+    "broadcast_to": api.broadcast_to,
+    "unsqueeze": api.unsqueeze,
+    "squeeze": api.squeeze,
+    "flatten": api.flatten,
+    "softmax": api.softmax,
+    "log_softmax": api.log_softmax,
+    "any": lambda self: bool(np.any(self.data)),
+    "all": lambda self: bool(np.all(self.data)),
+}
+for _name in ("exp", "log", "log1p", "sqrt", "sin", "cos", "tanh", "sigmoid", "relu", "abs", "neg", "softplus"):
+    METHODS[_name] = getattr(api, _name)
+
+for _name, _method in METHODS.items():
+    setattr(Tensor, _name, _method)

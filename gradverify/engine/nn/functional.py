@@ -1,0 +1,53 @@
+"""``ge.nn.functional``: the torch.nn.functional subset built on the op table."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import api
+from .. import functional as _ops
+from ..tensor import Tensor
+
+relu = api.relu
+sigmoid = api.sigmoid
+tanh = api.tanh
+softplus = api.softplus
+softmax = api.softmax
+log_softmax = api.log_softmax
+
+
+def linear(input, weight, bias=None):
+    """``input @ weight.T + bias``."""
+    out = input @ weight.T
+    return out if bias is None else out + bias
+
+
+def _reduce(loss_mean, count, reduction, argname="reduction"):
+    if reduction == "mean":
+        return loss_mean
+    if reduction == "sum":
+        return loss_mean * float(count)
+    raise ValueError(f"{argname}: expected 'mean' or 'sum', got {reduction!r}")
+
+
+def mse_loss(input, target, reduction="mean"):
+    """Mean (or summed) squared error; the shapes must match."""
+    if not isinstance(target, Tensor):
+        target = api.tensor(target, dtype=input.dtype)
+    if input.shape != target.shape:
+        raise ValueError(f"mse_loss: input has shape {input.shape} but target has shape {target.shape}")
+    return _reduce(_ops.mse_loss(input, target), input.data.size, reduction)
+
+
+def cross_entropy(input, target, reduction="mean"):
+    """Cross-entropy of (N, C) logits against (N,) integer class indices."""
+    target_data = target.data if isinstance(target, Tensor) else np.asarray(target)
+    if input.ndim != 2:
+        raise ValueError(f"cross_entropy: input must be (N, C) logits, got shape {input.shape}")
+    if target_data.shape != input.shape[:1] or target_data.dtype.kind not in "iu":
+        raise ValueError(
+            f"cross_entropy: target must hold {input.shape[0]} integer class indices, "
+            f"got shape {target_data.shape} and dtype {target_data.dtype}"
+        )
+    if target_data.size and (target_data.min() < 0 or target_data.max() >= input.shape[1]):
+        raise ValueError(f"cross_entropy: class indices must lie in [0, {input.shape[1]}), got {target_data}")
+    return _reduce(_ops.cross_entropy(input, Tensor(target_data)), input.shape[0], reduction)

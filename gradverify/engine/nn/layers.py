@@ -1,0 +1,107 @@
+"""Layers and losses of ``ge.nn``, torch-compatible in parameter layout and initialisation."""
+from __future__ import annotations
+
+import math
+
+from .. import api
+from . import functional as F
+from .module import Module, Parameter
+
+
+class Linear(Module):
+    """``y = x W^T + b`` with ``W`` of shape (out_features, in_features), initialised as torch does.
+
+    torch's default is kaiming_uniform(a=sqrt(5)) for the weight, which is
+    U(-1/sqrt(in), 1/sqrt(in)), and the same bound for the bias.
+    """
+
+    def __init__(self, in_features, out_features, bias=True, dtype=None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        bound = 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
+        dtype = dtype or api.get_default_dtype()
+        rng = api.generator()
+        self.weight = Parameter(rng.uniform(-bound, bound, (out_features, in_features)).astype(dtype))
+        self.bias = Parameter(rng.uniform(-bound, bound, (out_features,)).astype(dtype)) if bias else None
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def _activation(name, fn):
+    class Activation(Module):
+        def forward(self, x):
+            return fn(x)
+
+    Activation.__name__ = Activation.__qualname__ = name
+    Activation.__doc__ = f"Applies {fn.__name__} elementwise."
+    return Activation
+
+
+ReLU = _activation("ReLU", F.relu)
+Sigmoid = _activation("Sigmoid", F.sigmoid)
+Tanh = _activation("Tanh", F.tanh)
+Softplus = _activation("Softplus", F.softplus)
+
+
+class Softmax(Module):
+    """Softmax along ``dim``."""
+
+    def __init__(self, dim=-1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        return F.softmax(x, dim=self.dim)
+
+
+class LogSoftmax(Softmax):
+    """Log-softmax along ``dim``."""
+
+    def forward(self, x):
+        return F.log_softmax(x, dim=self.dim)
+
+
+class Sequential(Module):
+    """Modules applied in order; children are named "0", "1", ... as in torch."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        for i, m in enumerate(modules):
+            setattr(self, str(i), m)
+
+    def forward(self, x):
+        for m in self._modules.values():
+            x = m(x)
+        return x
+
+    def __getitem__(self, i):
+        return list(self._modules.values())[i]
+
+    def __len__(self):
+        return len(self._modules)
+
+
+class MSELoss(Module):
+    """Mean squared error (reduction "mean" or "sum")."""
+
+    def __init__(self, reduction="mean"):
+        super().__init__()
+        self.reduction = reduction
+
+    def forward(self, input, target):
+        return F.mse_loss(input, target, reduction=self.reduction)
+
+
+class CrossEntropyLoss(Module):
+    """Cross-entropy of logits against class indices (reduction "mean" or "sum")."""
+
+    def __init__(self, reduction="mean"):
+        super().__init__()
+        self.reduction = reduction
+
+    def forward(self, input, target):
+        return F.cross_entropy(input, target, reduction=self.reduction)

@@ -1,0 +1,333 @@
+"""The engine's tensor, its graph recording, and reverse accumulation.
+
+A :class:`Tensor` holds a numpy array.  Every op goes through :func:`apply`,
+which runs the op table's forward on the arrays and, when gradients are
+wanted, records ``(op, inputs, attrs)`` on the output: the computation graph
+is built as the program runs.  When tangents are attached (forward mode), the
+op's JVP rule runs right after the forward.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from gradverify.ops import TABLE
+
+
+class _Mode:
+    """Process-wide autograd switches (the engine is single-threaded, like the GIL'd numpy it drives)."""
+
+    grad_enabled = True
+    forward_level = 0
+    default_dtype = np.dtype(np.float32)
+
+
+MODE = _Mode()
+_NO_ATTRS: dict = {}
+
+
+class _Freed:
+    """Marks a node whose saved tensors were released by a backward without retain_graph."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name):
+        self.name = name
+
+
+def is_floating(dtype) -> bool:
+    """True for the floating dtypes the engine differentiates."""
+    return np.dtype(dtype).kind == "f"
+
+
+class Tensor:
+    """An n-dimensional array that records the operations applied to it.
+
+    Construct with :func:`gradverify.engine.tensor`; the interface follows
+    ``torch.Tensor`` (``.backward()``, ``.grad``, ``.item()``, operators ...).
+    """
+
+    __slots__ = ("data", "requires_grad", "grad", "_ctx", "_tangent", "__weakref__")
+    # Make numpy defer to Tensor's reflected operators (ndarray + Tensor -> Tensor).
+    __array_priority__ = 1000
+
+    def __init__(self, data, requires_grad=False):
+        self.data = data if type(data) is np.ndarray else np.asarray(data)
+        if requires_grad and not is_floating(self.data.dtype):
+            raise TypeError(
+                f"only floating-point tensors can require gradients; this tensor has dtype {self.data.dtype}"
+            )
+        self.requires_grad = bool(requires_grad)
+        self.grad = None
+        self._ctx = None
+        self._tangent = None
+
+    # ------------------------------------------------------------ properties
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def is_leaf(self):
+        """True for tensors created by the user rather than by an op that records gradients."""
+        return self._ctx is None
+
+    @property
+    def grad_fn(self):
+        """Name of the op that produced this tensor, or None for a leaf."""
+        ctx = self._ctx
+        if ctx is None:
+            return None
+        return ctx.name if isinstance(ctx, _Freed) else ctx[0].name
+
+    def __repr__(self):
+        body = np.array2string(self.data, separator=", ", precision=4, prefix="tensor(")
+        extra = ""
+        if self.data.dtype != MODE.default_dtype:
+            extra += f", dtype={self.data.dtype}"
+        if self.grad_fn is not None:
+            extra += f", grad_fn=<{self.grad_fn}>"
+        elif self.requires_grad:
+            extra += ", requires_grad=True"
+        return f"tensor({body}{extra})"
+
+    def __len__(self):
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise RuntimeError(
+                f"the truth value of a tensor with {self.data.size} elements is ambiguous; use .any() or .all()"
+            )
+        return bool(self.data)
+
+    def __float__(self):
+        return float(self.item())
+
+    def __array__(self, dtype=None, copy=None):
+        return self.data if dtype is None else self.data.astype(dtype, copy=False)
+
+    __hash__ = object.__hash__
+
+    # ----------------------------------------------------- leaves and values
+    def item(self):
+        """The value of a one-element tensor as a Python number."""
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element; this one has shape {self.data.shape}")
+        return self.data.item()
+
+    def numpy(self):
+        """The underlying numpy array (shares memory, like torch's .numpy())."""
+        if self.requires_grad:
+            raise RuntimeError("can't call numpy() on a tensor that requires grad; use tensor.detach().numpy()")
+        return self.data
+
+    def tolist(self):
+        return self.data.tolist()
+
+    def detach(self):
+        """A tensor sharing this one's data, cut from the graph."""
+        return Tensor(self.data)
+
+    def clone(self):
+        """A differentiable copy (the copy is recorded in the graph)."""
+        out = apply(TABLE["reshape"], (self,), {"shape": self.data.shape})
+        out.data = out.data.copy()
+        return out
+
+    def requires_grad_(self, requires_grad=True):
+        """Set ``requires_grad`` in place on a leaf and return the tensor."""
+        if not self.is_leaf:
+            raise RuntimeError("requires_grad_ can only change leaf tensors; use detach() first")
+        if requires_grad and not is_floating(self.data.dtype):
+            raise TypeError(
+                f"only floating-point tensors can require gradients; this tensor has dtype {self.data.dtype}"
+            )
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def zero_(self):
+        """Fill with zeros in place (used on ``.grad`` tensors)."""
+        self.data = np.zeros_like(self.data)
+        return self
+
+    def backward(self, gradient=None, retain_graph=None, create_graph=False):
+        """Accumulate d self / d leaf into each leaf's ``.grad`` (reverse accumulation).
+
+        ``gradient`` is the cotangent; it may be omitted only for a one-element
+        output.  The graph's saved tensors are released afterwards unless
+        ``retain_graph`` (default: ``create_graph``) is true, as in PyTorch.
+        """
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward() on a tensor that does not require grad: no input of the computation had "
+                "requires_grad=True (or it ran under no_grad())"
+            )
+        seed = _seed_gradient(self, gradient, "gradient")
+        retain = create_graph if retain_graph is None else retain_graph
+        run_backward([self], [seed], create_graph=create_graph, retain_graph=retain, accumulate=True)
+
+
+def _seed_gradient(output, gradient, argname):
+    if gradient is None:
+        if output.data.size != 1:
+            raise RuntimeError(
+                f"grad can be implicitly created only for scalar outputs; this output has shape "
+                f"{output.data.shape}, so pass {argname}= with that shape"
+            )
+        return Tensor(np.ones_like(output.data))
+    seed = gradient if isinstance(gradient, Tensor) else Tensor(np.asarray(gradient, dtype=output.data.dtype))
+    if seed.data.shape != output.data.shape:
+        raise RuntimeError(
+            f"{argname} has shape {seed.data.shape} but the output has shape {output.data.shape}; they must match"
+        )
+    return seed
+
+
+def _wrap(value):
+    return Tensor(value if type(value) is np.ndarray else np.asarray(value))
+
+
+def apply(op, inputs, attrs=_NO_ATTRS):
+    """Run ``op`` on engine tensors, recording the graph and forward tangents as needed."""
+    try:
+        out = _wrap(op.forward(*[t.data for t in inputs], **attrs))
+    except (ValueError, IndexError, TypeError) as err:
+        shapes = ", ".join(str(t.data.shape) for t in inputs)
+        raise type(err)(f"{op.name}: {err} (input shapes {shapes})") from None
+    if MODE.grad_enabled:
+        for t in inputs:
+            if t.requires_grad:
+                if not is_floating(out.data.dtype):
+                    break
+                out.requires_grad = True
+                out._ctx = (op, inputs, attrs)
+                break
+    if MODE.forward_level:
+        tangents = tuple([t._tangent for t in inputs])
+        if any(t is not None for t in tangents):
+            out._tangent = _run_jvp(op, tangents, out, inputs, attrs)
+    return out
+
+
+def _run_jvp(op, tangents, out, inputs, attrs):
+    # The rule's own ops must not propagate tangents again (that would recurse forever).
+    level = MODE.forward_level
+    MODE.forward_level = 0
+    try:
+        tangent = op.jvp(tangents, out, *inputs, **attrs)
+    finally:
+        MODE.forward_level = level
+    if tangent is not None and tangent.data.shape != out.data.shape:
+        tangent = apply(TABLE["broadcast_to"], (tangent,), {"shape": out.data.shape})
+    return tangent
+
+
+def _topological_order(roots):
+    """Tensors reachable from ``roots`` that require grad, each after all of its inputs."""
+    order, seen = [], set()
+    stack = [(root, False) for root in roots]
+    while stack:
+        t, expanded = stack.pop()
+        if expanded:
+            order.append(t)
+            continue
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        stack.append((t, True))
+        ctx = t._ctx
+        if ctx is None:
+            continue
+        if isinstance(ctx, _Freed):
+            raise RuntimeError(
+                f"trying to backward through the graph a second time (at {ctx.name!r}): its saved tensors were "
+                "released by the previous backward; pass retain_graph=True to the first backward() or grad() call"
+            )
+        for parent in ctx[1]:
+            if parent.requires_grad and id(parent) not in seen:
+                stack.append((parent, False))
+    return order
+
+
+def fit_cotangent(grad, target):
+    """Reduce a broadcast cotangent to ``target``'s shape and cast it to ``target``'s dtype."""
+    if grad.data.shape != target.data.shape:
+        grad = apply(TABLE["sum_to"], (grad,), {"shape": target.data.shape})
+    if grad.data.dtype != target.data.dtype:
+        grad = apply(TABLE["astype"], (grad,), {"dtype": target.data.dtype})
+    return grad
+
+
+def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulate=True, inputs=None):
+    """Reverse accumulation from ``roots`` with cotangents ``seeds``.
+
+    With ``accumulate`` the leaves' ``.grad`` receive the result (``backward``);
+    otherwise the cotangents of ``inputs`` are returned in order (``autograd.grad``),
+    None for an input the roots do not depend on.
+    """
+    order = _topological_order(roots)
+    wanted = {} if inputs is None else {id(t): i for i, t in enumerate(inputs)}
+    results = [None] * (0 if inputs is None else len(inputs))
+    grads = {}
+    for root, seed in zip(roots, seeds):
+        prev = grads.get(id(root))
+        grads[id(root)] = seed if prev is None else prev + seed
+    saved_mode = MODE.grad_enabled
+    MODE.grad_enabled = create_graph
+    try:
+        for t in reversed(order):
+            g = grads.pop(id(t), None)
+            if g is None:
+                continue
+            slot = wanted.get(id(t))
+            if slot is not None:
+                results[slot] = g
+            ctx = t._ctx
+            if ctx is None:
+                if accumulate:
+                    g = g if create_graph else Tensor(g.data.copy())
+                    t.grad = g if t.grad is None else t.grad + g
+                continue
+            op, parents, attrs = ctx
+            cotangents = op.vjp(g, t, *parents, **attrs)
+            for parent, gp in zip(parents, cotangents):
+                if gp is None or not parent.requires_grad:
+                    continue
+                gp = fit_cotangent(gp, parent)
+                prev = grads.get(id(parent))
+                grads[id(parent)] = gp if prev is None else prev + gp
+            if not retain_graph:
+                t._ctx = _Freed(op.name)
+    finally:
+        MODE.grad_enabled = saved_mode
+    return results
+
+
+def lift(value, like):
+    """Turn a Python number or array into a constant tensor next to ``like``.
+
+    A Python scalar takes ``like``'s floating dtype, so a float32 graph stays float32.
+    """
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
+        dtype = like.data.dtype
+        if not is_floating(dtype) and isinstance(value, float):
+            dtype = MODE.default_dtype
+        return Tensor(np.asarray(value, dtype=dtype))
+    if isinstance(value, (np.ndarray, np.generic, list, tuple)):
+        return Tensor(np.asarray(value))
+    raise TypeError(f"expected a Tensor, a number or an array, got {type(value).__name__}")

@@ -1,0 +1,644 @@
+"""The op table: every op of the engine, declared once.
+
+Each entry gives the numpy forward, the VJP rule, the JVP rule, the domain
+of each input, where the op is not smooth, and (by ``ref``, defaulting to the
+op's name) its counterparts in ``reference_impls`` for PyTorch, JAX, numpy
+and mpmath.  Rules are written with engine ops (``F.*`` and tensor operators),
+never raw arrays, so the engine can differentiate them again.
+
+Reading a rule::
+
+    exp:  vjp = lambda g, out, x: (g * out,)        # d/dx exp(x) = exp(x)
+          jvp = lambda t, out, x: t[0] * out
+
+Conventions shared with PyTorch, so the two can be compared entry by entry:
+relu'(0) = 0, abs'(0) = 0, clip passes the gradient on the closed interval
+[lo, hi], and maximum/minimum/amax/amin split the gradient evenly among ties.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .spec import CLASS_INDEX, CONDITION, NONZERO, POSITIVE, REAL, Domain, OpDef
+
+
+class _EngineFunctions:
+    """The engine's functional namespace, resolved on first use.
+
+    The engine is built from this table, so the table cannot import the
+    engine at import time.
+    """
+
+    def __getattr__(self, name):
+        from gradverify.engine import functional
+
+        value = getattr(functional, name)
+        setattr(self, name, value)
+        return value
+
+
+F = _EngineFunctions()
+
+TABLE: dict[str, OpDef] = {}
+
+
+def op(name, forward, vjp, jvp, domains, kind, **extra):
+    """Register an op in the table and return its definition."""
+    if name in TABLE:
+        raise ValueError(f"op {name!r} is declared twice")
+    TABLE[name] = OpDef(name, forward, vjp, jvp, tuple(domains), kind, **extra)
+    return TABLE[name]
+
+
+def _tangent_sum(*terms):
+    """Sum the non-None tangent terms (None stands for a zero tangent)."""
+    terms = [t for t in terms if t is not None]
+    if not terms:
+        return None
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
+
+
+def _scale(t, factor):
+    return None if t is None else t * factor
+
+
+def _mask(condition, like):
+    """A constant 0/1 tensor: the derivative of a piecewise-constant choice."""
+    return F.constant(condition.astype(like.data.dtype))
+
+
+# ---------------------------------------------------------------- elementwise
+def _stable_sigmoid(x):
+    # exp of -|x| never overflows; both branches keep full relative accuracy.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
+
+
+def _stable_softplus(x):
+    return (np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))).astype(x.dtype, copy=False)
+
+
+def _dsigmoid(x):
+    # s(x) * s(-x) instead of y * (1 - y): y rounds to 1 for large x, which
+    # would make the derivative exactly 0 instead of exp(-x).
+    return F.sigmoid(x) * F.sigmoid(-x)
+
+
+def _dtanh(x):
+    # 1 - tanh(x)^2 == 4 s(2x) s(-2x), accurate in the tails where tanh rounds to ±1.
+    return 4.0 * _dsigmoid(2.0 * x)
+
+
+def _unary(name, forward, derivative, domain=REAL, **extra):
+    """An elementwise unary op given its derivative f'(x) (as engine ops of x and out)."""
+    return op(
+        name,
+        forward,
+        lambda g, out, x: (g * derivative(x, out),),
+        lambda t, out, x: None if t[0] is None else t[0] * derivative(x, out),
+        (domain,),
+        "unary",
+        **extra,
+    )
+
+
+op("neg", np.negative, lambda g, out, x: (-g,), lambda t, out, x: _scale(t[0], -1.0), (REAL,), "unary")
+_unary("exp", np.exp, lambda x, out: out, Domain(sample=(-3.0, 3.0)))
+_unary("log", np.log, lambda x, out: 1.0 / x, POSITIVE)
+_unary("log1p", np.log1p, lambda x, out: 1.0 / (1.0 + x), Domain(low=-1.0, sample=(-0.7, 3.0)))
+_unary("sqrt", np.sqrt, lambda x, out: 0.5 / out, POSITIVE)
+_unary("sin", np.sin, lambda x, out: F.cos(x))
+_unary("cos", np.cos, lambda x, out: -F.sin(x))
+_unary("tanh", np.tanh, lambda x, out: _dtanh(x))
+_unary("sigmoid", _stable_sigmoid, lambda x, out: _dsigmoid(x))
+_unary("softplus", _stable_softplus, lambda x, out: F.sigmoid(x))
+_unary(
+    "relu",
+    lambda x: np.maximum(x, 0).astype(x.dtype, copy=False),
+    lambda x, out: _mask(x.data > 0, x),
+    kink_gap=lambda x: x,
+    kink_convention="relu'(0) = 0",
+)
+_unary(
+    "abs",
+    np.abs,
+    lambda x, out: _mask(np.sign(x.data), x),
+    kink_gap=lambda x: x,
+    kink_convention="abs'(0) = 0",
+)
+
+
+def _pow_scalar_derivative(x, exponent):
+    if exponent == 0:
+        return F.zeros_like(x)
+    return exponent * F.pow_scalar(x, exponent=exponent - 1)
+
+
+op(
+    "pow_scalar",
+    lambda x, exponent: np.power(x, np.asarray(exponent, dtype=x.dtype)),
+    lambda g, out, x, exponent: (g * _pow_scalar_derivative(x, exponent),),
+    lambda t, out, x, exponent: None if t[0] is None else t[0] * _pow_scalar_derivative(x, exponent),
+    (POSITIVE,),
+    "unary",
+    attrs={"exponent": 2.0},
+    doc="x ** c for a Python number c; for non-integer c the domain is x > 0.",
+)
+
+
+def _clip_forward(x, lo, hi):
+    return np.clip(x, lo, hi).astype(x.dtype, copy=False)
+
+
+def _clip_mask(x, lo, hi):
+    return _mask((x.data >= lo) & (x.data <= hi), x)
+
+
+op(
+    "clip",
+    _clip_forward,
+    lambda g, out, x, lo, hi: (g * _clip_mask(x, lo, hi),),
+    lambda t, out, x, lo, hi: None if t[0] is None else t[0] * _clip_mask(x, lo, hi),
+    (REAL,),
+    "unary",
+    kink_gap=lambda x, lo, hi: np.minimum(np.abs(x - lo), np.abs(x - hi)),
+    kink_convention="gradient passes on the closed interval [lo, hi]",
+    attrs={"lo": -1.0, "hi": 1.0},
+)
+
+op(
+    "astype",
+    lambda x, dtype: x.astype(dtype),
+    lambda g, out, x, dtype: (F.astype(g, dtype=x.dtype),),
+    lambda t, out, x, dtype: None if t[0] is None else F.astype(t[0], dtype=dtype),
+    (REAL,),
+    "unary",
+    attrs={"dtype": "float64"},
+    doc="Change the floating dtype; the cotangent returns to the input's dtype.",
+)
+
+# --------------------------------------------------------------------- binary
+op(
+    "add",
+    np.add,
+    lambda g, out, x, y: (g, g),
+    lambda t, out, x, y: _tangent_sum(t[0], t[1]),
+    (REAL, REAL),
+    "binary",
+    broadcasts=True,
+)
+op(
+    "sub",
+    np.subtract,
+    lambda g, out, x, y: (g, -g),
+    lambda t, out, x, y: _tangent_sum(t[0], _scale(t[1], -1.0)),
+    (REAL, REAL),
+    "binary",
+    broadcasts=True,
+)
+op(
+    "mul",
+    np.multiply,
+    lambda g, out, x, y: (g * y, g * x),
+    lambda t, out, x, y: _tangent_sum(None if t[0] is None else t[0] * y, None if t[1] is None else x * t[1]),
+    (REAL, REAL),
+    "binary",
+    broadcasts=True,
+)
+op(
+    "div",
+    np.true_divide,
+    lambda g, out, x, y: (g / y, -g * out / y),
+    lambda t, out, x, y: _tangent_sum(
+        None if t[0] is None else t[0] / y, None if t[1] is None else -t[1] * out / y
+    ),
+    (REAL, NONZERO),
+    "binary",
+    broadcasts=True,
+)
+op(
+    "pow",
+    np.power,
+    lambda g, out, x, y: (g * y * F.pow(x, y - 1.0), g * out * F.log(x)),
+    lambda t, out, x, y: _tangent_sum(
+        None if t[0] is None else t[0] * y * F.pow(x, y - 1.0),
+        None if t[1] is None else t[1] * out * F.log(x),
+    ),
+    (POSITIVE, Domain(sample=(-2.0, 2.0))),
+    "binary",
+    broadcasts=True,
+    doc="x ** y with both tensors; the domain is x > 0.",
+)
+
+
+def _select_weights(x, y, pick_x):
+    """Weights (w_x, w_y) of maximum/minimum: 1 for the chosen side, 1/2 each at ties."""
+    xd, yd = np.broadcast_arrays(x.data, y.data)
+    wx = np.where(pick_x(xd, yd), 1.0, np.where(xd == yd, 0.5, 0.0)).astype(np.result_type(xd, yd))
+    return F.constant(wx), F.constant(1.0 - wx)
+
+
+def _minmax(name, forward, pick_x):
+    def vjp(g, out, x, y):
+        wx, wy = _select_weights(x, y, pick_x)
+        return g * wx, g * wy
+
+    def jvp(t, out, x, y):
+        wx, wy = _select_weights(x, y, pick_x)
+        return _tangent_sum(None if t[0] is None else t[0] * wx, None if t[1] is None else t[1] * wy)
+
+    op(
+        name,
+        forward,
+        vjp,
+        jvp,
+        (REAL, REAL),
+        "binary",
+        broadcasts=True,
+        kink_gap=lambda x, y: x - y,
+        kink_convention="ties split the gradient evenly",
+    )
+
+
+_minmax("maximum", np.maximum, np.greater)
+_minmax("minimum", np.minimum, np.less)
+
+
+def _where_vjp(g, out, cond, x, y):
+    zero = F.zeros_like(g)
+    return None, F.where(cond, g, zero), F.where(cond, zero, g)
+
+
+def _where_jvp(t, out, cond, x, y):
+    tx = F.zeros_like(out) if t[1] is None else t[1]
+    ty = F.zeros_like(out) if t[2] is None else t[2]
+    if t[1] is None and t[2] is None:
+        return None
+    return F.where(cond, tx, ty)
+
+
+op(
+    "where",
+    np.where,
+    _where_vjp,
+    _where_jvp,
+    (CONDITION, REAL, REAL),
+    "select",
+    nondiff=(0,),
+    broadcasts=True,
+)
+
+# --------------------------------------------------------------------- matmul
+def _matmul_vjp(g, out, a, b):
+    a2 = F.unsqueeze(a, 0) if a.ndim == 1 else a
+    b2 = F.unsqueeze(b, -1) if b.ndim == 1 else b
+    g2 = g
+    if a.ndim == 1:
+        g2 = F.unsqueeze(g2, -2)
+    if b.ndim == 1:
+        g2 = F.unsqueeze(g2, -1)
+    ga = F.matmul(g2, F.swapaxes(b2, -1, -2))
+    gb = F.matmul(F.swapaxes(a2, -1, -2), g2)
+    if a.ndim == 1:
+        ga = F.squeeze(ga, -2)
+    if b.ndim == 1:
+        gb = F.squeeze(gb, -1)
+    return F.sum_to(ga, shape=a.shape), F.sum_to(gb, shape=b.shape)
+
+
+op(
+    "matmul",
+    np.matmul,
+    _matmul_vjp,
+    lambda t, out, a, b: _tangent_sum(
+        None if t[0] is None else F.matmul(t[0], b), None if t[1] is None else F.matmul(a, t[1])
+    ),
+    (REAL, REAL),
+    "matmul",
+    doc="numpy.matmul semantics: batched, with the 1-D cases as numpy treats them.",
+)
+
+# ----------------------------------------------------------------- reductions
+def _normalize_axes(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    return tuple(sorted(a % ndim for a in axes)) if ndim else ()
+
+
+def _keep(tensor, x, axis, keepdims):
+    """Restore the reduced axes of ``tensor`` (a reduction of ``x``) as size-1 axes."""
+    if keepdims or x.ndim == 0:
+        return tensor
+    shape = list(x.shape)
+    for a in _normalize_axes(axis, x.ndim):
+        shape[a] = 1
+    return F.reshape(tensor, shape=tuple(shape))
+
+
+def _count(x, axis):
+    return int(np.prod([x.shape[a] for a in _normalize_axes(axis, x.ndim)], dtype=np.int64))
+
+
+REDUCE_ATTRS = {"axis": None, "keepdims": False}
+
+op(
+    "sum",
+    lambda x, axis=None, keepdims=False: np.sum(x, axis=axis, keepdims=keepdims),
+    lambda g, out, x, axis=None, keepdims=False: (F.broadcast_to(_keep(g, x, axis, keepdims), shape=x.shape),),
+    lambda t, out, x, axis=None, keepdims=False: None if t[0] is None else F.sum(t[0], axis=axis, keepdims=keepdims),
+    (REAL,),
+    "reduction",
+    attrs=REDUCE_ATTRS,
+)
+op(
+    "mean",
+    lambda x, axis=None, keepdims=False: np.mean(x, axis=axis, keepdims=keepdims),
+    lambda g, out, x, axis=None, keepdims=False: (
+        F.broadcast_to(_keep(g, x, axis, keepdims), shape=x.shape) * (1.0 / _count(x, axis)),
+    ),
+    lambda t, out, x, axis=None, keepdims=False: None if t[0] is None else F.mean(t[0], axis=axis, keepdims=keepdims),
+    (REAL,),
+    "reduction",
+    attrs=REDUCE_ATTRS,
+)
+
+
+def _extremum_weights(out, x, axis, keepdims):
+    """Gradient weights of amax/amin: 1/k on each of the k entries that attain the extremum."""
+    hit = (x.data == _keep(out, x, axis, keepdims).data).astype(x.data.dtype)
+    return F.constant(hit / np.sum(hit, axis=_normalize_axes(axis, x.ndim), keepdims=True))
+
+
+def _extremum_gap(x, axis=None, keepdims=False, largest=True):
+    """Distance between the best and second-best entry of each reduced group (0 at ties)."""
+    axes = _normalize_axes(axis, np.ndim(x))
+    moved = np.moveaxis(np.asarray(x), axes, tuple(range(-len(axes), 0)))
+    flat = moved.reshape(moved.shape[: moved.ndim - len(axes)] + (-1,))
+    if flat.shape[-1] < 2:
+        return np.full(flat.shape[:-1], np.inf)
+    top = np.sort(flat, axis=-1)
+    return top[..., -1] - top[..., -2] if largest else top[..., 1] - top[..., 0]
+
+
+def _extremum(name, forward, largest):
+    op(
+        name,
+        lambda x, axis=None, keepdims=False: forward(x, axis=axis, keepdims=keepdims),
+        lambda g, out, x, axis=None, keepdims=False: (
+            F.broadcast_to(_keep(g, x, axis, keepdims), shape=x.shape) * _extremum_weights(out, x, axis, keepdims),
+        ),
+        lambda t, out, x, axis=None, keepdims=False: None
+        if t[0] is None
+        else F.sum(t[0] * _extremum_weights(out, x, axis, keepdims), axis=axis, keepdims=keepdims),
+        (REAL,),
+        "reduction",
+        attrs=REDUCE_ATTRS,
+        kink_gap=lambda x, axis=None, keepdims=False: _extremum_gap(x, axis, keepdims, largest),
+        kink_convention="ties split the gradient evenly",
+    )
+
+
+_extremum("amax", np.amax, True)
+_extremum("amin", np.amin, False)
+
+
+def _logsumexp_forward(x, axis=None, keepdims=False):
+    # Shift by the max so exp never overflows; an all -inf group stays -inf.
+    m = np.amax(x, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else np.squeeze(out, axis=axis)
+
+
+def _softmax_of(x, out, axis, keepdims):
+    return F.exp(x - _keep(out, x, axis, keepdims))
+
+
+op(
+    "logsumexp",
+    _logsumexp_forward,
+    lambda g, out, x, axis=None, keepdims=False: (_keep(g, x, axis, keepdims) * _softmax_of(x, out, axis, keepdims),),
+    lambda t, out, x, axis=None, keepdims=False: None
+    if t[0] is None
+    else F.sum(t[0] * _softmax_of(x, out, axis, keepdims), axis=axis, keepdims=keepdims),
+    (Domain(sample=(-5.0, 5.0)),),
+    "reduction",
+    attrs=REDUCE_ATTRS,
+)
+
+# ------------------------------------------------------------------ shape ops
+op(
+    "reshape",
+    lambda x, shape: np.reshape(x, shape),
+    lambda g, out, x, shape: (F.reshape(g, shape=x.shape),),
+    lambda t, out, x, shape: None if t[0] is None else F.reshape(t[0], shape=shape),
+    (REAL,),
+    "shape",
+)
+op(
+    "permute",
+    lambda x, axes: np.transpose(x, axes),
+    lambda g, out, x, axes: (F.permute(g, axes=tuple(int(a) for a in np.argsort(axes))),),
+    lambda t, out, x, axes: None if t[0] is None else F.permute(t[0], axes=axes),
+    (REAL,),
+    "shape",
+)
+op(
+    "broadcast_to",
+    lambda x, shape: np.broadcast_to(x, shape),
+    lambda g, out, x, shape: (F.sum_to(g, shape=x.shape),),
+    lambda t, out, x, shape: None if t[0] is None else F.broadcast_to(t[0], shape=shape),
+    (REAL,),
+    "shape",
+)
+
+
+def sum_to_forward(x, shape):
+    """Sum ``x`` over its broadcast axes so that it has ``shape`` (the inverse of broadcasting)."""
+    shape = tuple(shape)
+    if x.shape == shape:
+        return x
+    lead = x.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1 and x.shape[i + lead] != 1)
+    return np.sum(x, axis=axes, keepdims=True).reshape(shape)
+
+
+op(
+    "sum_to",
+    sum_to_forward,
+    lambda g, out, x, shape: (F.broadcast_to(g, shape=x.shape),),
+    lambda t, out, x, shape: None if t[0] is None else F.sum_to(t[0], shape=shape),
+    (REAL,),
+    "shape",
+    doc="Reduce a broadcast cotangent to an input's shape.",
+)
+op(
+    "unsqueeze",
+    lambda x, axis: np.expand_dims(x, axis),
+    lambda g, out, x, axis: (F.reshape(g, shape=x.shape),),
+    lambda t, out, x, axis: None if t[0] is None else F.unsqueeze(t[0], axis),
+    (REAL,),
+    "shape",
+)
+op(
+    "squeeze",
+    lambda x, axis=None: np.squeeze(x, axis=axis),
+    lambda g, out, x, axis=None: (F.reshape(g, shape=x.shape),),
+    lambda t, out, x, axis=None: None if t[0] is None else F.squeeze(t[0], axis),
+    (REAL,),
+    "shape",
+)
+
+
+def flat_indices(shape, index):
+    """The flat positions that ``zeros(shape)[index]`` selects (duplicates kept)."""
+    return np.arange(int(np.prod(shape, dtype=np.int64))).reshape(shape)[index]
+
+
+def _scatter_add_forward(g, index, shape):
+    out = np.zeros(shape, dtype=g.dtype)
+    np.add.at(out, index, g)
+    return out
+
+
+op(
+    "getitem",
+    lambda x, index: np.asarray(x[index]),
+    lambda g, out, x, index: (F.scatter_add(g, index=index, shape=x.shape),),
+    lambda t, out, x, index: None if t[0] is None else F.getitem(t[0], index=index),
+    (REAL,),
+    "index",
+    doc="Basic and integer-array indexing, as numpy; repeated indices accumulate in the VJP.",
+)
+op(
+    "scatter_add",
+    _scatter_add_forward,
+    lambda g, out, x, index, shape: (F.getitem(g, index=index),),
+    lambda t, out, x, index, shape: None if t[0] is None else F.scatter_add(t[0], index=index, shape=shape),
+    (REAL,),
+    "index",
+    doc="zeros(shape) with x added at index (repeats accumulate): the VJP of getitem.",
+)
+
+
+def _split_along(g, sizes, axis):
+    pieces, start = [], 0
+    for size in sizes:
+        index = [slice(None)] * g.ndim
+        index[axis] = slice(start, start + size)
+        pieces.append(F.getitem(g, index=tuple(index)))
+        start += size
+    return tuple(pieces)
+
+
+def _zeros_for(t, xs):
+    return [F.zeros_like(x) if ti is None else ti for ti, x in zip(t, xs)]
+
+
+op(
+    "concatenate",
+    lambda *xs, axis=0: np.concatenate(xs, axis=axis),
+    lambda g, out, *xs, axis=0: _split_along(g, [x.shape[axis] for x in xs], axis % g.ndim),
+    lambda t, out, *xs, axis=0: None
+    if all(ti is None for ti in t)
+    else F.concatenate(*_zeros_for(t, xs), axis=axis),
+    (REAL,),
+    "join",
+    variadic=True,
+    attrs={"axis": 0},
+)
+
+
+def _unstack(g, n, axis):
+    axis = axis % g.ndim
+    return tuple(F.getitem(g, index=(slice(None),) * axis + (i,)) for i in range(n))
+
+
+op(
+    "stack",
+    lambda *xs, axis=0: np.stack(xs, axis=axis),
+    lambda g, out, *xs, axis=0: _unstack(g, len(xs), axis),
+    lambda t, out, *xs, axis=0: None if all(ti is None for ti in t) else F.stack(*_zeros_for(t, xs), axis=axis),
+    (REAL,),
+    "join",
+    variadic=True,
+    attrs={"axis": 0},
+)
+
+# ------------------------------------------------------ softmax and the losses
+def _softmax_forward(x, axis=-1):
+    return np.exp(x - _logsumexp_forward(x, axis=axis, keepdims=True))
+
+
+def _softmax_vjp(g, out, x, axis=-1):
+    return (out * (g - F.sum(g * out, axis=axis, keepdims=True)),)
+
+
+op(
+    "softmax",
+    _softmax_forward,
+    _softmax_vjp,
+    lambda t, out, x, axis=-1: None if t[0] is None else _softmax_vjp(t[0], out, x, axis)[0],
+    (Domain(sample=(-5.0, 5.0)),),
+    "normalize",
+    attrs={"axis": -1},
+)
+op(
+    "log_softmax",
+    lambda x, axis=-1: x - _logsumexp_forward(x, axis=axis, keepdims=True),
+    lambda g, out, x, axis=-1: (g - F.exp(out) * F.sum(g, axis=axis, keepdims=True),),
+    lambda t, out, x, axis=-1: None if t[0] is None else t[0] - F.sum(F.exp(out) * t[0], axis=axis, keepdims=True),
+    (Domain(sample=(-5.0, 5.0)),),
+    "normalize",
+    attrs={"axis": -1},
+)
+
+
+def _one_hot(target, like):
+    hot = np.zeros(like.shape, dtype=like.data.dtype)
+    hot[np.arange(like.shape[0]), target.data] = 1.0
+    return F.constant(hot)
+
+
+def _cross_entropy_forward(logits, target):
+    logp = logits - _logsumexp_forward(logits, axis=1, keepdims=True)
+    return -np.mean(logp[np.arange(logits.shape[0]), target])
+
+
+def _cross_entropy_dlogits(logits, target):
+    """d loss / d logits = (softmax - one_hot) / N."""
+    return (F.softmax(logits, axis=1) - _one_hot(target, logits)) * (1.0 / logits.shape[0])
+
+
+op(
+    "cross_entropy",
+    _cross_entropy_forward,
+    lambda g, out, logits, target: (g * _cross_entropy_dlogits(logits, target), None),
+    lambda t, out, logits, target: None if t[0] is None else F.sum(t[0] * _cross_entropy_dlogits(logits, target)),
+    (Domain(sample=(-5.0, 5.0)), CLASS_INDEX),
+    "loss",
+    nondiff=(1,),
+    doc="Mean cross-entropy of (N, C) logits against (N,) class indices.",
+)
+
+
+def _mse_dinput(x, y):
+    return (x - y) * (2.0 / _count(x, None))
+
+
+op(
+    "mse_loss",
+    lambda x, y: np.mean(np.square(x - y)),
+    lambda g, out, x, y: (g * _mse_dinput(x, y), -g * _mse_dinput(x, y)),
+    lambda t, out, x, y: _tangent_sum(
+        None if t[0] is None else F.sum(t[0] * _mse_dinput(x, y)),
+        None if t[1] is None else -F.sum(t[1] * _mse_dinput(x, y)),
+    ),
+    (REAL, REAL),
+    "loss",
+    doc="Mean squared error of two tensors of the same shape.",
+)
