@@ -8,7 +8,7 @@ from collections import namedtuple
 import numpy as np
 
 from . import functional as F
-from .tensor import MODE, Tensor, is_floating
+from .tensor import MODE, Tensor
 
 __all__ = [
     "float32", "float64", "double", "int64", "bool_", "tensor", "as_tensor", "from_numpy", "set_default_dtype",
@@ -52,8 +52,10 @@ def tensor(data, dtype=None, requires_grad=False):
     array = np.array(data, dtype=dtype, copy=True)
     if dtype is None and array.dtype == np.float64 and not _is_numpy_typed(data):
         array = array.astype(MODE.default_dtype)
-    if array.dtype == object:
-        raise TypeError(f"data: could not make a numeric tensor from {type(data).__name__}")
+    if array.dtype.kind not in "biuf":
+        raise TypeError(
+            f"data: expected numbers (bool, integer or float), got {type(data).__name__} of dtype {array.dtype}"
+        )
     return Tensor(array, requires_grad=requires_grad)
 
 
@@ -78,8 +80,8 @@ def from_numpy(array):
 def set_default_dtype(dtype):
     """Set the dtype of tensors made from Python floats (float32 or float64)."""
     dtype = _dtype_arg(dtype)
-    if not is_floating(dtype):
-        raise TypeError(f"dtype: the default dtype must be floating, got {dtype}")
+    if dtype not in (float32, float64):
+        raise TypeError(f"dtype: the default dtype must be ge.float32 or ge.float64, got {dtype}")
     MODE.default_dtype = dtype
 
 

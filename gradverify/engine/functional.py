@@ -6,14 +6,17 @@ Functions here take the table's attribute names (``axis``, ``keepdims``,
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from gradverify.ops import TABLE
 
-from .tensor import Tensor, apply, lift
+from .tensor import Tensor, apply, lift, needs_cotangent  # noqa: F401  (needs_cotangent: for the table's rules)
 
 
 def _lift_all(inputs):
+    """``inputs`` as tensors; numbers take the dtype of the first tensor among them."""
     like = next((x for x in inputs if isinstance(x, Tensor)), None)
     if like is None:
         like = Tensor(np.asarray(inputs[0]))
@@ -22,7 +25,11 @@ def _lift_all(inputs):
 
 def _make(op):
     def engine_op(*inputs, **attrs):
-        return apply(op, _lift_all(inputs), attrs)
+        for x in inputs:
+            if not isinstance(x, Tensor):
+                inputs = _lift_all(inputs)
+                break
+        return apply(op, inputs, attrs)
 
     engine_op.__name__ = op.name
     engine_op.__qualname__ = op.name
@@ -44,11 +51,23 @@ def squeeze(x, axis=None):
     return apply(TABLE["squeeze"], (x,), {"axis": axis})
 
 
+def sum_to(x, shape):
+    """Sum ``x`` over its broadcast axes down to ``shape``; ``x`` itself when it already has that shape."""
+    if x.data.shape == tuple(shape):
+        return x
+    return apply(TABLE["sum_to"], (x,), {"shape": shape})
+
+
 def swapaxes(x, a, b):
     """Exchange two axes (a permute)."""
-    axes = list(range(x.ndim))
+    return apply(TABLE["permute"], (x,), {"axes": _swapped_axes(x.data.ndim, a, b)})
+
+
+@functools.lru_cache(maxsize=256)
+def _swapped_axes(ndim, a, b):
+    axes = list(range(ndim))
     axes[a], axes[b] = axes[b], axes[a]
-    return apply(TABLE["permute"], (x,), {"axes": tuple(axes)})
+    return tuple(axes)
 
 
 def constant(array):

@@ -58,9 +58,14 @@ def _compare(ufunc):
     return method
 
 
+_DEVICES = ("cpu", "cuda", "mps", "meta", "xpu")
+
+
 def _to(self, dtype=None, *args, **kwargs):
     """Convert the dtype (``x.to(ge.float64)``); device arguments other than 'cpu' are rejected."""
-    if isinstance(dtype, str) and dtype == "cpu":
+    if isinstance(dtype, str) and dtype in _DEVICES:
+        if dtype != "cpu":
+            raise ValueError(f"device: the engine runs on numpy, so only 'cpu' is supported, got {dtype!r}")
         return self
     target = api._dtype_arg(dtype)
     if target is None or target == self.dtype:

@@ -18,6 +18,7 @@ class _Mode:
 
     grad_enabled = True
     forward_level = 0
+    in_backward = False
     default_dtype = np.dtype(np.float32)
 
 
@@ -196,22 +197,54 @@ def _seed_gradient(output, gradient, argname):
     return seed
 
 
+_new_tensor = Tensor.__new__
+
+
 def _wrap(value):
-    return Tensor(value if type(value) is np.ndarray else np.asarray(value))
+    """A plain tensor around an op's result, built without ``__init__``'s checks (the hot path)."""
+    out = _new_tensor(Tensor)
+    out.data = value if type(value) is np.ndarray else np.asarray(value)
+    out.requires_grad = False
+    out.grad = out._ctx = out._tangent = None
+    return out
+
+
+_KIND_RANK = {"b": 0, "u": 1, "i": 1, "f": 2}
+
+
+def promote_kinds(a, b):
+    """``a`` and ``b`` with the one of lower kind (bool < integer < float) cast to the other's dtype.
+
+    This is PyTorch's rule for mixing kinds (an int64 tensor times a float32
+    tensor is float32), where numpy would widen to float64.
+    """
+    if _KIND_RANK.get(a.data.dtype.kind, 3) < _KIND_RANK.get(b.data.dtype.kind, 3):
+        return _wrap(a.data.astype(b.data.dtype)), b
+    return a, _wrap(b.data.astype(a.data.dtype))
 
 
 def apply(op, inputs, attrs=_NO_ATTRS):
     """Run ``op`` on engine tensors, recording the graph and forward tangents as needed."""
+    # One and two inputs are spelled out: this is the engine's hottest code.
+    if len(inputs) == 1:
+        arrays = (inputs[0].data,)
+    elif len(inputs) == 2:
+        first, second = inputs
+        if op.broadcasts and first.data.dtype.kind != second.data.dtype.kind:
+            inputs = first, second = promote_kinds(first, second)
+        arrays = (first.data, second.data)
+    else:
+        arrays = [t.data for t in inputs]
     try:
-        out = _wrap(op.forward(*[t.data for t in inputs], **attrs))
+        data = op.forward(*arrays, **attrs)
     except (ValueError, IndexError, TypeError) as err:
         shapes = ", ".join(str(t.data.shape) for t in inputs)
-        raise type(err)(f"{op.name}: {err} (input shapes {shapes})") from None
-    if MODE.grad_enabled:
+        message = str(err).removeprefix(f"{op.name}: ")
+        raise type(err)(f"{op.name}: {message} (input shapes {shapes})") from None
+    out = _wrap(data)
+    if MODE.grad_enabled and out.data.dtype.kind == "f":
         for t in inputs:
             if t.requires_grad:
-                if not is_floating(out.data.dtype):
-                    break
                 out.requires_grad = True
                 out._ctx = (op, inputs, attrs)
                 break
@@ -271,6 +304,16 @@ def fit_cotangent(grad, target):
     return grad
 
 
+def needs_cotangent(t):
+    """Whether a VJP rule must compute the cotangent of its input ``t``.
+
+    During the engine's backward pass, an input that does not require grad
+    gets none (so ``x @ W.T`` skips the product that would go to ``x``);
+    a rule called directly, outside a backward pass, computes them all.
+    """
+    return t.requires_grad or not MODE.in_backward
+
+
 def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulate=True, inputs=None):
     """Reverse accumulation from ``roots`` with cotangents ``seeds``.
 
@@ -285,49 +328,82 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
     for root, seed in zip(roots, seeds):
         prev = grads.get(id(root))
         grads[id(root)] = seed if prev is None else prev + seed
-    saved_mode = MODE.grad_enabled
-    MODE.grad_enabled = create_graph
+    # Memory a leaf may not keep as its .grad without a copy: the seeds', and what other leaves got.
+    shared = {id(s.data if s.data.base is None else s.data.base) for s in seeds}
+    saved_modes = MODE.grad_enabled, MODE.in_backward
+    MODE.grad_enabled, MODE.in_backward = create_graph, True
     try:
         for t in reversed(order):
             g = grads.pop(id(t), None)
             if g is None:
                 continue
-            slot = wanted.get(id(t))
-            if slot is not None:
-                results[slot] = g
+            if wanted:
+                slot = wanted.get(id(t))
+                if slot is not None:
+                    results[slot] = g
             ctx = t._ctx
             if ctx is None:
                 if accumulate:
-                    g = g if create_graph else Tensor(g.data.copy())
-                    t.grad = g if t.grad is None else t.grad + g
+                    _accumulate_grad(t, g, create_graph, shared)
                 continue
             op, parents, attrs = ctx
             cotangents = op.vjp(g, t, *parents, **attrs)
             for parent, gp in zip(parents, cotangents):
                 if gp is None or not parent.requires_grad:
                     continue
-                gp = fit_cotangent(gp, parent)
+                if gp.data.shape != parent.data.shape or gp.data.dtype != parent.data.dtype:
+                    gp = fit_cotangent(gp, parent)
                 prev = grads.get(id(parent))
                 grads[id(parent)] = gp if prev is None else prev + gp
             if not retain_graph:
                 t._ctx = _Freed(op.name)
     finally:
-        MODE.grad_enabled = saved_mode
+        MODE.grad_enabled, MODE.in_backward = saved_modes
     return results
 
 
-def lift(value, like):
-    """Turn a Python number or array into a constant tensor next to ``like``.
+def _accumulate_grad(leaf, g, create_graph, shared):
+    """Add cotangent ``g`` into ``leaf.grad``.
 
-    A Python scalar takes ``like``'s floating dtype, so a float32 graph stays float32.
+    Without ``create_graph`` the gradient is a writable C-contiguous array
+    whose memory no other leaf and no seed shares (a copy is made only when
+    ``g``'s array falls short of that); with it, ``g`` stays in the graph.
+    """
+    if not create_graph:
+        array = g.data
+        owner = id(array if array.base is None else array.base)
+        if owner in shared or not (array.flags.c_contiguous and array.flags.writeable):
+            array = array.copy()
+            owner = id(array)
+        shared.add(owner)
+        g = _wrap(array)
+    leaf.grad = g if leaf.grad is None else leaf.grad + g
+
+
+_SCALARS = (bool, int, float, np.bool_, np.integer, np.floating)
+
+
+def _scalar_dtype(value, like_dtype):
+    """The dtype PyTorch gives ``tensor op scalar``: the tensor's, unless the scalar's kind is higher."""
+    if like_dtype.kind == "f":
+        return like_dtype
+    if isinstance(value, (float, np.floating)):
+        return MODE.default_dtype
+    if like_dtype.kind == "b" and not isinstance(value, (bool, np.bool_)):
+        return np.dtype(np.int64)
+    return like_dtype
+
+
+def lift(value, like):
+    """Turn a Python or numpy number, or an array, into a constant tensor next to ``like``.
+
+    A scalar takes ``like``'s dtype as in PyTorch, so a float32 graph stays
+    float32; arrays keep their own dtype.
     """
     if isinstance(value, Tensor):
         return value
-    if isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
-        dtype = like.data.dtype
-        if not is_floating(dtype) and isinstance(value, float):
-            dtype = MODE.default_dtype
-        return Tensor(np.asarray(value, dtype=dtype))
-    if isinstance(value, (np.ndarray, np.generic, list, tuple)):
-        return Tensor(np.asarray(value))
+    if isinstance(value, _SCALARS):
+        return _wrap(np.asarray(value, dtype=_scalar_dtype(value, like.data.dtype)))
+    if isinstance(value, (np.ndarray, list, tuple)):
+        return _wrap(np.asarray(value))
     raise TypeError(f"expected a Tensor, a number or an array, got {type(value).__name__}")

@@ -17,6 +17,8 @@ relu'(0) = 0, abs'(0) = 0, clip passes the gradient on the closed interval
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .spec import CLASS_INDEX, CONDITION, NONZERO, POSITIVE, REAL, Domain, OpDef
@@ -81,15 +83,17 @@ def _stable_softplus(x):
     return (np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))).astype(x.dtype, copy=False)
 
 
-def _dsigmoid(x):
-    # s(x) * s(-x) instead of y * (1 - y): y rounds to 1 for large x, which
-    # would make the derivative exactly 0 instead of exp(-x).
-    return F.sigmoid(x) * F.sigmoid(-x)
+def _sigmoid_derivative_forward(x):
+    # e / (1 + e)^2 with e = exp(-|x|) equals s(x) s(-x); unlike y (1 - y) it keeps full
+    # relative accuracy where y rounds to 1 (large x), instead of becoming exactly 0.
+    e = np.exp(-np.abs(x))
+    return (e / np.square(1.0 + e)).astype(x.dtype, copy=False)
 
 
-def _dtanh(x):
-    # 1 - tanh(x)^2 == 4 s(2x) s(-2x), accurate in the tails where tanh rounds to ±1.
-    return 4.0 * _dsigmoid(2.0 * x)
+def _tanh_derivative_forward(x):
+    # 1 - tanh(x)^2 == 4 e / (1 + e)^2 with e = exp(-2|x|): accurate in the tails where tanh rounds to ±1.
+    e = np.exp(-2.0 * np.abs(x))
+    return (4.0 * e / np.square(1.0 + e)).astype(x.dtype, copy=False)
 
 
 def _unary(name, forward, derivative, domain=REAL, **extra):
@@ -112,8 +116,22 @@ _unary("log1p", np.log1p, lambda x, out: 1.0 / (1.0 + x), Domain(low=-1.0, sampl
 _unary("sqrt", np.sqrt, lambda x, out: 0.5 / out, POSITIVE)
 _unary("sin", np.sin, lambda x, out: F.cos(x))
 _unary("cos", np.cos, lambda x, out: -F.sin(x))
-_unary("tanh", np.tanh, lambda x, out: _dtanh(x))
-_unary("sigmoid", _stable_sigmoid, lambda x, out: _dsigmoid(x))
+_unary("tanh", np.tanh, lambda x, out: F.tanh_derivative(x))
+_unary("sigmoid", _stable_sigmoid, lambda x, out: F.sigmoid_derivative(x))
+# The derivatives of tanh and sigmoid are ops of their own: one accurate pass each in the
+# backward of the activations, and differentiable again for higher order.
+_unary(
+    "tanh_derivative",
+    _tanh_derivative_forward,
+    lambda x, out: -2.0 * out * F.tanh(x),
+    doc="1 - tanh(x)^2, accurate where tanh(x) rounds to ±1.",
+)
+_unary(
+    "sigmoid_derivative",
+    _sigmoid_derivative_forward,
+    lambda x, out: -out * F.tanh(0.5 * x),
+    doc="sigmoid(x) * (1 - sigmoid(x)), accurate where sigmoid(x) rounds to 1.",
+)
 _unary("softplus", _stable_softplus, lambda x, out: F.sigmoid(x))
 _unary(
     "relu",
@@ -202,7 +220,7 @@ op(
 op(
     "mul",
     np.multiply,
-    lambda g, out, x, y: (g * y, g * x),
+    lambda g, out, x, y: (g * y if F.needs_cotangent(x) else None, g * x if F.needs_cotangent(y) else None),
     lambda t, out, x, y: _tangent_sum(None if t[0] is None else t[0] * y, None if t[1] is None else x * t[1]),
     (REAL, REAL),
     "binary",
@@ -211,7 +229,7 @@ op(
 op(
     "div",
     np.true_divide,
-    lambda g, out, x, y: (g / y, -g * out / y),
+    lambda g, out, x, y: (g / y if F.needs_cotangent(x) else None, -g * out / y if F.needs_cotangent(y) else None),
     lambda t, out, x, y: _tangent_sum(
         None if t[0] is None else t[0] / y, None if t[1] is None else -t[1] * out / y
     ),
@@ -292,21 +310,34 @@ op(
 )
 
 # --------------------------------------------------------------------- matmul
+def _is_transposed(t):
+    flags = t.data.flags
+    return flags.f_contiguous and not flags.c_contiguous
+
+
 def _matmul_vjp(g, out, a, b):
+    # A cotangent the backward pass would drop is not computed (for x @ W.T, the costly x side).
     a2 = F.unsqueeze(a, 0) if a.ndim == 1 else a
     b2 = F.unsqueeze(b, -1) if b.ndim == 1 else b
+    # Restore the axes numpy's matmul dropped for 1-D operands, the trailing one first
+    # (for vector @ vector, g is 0-d and has no axis -2 until then).
     g2 = g
-    if a.ndim == 1:
-        g2 = F.unsqueeze(g2, -2)
     if b.ndim == 1:
         g2 = F.unsqueeze(g2, -1)
-    ga = F.matmul(g2, F.swapaxes(b2, -1, -2))
-    gb = F.matmul(F.swapaxes(a2, -1, -2), g2)
     if a.ndim == 1:
-        ga = F.squeeze(ga, -2)
-    if b.ndim == 1:
-        gb = F.squeeze(gb, -1)
-    return F.sum_to(ga, shape=a.shape), F.sum_to(gb, shape=b.shape)
+        g2 = F.unsqueeze(g2, -2)
+    ga = gb = None
+    if F.needs_cotangent(a):
+        ga = F.matmul(g2, F.swapaxes(b2, -1, -2))
+        ga = F.sum_to(F.squeeze(ga, -2) if a.ndim == 1 else ga, shape=a.shape)
+    if F.needs_cotangent(b):
+        if a2.ndim == b2.ndim == 2 and _is_transposed(b2):
+            # b is a transposed view (x @ W.T): (g^T a)^T gives W a C-contiguous cotangent, no copy needed.
+            gb = F.swapaxes(F.matmul(F.swapaxes(g2, -1, -2), a2), -1, -2)
+        else:
+            gb = F.matmul(F.swapaxes(a2, -1, -2), g2)
+        gb = F.sum_to(F.squeeze(gb, -1) if b.ndim == 1 else gb, shape=b.shape)
+    return ga, gb
 
 
 op(
@@ -406,25 +437,36 @@ _extremum("amax", np.amax, True)
 _extremum("amin", np.amin, False)
 
 
-def _logsumexp_forward(x, axis=None, keepdims=False):
-    # Shift by the max so exp never overflows; an all -inf group stays -inf.
+def _max_shift(x, axis):
+    """The max over ``axis`` (kept), 0 where it is not finite: exp(x - shift) never overflows."""
     m = np.amax(x, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0)
+    return np.where(np.isfinite(m), m, 0)
+
+
+def _logsumexp_forward(x, axis=None, keepdims=False):
+    # An all -inf group stays -inf.
+    m = _max_shift(x, axis)
     out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
     return out if keepdims else np.squeeze(out, axis=axis)
 
 
-def _softmax_of(x, out, axis, keepdims):
-    return F.exp(x - _keep(out, x, axis, keepdims))
+def _softmax_of(x, axis):
+    """softmax over ``axis`` (any axes) as engine ops of ``x``.
+
+    exp(x - c) / sum with the max c held constant: the value does not depend on c,
+    and unlike exp(x - out) it does not inherit the rounding of out (about |x| ulps).
+    """
+    e = F.exp(x - F.constant(_max_shift(x.data, axis)))
+    return e / F.sum(e, axis=axis, keepdims=True)
 
 
 op(
     "logsumexp",
     _logsumexp_forward,
-    lambda g, out, x, axis=None, keepdims=False: (_keep(g, x, axis, keepdims) * _softmax_of(x, out, axis, keepdims),),
+    lambda g, out, x, axis=None, keepdims=False: (_keep(g, x, axis, keepdims) * _softmax_of(x, axis),),
     lambda t, out, x, axis=None, keepdims=False: None
     if t[0] is None
-    else F.sum(t[0] * _softmax_of(x, out, axis, keepdims), axis=axis, keepdims=keepdims),
+    else F.sum(t[0] * _softmax_of(x, axis), axis=axis, keepdims=keepdims),
     (Domain(sample=(-5.0, 5.0)),),
     "reduction",
     attrs=REDUCE_ATTRS,
@@ -439,10 +481,16 @@ op(
     (REAL,),
     "shape",
 )
+@functools.lru_cache(maxsize=256)
+def _inverse_permutation(axes):
+    # Cached: every backward through x.T asks for the same few permutations.
+    return tuple(int(a) for a in np.argsort(axes))
+
+
 op(
     "permute",
     lambda x, axes: np.transpose(x, axes),
-    lambda g, out, x, axes: (F.permute(g, axes=tuple(int(a) for a in np.argsort(axes))),),
+    lambda g, out, x, axes: (F.permute(g, axes=_inverse_permutation(tuple(axes))),),
     lambda t, out, x, axes: None if t[0] is None else F.permute(t[0], axes=axes),
     (REAL,),
     "shape",
@@ -570,12 +618,31 @@ op(
 )
 
 # ------------------------------------------------------ softmax and the losses
+# softmax and log_softmax never form logsumexp(x) itself: it rounds to about |x| ulps,
+# which exp(x - logsumexp) would turn into a relative error of |x| ulps in every entry.
 def _softmax_forward(x, axis=-1):
-    return np.exp(x - _logsumexp_forward(x, axis=axis, keepdims=True))
+    e = np.exp(x - _max_shift(x, axis))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def _log_softmax_forward(x, axis=-1):
+    shifted = x - _max_shift(x, axis)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+
+
+def _first_max_mask(x, axis):
+    """A constant 0/1 tensor marking the first largest entry of ``x`` along ``axis``."""
+    first = np.expand_dims(np.argmax(x.data, axis=axis), axis)
+    mask = np.zeros_like(x.data)
+    np.put_along_axis(mask, first, 1.0, axis=axis)
+    return F.constant(mask)
 
 
 def _softmax_vjp(g, out, x, axis=-1):
-    return (out * (g - F.sum(g * out, axis=axis, keepdims=True)),)
+    # g - sum(g * out) == d - sum(d * out) for d = g - g[argmax]: when one out rounds to 1,
+    # the plain form cancels g[argmax] against itself and keeps only its rounding error.
+    d = g - F.sum(g * _first_max_mask(x, axis), axis=axis, keepdims=True)
+    return (out * (d - F.sum(d * out, axis=axis, keepdims=True)),)
 
 
 op(
@@ -589,7 +656,7 @@ op(
 )
 op(
     "log_softmax",
-    lambda x, axis=-1: x - _logsumexp_forward(x, axis=axis, keepdims=True),
+    _log_softmax_forward,
     lambda g, out, x, axis=-1: (g - F.exp(out) * F.sum(g, axis=axis, keepdims=True),),
     lambda t, out, x, axis=-1: None if t[0] is None else t[0] - F.sum(F.exp(out) * t[0], axis=axis, keepdims=True),
     (Domain(sample=(-5.0, 5.0)),),
@@ -605,7 +672,7 @@ def _one_hot(target, like):
 
 
 def _cross_entropy_forward(logits, target):
-    logp = logits - _logsumexp_forward(logits, axis=1, keepdims=True)
+    logp = _log_softmax_forward(logits, axis=1)
     return -np.mean(logp[np.arange(logits.shape[0]), target])
 
 

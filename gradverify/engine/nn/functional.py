@@ -50,4 +50,5 @@ def cross_entropy(input, target, reduction="mean"):
         )
     if target_data.size and (target_data.min() < 0 or target_data.max() >= input.shape[1]):
         raise ValueError(f"cross_entropy: class indices must lie in [0, {input.shape[1]}), got {target_data}")
-    return _reduce(_ops.cross_entropy(input, Tensor(target_data)), input.shape[0], reduction)
+    target = target if isinstance(target, Tensor) else Tensor(target_data)
+    return _reduce(_ops.cross_entropy(input, target), input.shape[0], reduction)

@@ -1,0 +1,303 @@
+"""The engine's torch-shaped surface behaves like PyTorch's: dtypes, autograd switches, transforms, nn, optim."""
+import numpy as np
+import pytest
+
+import gradverify.engine as ge
+
+torch = pytest.importorskip("torch")
+torch_func = pytest.importorskip("torch.func")
+
+RNG_SEED = 11
+
+
+def _pair(array, requires_grad=False):
+    """The same float64 values as an engine tensor and a torch tensor."""
+    return ge.tensor(array, requires_grad=requires_grad), torch.tensor(array, requires_grad=requires_grad)
+
+
+# ------------------------------------------------------------------- dtypes
+SCALARS = [2, 2.5, True, np.float64(2.5), np.float32(2.5), np.int64(3)]
+SCALAR_CASES = [
+    pytest.param(dtype, scalar, operator, id=f"{dtype}{operator}{type(scalar).__name__}({scalar})")
+    for dtype in ("float32", "float64", "int64", "bool")
+    for scalar in SCALARS
+    for operator in ("__add__", "__radd__", "__mul__", "__rmul__", "__sub__", "__rsub__")
+    # torch refuses to subtract booleans
+    if not ("sub" in operator and (dtype == "bool" or isinstance(scalar, bool)))
+]
+
+
+@pytest.mark.parametrize("dtype, scalar, operator", SCALAR_CASES)
+def test_tensor_with_scalar_has_torchs_dtype(dtype, scalar, operator):
+    values = np.array([1, 0, 1]).astype(dtype)
+    engine_out = getattr(ge.tensor(values), operator)(scalar)
+    torch_out = getattr(torch.tensor(values), operator)(scalar)
+    assert str(engine_out.dtype) == str(torch_out.dtype).removeprefix("torch.")
+    np.testing.assert_array_equal(engine_out.numpy(), torch_out.numpy())
+
+
+@pytest.mark.parametrize("low, high", [("int64", "float32"), ("bool", "float64"), ("bool", "int64"), ("float32", "float64")])
+def test_tensors_of_two_dtypes_promote_like_torch(low, high):
+    a, b = np.array([1, 0, 3]).astype(low), np.array([0.5, 2, -1]).astype(high)
+    for left, right in ((a, b), (b, a)):
+        engine_out = ge.tensor(left) * ge.tensor(right)
+        torch_out = torch.tensor(left) * torch.tensor(right)
+        assert str(engine_out.dtype) == str(torch_out.dtype).removeprefix("torch.")
+        np.testing.assert_array_equal(engine_out.numpy(), torch_out.numpy())
+    if high.startswith("float"):
+        x = ge.tensor(b, requires_grad=True)
+        (x * ge.tensor(a)).sum().backward()
+        assert x.grad.dtype == np.dtype(high)
+        np.testing.assert_array_equal(x.grad.numpy(), a.astype(high))
+
+
+def test_float32_graph_stays_float32_and_gradients_have_their_tensors_dtype():
+    x = ge.tensor([0.5, 1.5], dtype=ge.float32, requires_grad=True)
+    w = ge.tensor([2.0, -1.0], dtype=ge.float64, requires_grad=True)
+    y = ge.exp(x * 3.0 + np.float64(1.0)) / 2 - x**2.0 + 1
+    assert y.dtype == ge.float32
+    mixed = (y * w).sum()
+    assert mixed.dtype == ge.float64
+    mixed.backward()
+    assert x.grad.dtype == ge.float32 and w.grad.dtype == ge.float64
+    xt = torch.tensor([0.5, 1.5], requires_grad=True)
+    wt = torch.tensor([2.0, -1.0], dtype=torch.float64, requires_grad=True)
+    ((torch.exp(xt * 3.0 + 1.0) / 2 - xt**2.0 + 1) * wt).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(w.grad.numpy(), wt.grad.numpy(), rtol=1e-6)
+
+
+def test_default_dtype_applies_to_python_floats_only():
+    assert ge.tensor([1.0]).dtype == ge.float32 and ge.get_default_dtype() == ge.float32
+    assert ge.tensor(np.array([1.0])).dtype == ge.float64
+    assert ge.tensor([1, 2]).dtype == ge.int64
+    ge.set_default_dtype(ge.float64)
+    try:
+        assert ge.tensor([1.0]).dtype == ge.float64
+        assert ge.zeros(2).dtype == ge.float64
+        assert ge.tensor([1, 2]).dtype == ge.int64
+    finally:
+        ge.set_default_dtype(ge.float32)
+    assert ge.ones(2, 3).dtype == ge.float32 and ge.ones(2, 3).shape == (2, 3)
+
+
+# ------------------------------------------------- autograd switches, values
+def test_no_grad_context_and_decorator():
+    x = ge.tensor([1.0, 2.0], requires_grad=True)
+    with ge.no_grad():
+        assert not ge.is_grad_enabled()
+        y = x * 2
+        with ge.enable_grad():
+            z = x * 3
+    assert ge.is_grad_enabled()
+    assert not y.requires_grad and y.grad_fn is None
+    assert z.requires_grad and z.grad_fn == "mul"
+
+    @ge.no_grad()
+    def doubled(t):
+        return t * 2
+
+    assert not doubled(x).requires_grad
+    np.testing.assert_array_equal(doubled(x).numpy(), [2.0, 4.0])
+
+
+def test_detach_item_numpy_and_array_protocol():
+    x = ge.tensor([[1.0, 2.0]], requires_grad=True)
+    d = x.detach()
+    assert not d.requires_grad and d.is_leaf
+    assert np.shares_memory(d.numpy(), x.data)
+    with pytest.raises(RuntimeError, match=r"detach\(\)\.numpy\(\)"):
+        x.numpy()
+    assert (x.sum() * 2).item() == 6.0 and isinstance(x.sum().item(), float)
+    assert np.asarray(x).dtype == np.float32
+    np.testing.assert_array_equal(np.asarray(x, dtype=np.float64), [[1.0, 2.0]])
+    mixed = np.ones(2) + x
+    assert isinstance(mixed, ge.Tensor) and mixed.requires_grad
+
+
+def test_max_and_min_with_dim_return_values_and_indices():
+    values = np.array([[1.0, 5.0, 3.0], [7.0, 2.0, 9.0]])
+    for dim in (0, 1, -1):
+        for keepdim in (False, True):
+            for name in ("max", "min"):
+                engine = getattr(ge, name)(ge.tensor(values), dim, keepdim=keepdim)
+                reference = getattr(torch, name)(torch.tensor(values), dim, keepdim=keepdim)
+                np.testing.assert_array_equal(engine.values.numpy(), reference.values.numpy())
+                np.testing.assert_array_equal(engine.indices.numpy(), reference.indices.numpy())
+                got_values, got_indices = engine
+                assert got_indices.dtype == ge.int64 and got_values.shape == tuple(reference.values.shape)
+    assert ge.tensor(values).max().item() == 9.0
+    assert ge.tensor(values).max(dim=1).indices.tolist() == [1, 2]
+
+
+def test_max_with_dim_is_differentiable_like_torch():
+    values = np.array([[1.0, 5.0, 3.0], [7.0, 2.0, 9.0]])
+    x, xt = _pair(values, requires_grad=True)
+    (ge.max(x, 1).values * ge.tensor([1.0, 2.0])).sum().backward()
+    (torch.max(xt, 1).values * torch.tensor([1.0, 2.0])).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), xt.grad.numpy())
+
+
+# --------------------------------------------------------- autograd and func
+def _scalar_fn(lib, x, y):
+    """A scalar function of two vectors, written once for both libraries (``lib`` is ge or torch)."""
+    return (lib.tanh(x) * y**2 + lib.exp(x * y) / 3).sum()
+
+
+def _vector_fn(lib, x):
+    """A vector function of a vector, written once for both libraries."""
+    return lib.sin(x) * lib.sum(x**3)
+
+
+def test_autograd_grad_with_grad_outputs_and_create_graph_matches_torch():
+    rng = np.random.default_rng(RNG_SEED)
+    xa, ya, cot = rng.standard_normal(4), rng.standard_normal(4), rng.standard_normal(4)
+    f, g = _scalar_fn, _vector_fn
+    (x, xt), (y, yt) = _pair(xa, True), _pair(ya, True)
+
+    gx, gy = ge.autograd.grad(f(ge, x, y), (x, y), create_graph=True)
+    gxt, gyt = torch.autograd.grad(f(torch, xt, yt), (xt, yt), create_graph=True)
+    np.testing.assert_allclose(gx.detach().numpy(), gxt.detach().numpy(), rtol=1e-12)
+    assert gx.requires_grad and x.grad is None
+    (second,) = ge.autograd.grad((gx * gy).sum(), x)
+    (second_t,) = torch.autograd.grad((gxt * gyt).sum(), xt)
+    np.testing.assert_allclose(second.numpy(), second_t.numpy(), rtol=1e-12)
+
+    (vjp,) = ge.autograd.grad(g(ge, x), x, grad_outputs=ge.tensor(cot))
+    (vjp_t,) = torch.autograd.grad(g(torch, xt), xt, grad_outputs=torch.tensor(cot))
+    np.testing.assert_allclose(vjp.numpy(), vjp_t.numpy(), rtol=1e-12)
+    assert not vjp.requires_grad
+
+
+def test_func_transforms_match_torch_func():
+    rng = np.random.default_rng(RNG_SEED)
+    xa, ya, u, v = (rng.standard_normal(3) for _ in range(4))
+    f, g = _scalar_fn, _vector_fn
+    (x, xt), (y, yt) = _pair(xa), _pair(ya)
+
+    def close(engine_value, torch_value):
+        np.testing.assert_allclose(np.asarray(engine_value), torch_value.detach().numpy(), rtol=1e-11, atol=1e-13)
+
+    for argnums in (0, 1):
+        close(ge.func.grad(lambda a, b: f(ge, a, b), argnums)(x, y), torch_func.grad(lambda a, b: f(torch, a, b), argnums)(xt, yt))
+    out, vjp_fn = ge.func.vjp(lambda a: g(ge, a), x)
+    out_t, vjp_fn_t = torch_func.vjp(lambda a: g(torch, a), xt)
+    close(out, out_t)
+    close(vjp_fn(ge.tensor(u))[0], vjp_fn_t(torch.tensor(u))[0])
+    out, tangent = ge.func.jvp(lambda a: g(ge, a), (x,), (ge.tensor(u),))
+    out_t, tangent_t = torch_func.jvp(lambda a: g(torch, a), (xt,), (torch.tensor(u),))
+    close(out, out_t)
+    close(tangent, tangent_t)
+    hessian = ge.func.hessian(lambda a: f(ge, a, y))(x)
+    hessian_t = torch_func.hessian(lambda a: f(torch, a, yt))(xt)
+    close(hessian, hessian_t)
+    close(ge.func.jacrev(lambda a: g(ge, a))(x), torch_func.jacrev(lambda a: g(torch, a))(xt))
+    close(ge.func.jacfwd(lambda a: g(ge, a))(x), torch_func.jacfwd(lambda a: g(torch, a))(xt))
+    value, (product,) = ge.func.hvp(lambda a: f(ge, a, y), (x,), (ge.tensor(v),))
+    close(value, f(torch, xt, yt))
+    close(product, hessian_t @ torch.tensor(v))
+
+
+# ------------------------------------------------------------------------ nn
+def _build_model(lib):
+    """The same small model for both libraries: a Sequential, a submodule and a bare parameter."""
+    nn = lib.nn
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.Sequential(nn.Linear(4, 3), nn.Tanh(), nn.Linear(3, 2, bias=False))
+            self.head = nn.Linear(2, 1)
+            self.scale = nn.Parameter(lib.tensor([1.5]))
+
+        def forward(self, x):
+            return self.head(self.encoder(x)) * self.scale
+
+    return Model()
+
+
+def test_state_dict_keys_and_shapes_match_torch():
+    engine_model, torch_model = _build_model(ge), _build_model(torch)
+    engine_state, torch_state = engine_model.state_dict(), torch_model.state_dict()
+    assert list(engine_state) == list(torch_state)
+    assert list(engine_state) == ["scale", "encoder.0.weight", "encoder.0.bias", "encoder.2.weight", "head.weight", "head.bias"]
+    for name, value in torch_state.items():
+        assert engine_state[name].shape == tuple(value.shape)
+    assert [n for n, _ in engine_model.named_parameters()] == [n for n, _ in torch_model.named_parameters()]
+
+
+@pytest.mark.parametrize("source", ["numpy", "engine", "torch"])
+def test_load_state_dict_then_forward_matches_torch(source):
+    engine_model, torch_model = _build_model(ge).double(), _build_model(torch).double()
+    state = torch_model.state_dict()
+    convert = {
+        "numpy": lambda t: t.numpy().copy(),
+        "engine": lambda t: ge.tensor(t.numpy()),
+        "torch": lambda t: t,
+    }[source]
+    engine_model.load_state_dict({k: convert(v) for k, v in state.items()})
+    x = np.random.default_rng(RNG_SEED).standard_normal((5, 4))
+    np.testing.assert_allclose(
+        engine_model(ge.tensor(x)).detach().numpy(), torch_model(torch.tensor(x)).detach().numpy(), rtol=1e-13
+    )
+    assert engine_model.head.weight.dtype == ge.float64
+    state["head.weight"][0, 0] = 99.0
+    assert engine_model.head.weight.data[0, 0] != 99.0
+
+
+def test_linear_layout_and_default_initialisation_follow_torch():
+    ge.manual_seed(3)
+    layer = ge.nn.Linear(400, 300)
+    reference = torch.nn.Linear(400, 300)
+    assert layer.weight.shape == tuple(reference.weight.shape) == (300, 400)
+    assert layer.bias.shape == tuple(reference.bias.shape) == (300,)
+    assert layer.weight.dtype == ge.float32 and layer.weight.requires_grad and layer.weight.is_leaf
+    bound = 1 / np.sqrt(400)
+    for values in (layer.weight.data.ravel(), layer.bias.data):
+        assert np.abs(values).max() <= bound
+    # Uniform on [-b, b]: mean 0, standard deviation b / sqrt(3), flat histogram.
+    weights = layer.weight.data.ravel().astype(np.float64)
+    assert abs(weights.mean()) < 0.01 * bound
+    assert weights.std() == pytest.approx(bound / np.sqrt(3), rel=0.01)
+    counts, _ = np.histogram(weights, bins=10, range=(-bound, bound))
+    np.testing.assert_allclose(counts / weights.size, 0.1, atol=0.005)
+    assert weights.std() == pytest.approx(reference.weight.detach().double().std().item(), rel=0.02)
+    out = layer(ge.tensor(np.ones((2, 400), dtype=np.float32)))
+    assert out.dtype == ge.float32 and out.shape == (2, 300)
+    expected = layer.weight.data.astype(np.float64).sum(axis=1) + layer.bias.data
+    np.testing.assert_allclose(out.detach().numpy(), np.stack([expected, expected]), rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------- optim
+OPTIMIZERS = [
+    ("SGD", dict(lr=0.1)),
+    ("SGD", dict(lr=0.05, momentum=0.9)),
+    ("SGD", dict(lr=0.05, momentum=0.9, dampening=0.3, weight_decay=0.01)),
+    ("SGD", dict(lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.1)),
+    ("Adam", dict(lr=0.01)),
+    ("Adam", dict(lr=0.02, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.05)),
+]
+
+
+@pytest.mark.parametrize("name, options", OPTIMIZERS, ids=[f"{n}-{sorted(o)}" for n, o in OPTIMIZERS])
+def test_optimizer_steps_match_torch_optim(name, options):
+    rng = np.random.default_rng(RNG_SEED)
+    w0, b0 = rng.standard_normal((3, 4)), rng.standard_normal(3)
+    x, target = rng.standard_normal((6, 4)), rng.standard_normal((6, 3))
+    trajectories = {}
+    for lib, optim in ((ge, ge.optim), (torch, torch.optim)):
+        w, b = lib.tensor(w0, requires_grad=True), lib.tensor(b0, requires_grad=True)
+        optimizer = getattr(optim, name)([w, b], **options)
+        steps = []
+        for _ in range(8):
+            optimizer.zero_grad()
+            loss = ((lib.tanh(lib.tensor(x) @ w.T + b) - lib.tensor(target)) ** 2).mean()
+            loss.backward()
+            optimizer.step()
+            steps.append((loss.item(), w.detach().numpy().copy(), b.detach().numpy().copy()))
+        trajectories[lib] = steps
+    for (engine_loss, engine_w, engine_b), (torch_loss, torch_w, torch_b) in zip(trajectories[ge], trajectories[torch]):
+        assert engine_loss == pytest.approx(torch_loss, rel=1e-12)
+        np.testing.assert_allclose(engine_w, torch_w, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(engine_b, torch_b, rtol=1e-12, atol=1e-14)
+    assert not np.allclose(trajectories[ge][-1][1], w0)
