@@ -1,0 +1,98 @@
+"""No false alarms: correct but numerically hard functions pass in both modes.
+
+Values near 1e12 and beyond, steep logs near 0, derivatives near 0, high
+frequency, inputs spanning twelve orders of magnitude, ill-conditioned
+matrices (condition numbers up to 1e6), saturated softmax, exp near
+overflow, cancellation, and the document's MLP in float32 (judged against
+float64) and float64.
+"""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import gradverify.engine as ge
+from gradverify import check_grad
+from gradverify.check.benchmarks import document_mlp
+
+
+def tensor(array):
+    return torch.tensor(np.asarray(array), dtype=torch.float64)
+
+
+def ill_conditioned(size, condition, rng):
+    """A random matrix with singular values spread evenly (in log scale) from 1 to 1/condition."""
+    left, _ = np.linalg.qr(rng.standard_normal((size, size)))
+    right, _ = np.linalg.qr(rng.standard_normal((size, size)))
+    return left @ np.diag(np.logspace(0, -np.log10(condition), size)) @ right
+
+
+def corpus(seed):
+    rng = np.random.default_rng(seed)
+    eye = torch.eye(5, dtype=torch.float64)
+    return {
+        "square of values ~1e6 (outputs ~1e12)": (lambda x: x**2, [tensor(rng.standard_normal(20) * 1e6)]),
+        "1e12 * exp": (lambda x: 1e12 * torch.exp(x), [tensor(rng.standard_normal(20))]),
+        "steep log near 0": (torch.log, [tensor(rng.uniform(1e-8, 1e-6, 20))]),
+        "sum of logs near 0": (lambda x: torch.log(x).sum(), [tensor(rng.uniform(1e-9, 1e-6, 50))]),
+        "cos near 0 (derivative near 0)": (torch.cos, [tensor(rng.uniform(-1e-6, 1e-6, 20))]),
+        "cube near 0": (lambda x: x**3, [tensor(rng.uniform(-1e-4, 1e-4, 20))]),
+        "sin(100 x)": (lambda x: torch.sin(100 * x), [tensor(rng.uniform(-3, 3, 20))]),
+        "sum of sin(1000 x)": (lambda x: torch.sin(1000 * x).sum(), [tensor(rng.uniform(-3, 3, 200))]),
+        "log1p(x^2), |x| from 1e-6 to 1e6": (
+            lambda x: torch.log1p(x**2), [tensor(np.logspace(-6, 6, 25) * rng.choice([-1, 1], 25))]),
+        "x tanh(x), x from 1e-6 to 1e6": (lambda x: x * torch.tanh(x), [tensor(np.logspace(-6, 6, 25))]),
+        "solve, condition 1e6": (torch.linalg.solve, [tensor(ill_conditioned(6, 1e6, rng)),
+                                                      tensor(rng.standard_normal(6))]),
+        "inverse, condition 1e6": (torch.linalg.inv, [tensor(ill_conditioned(5, 1e6, rng))]),
+        "logdet": (lambda a: torch.logdet(a @ a.T + 1e-3 * eye), [tensor(rng.standard_normal((5, 5)))]),
+        "softmax of logits ~300": (lambda x: torch.softmax(x, 0), [tensor(rng.standard_normal(10) * 300)]),
+        "logsumexp of logits ~1e3": (lambda x: torch.logsumexp(x, 0), [tensor(rng.standard_normal(10) * 1e3)]),
+        "exp near overflow": (torch.exp, [tensor(rng.uniform(600, 700, 10))]),
+        "variance of values ~1e4 (cancellation)": (
+            lambda x: (x - x.mean()).pow(2).sum(), [tensor(1e4 + rng.standard_normal(100))]),
+    }
+
+
+CASES = sorted(corpus(0))
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+@pytest.mark.parametrize("name", CASES)
+def test_hard_but_correct_functions_pass(name, mode):
+    fn, inputs = corpus(0)[name]
+    result = check_grad(fn, *inputs, mode=mode)
+    assert result.verdict == "pass", str(result)
+
+
+@given(seed=st.integers(0, 2**16), name=st.sampled_from(CASES))
+def test_hard_functions_pass_at_random_points(seed, name):
+    fn, inputs = corpus(seed)[name]
+    result = check_grad(fn, *inputs, mode="fast", seed=seed)
+    assert result.verdict == "pass", str(result)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_document_mlp_passes(dtype, mode):
+    loss, params = document_mlp(dtype=dtype)
+    result = check_grad(loss, *params, mode=mode)
+    assert result.verdict == "pass", str(result)
+    assert result.dtype == dtype
+    if dtype == "float32":
+        assert not any("own dtype" in note for note in result.notes)  # the oracle ran in float64
+
+
+def test_engine_mlp_in_float32_passes():
+    rng = np.random.default_rng(3)
+    inputs = ge.tensor(rng.standard_normal((8, 10)).astype(np.float32))
+    w1, w2 = (ge.tensor(rng.standard_normal(shape).astype(np.float32) * 0.3) for shape in ((64, 10), (5, 64)))
+
+    def loss(w1, w2):
+        hidden = ge.sigmoid(ge.matmul(inputs, w1.T))
+        return ge.logsumexp(ge.matmul(hidden, w2.T), dim=1).mean()
+
+    result = check_grad(loss, w1, w2, mode="fast")
+    assert result.verdict == "pass", str(result)
+    assert result.dtype == "float32"
