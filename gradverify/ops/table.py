@@ -654,11 +654,29 @@ op(
     "normalize",
     attrs={"axis": -1},
 )
+def _log_softmax_vjp(g, out, x, axis=-1):
+    # g - p * sum(g) with p = exp(out).  At the largest entry p rounds to 1 and that form cancels;
+    # there it is (1 - p) sum(g) - (sum of the other g), with 1 - p the sum of the other (small) p.
+    p, top = F.exp(out), _first_max_mask(x, axis)
+    rest = F.constant(1.0 - top.data)
+    total = F.sum(g, axis=axis, keepdims=True)
+    at_top = F.sum(p * rest, axis=axis, keepdims=True) * total - F.sum(g * rest, axis=axis, keepdims=True)
+    return (rest * (g - p * total) + top * at_top,)
+
+
+def _log_softmax_jvp(t, out, x, axis=-1):
+    # t - sum(p t) == d - sum(p d) for d = t - t[argmax]: no cancellation where p rounds to 1.
+    if t[0] is None:
+        return None
+    d = t[0] - F.sum(t[0] * _first_max_mask(x, axis), axis=axis, keepdims=True)
+    return d - F.sum(F.exp(out) * d, axis=axis, keepdims=True)
+
+
 op(
     "log_softmax",
     _log_softmax_forward,
-    lambda g, out, x, axis=-1: (g - F.exp(out) * F.sum(g, axis=axis, keepdims=True),),
-    lambda t, out, x, axis=-1: None if t[0] is None else t[0] - F.sum(F.exp(out) * t[0], axis=axis, keepdims=True),
+    _log_softmax_vjp,
+    _log_softmax_jvp,
     (Domain(sample=(-5.0, 5.0)),),
     "normalize",
     attrs={"axis": -1},

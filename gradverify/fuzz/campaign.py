@@ -1,0 +1,337 @@
+"""Fuzz campaigns: many random graphs through every oracle, failures shrunk to runnable reproducers.
+
+:func:`run_campaign` drives :func:`gradverify.strategies.cases` with
+hypothesis (a fixed seed, generation only) and records every graph's
+:class:`~gradverify.fuzz.oracles.Outcome`.  When the engine failed, a second
+hypothesis run with the same seed stops at the first failure and shrinks it
+to the smallest graph that still fails; :func:`reproducer_script` turns that
+graph into a standalone Python script which fails on its own.
+
+The graphs a seed yields are fixed for given versions of hypothesis and of
+this code base: besides the seed, hypothesis mixes in constants it finds in
+the project's loaded modules.
+"""
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import time
+import warnings
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import seed as hypothesis_seed
+
+from gradverify.fuzz import jax_cache
+from gradverify.fuzz.graph import literal
+from gradverify.fuzz.oracles import ORACLES, REFERENCE_LIBRARIES, check_case, check_kinks
+from gradverify.strategies import cases
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Part ``index`` (0-based) of ``count`` independent parts of a campaign."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self):
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ValueError(f"shard: expected 0 <= index < count, got index {self.index} of {self.count}")
+
+    @classmethod
+    def parse(cls, text: str) -> "Shard":
+        """``"i/n"`` with 1 <= i <= n (as written on a command line) -> Shard(i - 1, n)."""
+        try:
+            number, count = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise ValueError(f"shard: expected i/n such as 2/4, got {text!r}") from None
+        if not 1 <= number <= count:
+            raise ValueError(f"shard: expected 1 <= i <= n in i/n, got {text!r}")
+        return cls(number - 1, count)
+
+    def graphs(self, total: int) -> int:
+        """How many of ``total`` graphs this shard runs (the shards' counts add up to ``total``)."""
+        return total // self.count + (1 if self.index < total % self.count else 0)
+
+    def seed(self, campaign_seed: int) -> int:
+        """The hypothesis seed of this shard: the campaign's seed itself when unsharded."""
+        return campaign_seed if self.count == 1 else campaign_seed * 1_000_003 + self.index
+
+
+@dataclass
+class Failure:
+    """An engine failure: the graph's position in the campaign, the findings, and a reproducer script."""
+
+    graph_index: Optional[int]
+    findings: list
+    reproducer: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "graph": self.graph_index,
+            "oracles": sorted({f.oracle for f in self.findings}),
+            "findings": [str(f) for f in self.findings],
+            "reproducer": self.reproducer,
+        }
+
+
+@dataclass
+class CampaignResult:
+    """Everything a campaign measured; :meth:`to_dict` is the JSON report."""
+
+    seed: int
+    shard: Shard
+    max_nodes: int
+    graphs: int = 0
+    seconds: float = 0.0
+    """Time spent drawing and checking the graphs (start-up, kink probes and shrinking excluded)."""
+    startup_seconds: float = 0.0
+    """Time spent starting workers and importing the libraries before the first graph."""
+    ops_covered: Counter = field(default_factory=Counter)
+    failures: list = field(default_factory=list)
+    reference_defects: list = field(default_factory=list)
+    fired: Counter = field(default_factory=Counter)
+    inconclusive: Counter = field(default_factory=Counter)
+
+    @property
+    def graphs_per_second(self) -> float:
+        return self.graphs / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def failures_by_oracle(self) -> dict:
+        """Oracle -> number of failures it caught (a failure may be caught by several)."""
+        return dict(self.fired)
+
+    def to_dict(self) -> dict:
+        return {
+            "graphs": self.graphs,
+            "seed": self.seed,
+            "shard": f"{self.shard.index + 1}/{self.shard.count}",
+            "max_nodes": self.max_nodes,
+            "seconds": round(self.seconds, 3),
+            "startup_seconds": round(self.startup_seconds, 3),
+            "graphs_per_second": round(self.graphs_per_second, 2),
+            "passed": self.passed,
+            "failures": [f.to_dict() for f in self.failures],
+            "failures_by_oracle": self.failures_by_oracle(),
+            "oracles": {name: {"fired": self.fired.get(name, 0), "inconclusive": self.inconclusive.get(name, 0)}
+                        for name in ORACLES},
+            "ops_covered": dict(sorted(self.ops_covered.items())),
+            "reference_defects": [str(f) for f in self.reference_defects],
+        }
+
+
+class EngineFailure(AssertionError):
+    """Raised inside the shrinking run: carries the case and its outcome out of hypothesis."""
+
+    def __init__(self, case, outcome):
+        super().__init__("; ".join(str(f) for f in outcome.engine_failures))
+        self.case = case
+        self.outcome = outcome
+
+
+def _settings(examples, shrink):
+    return settings(
+        max_examples=examples,
+        database=None,
+        deadline=None,
+        derandomize=False,
+        phases=[Phase.generate, Phase.shrink] if shrink else [Phase.generate],
+        suppress_health_check=list(HealthCheck),
+        report_multiple_bugs=False,
+        print_blob=False,
+    )
+
+
+def check(case, references=REFERENCE_LIBRARIES):
+    """All oracles on one drawn :class:`~gradverify.strategies.Case` (``references``: torch and/or jax)."""
+    graph = case.graph
+    return check_case(graph.compile(), case.inputs, case.cotangent, case.tangents, len(graph), graph.precision,
+                      references)
+
+
+def draw_cases(strategy, seed: int, examples: int) -> list:
+    """The first ``examples`` cases hypothesis draws from ``strategy`` with ``seed`` (generation only)."""
+    drawn = []
+
+    @_settings(examples, shrink=False)
+    @hypothesis_seed(seed)
+    @given(strategy)
+    def collect(case):
+        drawn.append(case)
+
+    collect()
+    return drawn
+
+
+def _warm_up():
+    """Import every library and run each oracle once, so that timing measures graphs, not start-up."""
+    check(draw_cases(cases(max_nodes=2), 0, 1)[0])
+
+
+def _start_worker():
+    warnings.simplefilter("ignore")  # a worker's warnings would interleave with the progress bar
+    jax_cache.enable()
+    _warm_up()
+
+
+def _worker_pid(_task):
+    time.sleep(0.05)  # long enough for another idle worker to take the next task
+    return os.getpid()
+
+
+@contextlib.contextmanager
+def _checker(workers: int):
+    """``check_all(cases, references) -> iterator of (index, outcome)``, in this process or a pool of workers.
+
+    Every worker has warmed up (:func:`_warm_up`) on entry.  Workers are
+    fresh processes: they see the engine as imported, not as patched in this
+    process (mutants run with one worker).
+    """
+    if workers == 1:
+        _warm_up()
+        yield lambda drawn, references: ((i, check(case, references[i])) for i, case in enumerate(drawn))
+        return
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_start_worker) as pool:
+        ready = set()
+        while len(ready) < workers:
+            ready.update(pool.map(_worker_pid, range(workers)))
+
+        def check_all(drawn, references):
+            futures = {pool.submit(check, case, references[i]): i for i, case in enumerate(drawn)}
+            return ((futures[done], done.result()) for done in as_completed(futures))
+
+        yield check_all
+
+
+def run_campaign(
+    graphs: int,
+    seed: int,
+    max_nodes: int = 8,
+    shard: Shard = Shard(),
+    focus: Optional[str] = None,
+    shrink: bool = True,
+    preamble: str = "",
+    on_graph: Optional[Callable] = None,
+    references=REFERENCE_LIBRARIES,
+    jax_every: int = 1,
+    workers: int = 1,
+) -> CampaignResult:
+    """Check ``shard``'s share of ``graphs`` random graphs drawn with ``seed``.
+
+    ``focus`` aims every graph at one table op (see :func:`cases`);
+    ``preamble`` is Python source placed before the graph in reproducers
+    (e.g. the line that re-applies a mutant); ``on_graph(index, outcome)`` is
+    called after each graph (progress bars); ``references`` are the libraries
+    compared besides the numerical oracles (torch and/or jax), JAX on every
+    ``jax_every``-th graph only; ``workers`` processes check graphs in
+    parallel (the graphs drawn do not depend on it).
+    """
+    if graphs < 1:
+        raise ValueError(f"graphs: expected a positive number of graphs, got {graphs}")
+    if jax_every < 1 or workers < 1:
+        raise ValueError(f"jax_every and workers: expected positive numbers, got {jax_every} and {workers}")
+    result = CampaignResult(seed, shard, max_nodes)
+    examples = shard.graphs(graphs)
+    strategy = cases(max_nodes=max_nodes, focus=focus)
+    for finding in check_kinks(seed):
+        result.failures.append(Failure(None, [finding]))
+        result.fired[finding.oracle] += 1
+    if examples == 0:
+        return result
+    per_graph = [tuple(r for r in references if r != "jax" or i % jax_every == 0) for i in range(examples)]
+    # Drawn before any worker starts, so that the graphs do not depend on the number of workers.
+    drawing = time.perf_counter()
+    drawn = draw_cases(strategy, shard.seed(seed), examples)
+    drawn_at = time.perf_counter()
+    with _checker(workers) as check_all:
+        started = time.perf_counter()
+        result.startup_seconds = started - drawn_at
+        for index, outcome in check_all(drawn, per_graph):
+            _record(result, index, drawn[index], outcome, preamble)
+            if on_graph is not None:
+                on_graph(index, outcome)
+        result.seconds = time.perf_counter() - started + (drawn_at - drawing)
+    result.failures.sort(key=lambda f: -1 if f.graph_index is None else f.graph_index)
+    graph_failures = [f for f in result.failures if f.graph_index is not None]
+    if shrink and graph_failures:
+        # The ground truth decides every engine failure, so shrinking needs no JAX compilations.
+        shrunk = shrink_failure(strategy, shard.seed(seed), examples, preamble, ("torch",))
+        if shrunk is not None:
+            graph_failures[0].reproducer = shrunk
+    return result
+
+
+def _record(result, index, case, outcome, preamble):
+    result.graphs += 1
+    result.ops_covered.update(case.graph.ops_covered())
+    for oracle in {f.oracle for f in outcome.inconclusive}:
+        result.inconclusive[oracle] += 1
+    result.reference_defects.extend(outcome.reference_defects)
+    if outcome.engine_failures:
+        result.failures.append(Failure(index, outcome.engine_failures, reproducer_script(case, outcome, preamble)))
+        result.fired.update(outcome.fired)
+
+
+def shrink_failure(strategy, seed: int, examples: int, preamble: str = "",
+                   references=REFERENCE_LIBRARIES) -> Optional[str]:
+    """The reproducer of the smallest failing graph hypothesis finds from ``seed`` (None if none fails)."""
+
+    @_settings(examples, shrink=True)
+    @hypothesis_seed(seed)
+    @given(strategy)
+    def failing(case):
+        outcome = check(case, references)
+        if outcome.engine_failures:
+            raise EngineFailure(case, outcome)
+
+    try:
+        failing()
+    except EngineFailure as failure:
+        return reproducer_script(failure.case, failure.outcome, preamble)
+    return None
+
+
+def reproducer_script(case, outcome, preamble: str = "") -> str:
+    """A standalone script that runs every oracle on ``case``'s graph and exits 1 while the engine fails."""
+    findings = "\n".join(f"    {finding}" for finding in outcome.engine_failures)
+    inputs = ",\n    ".join(literal(np.asarray(x)) for x in case.inputs)
+    tangents = ",\n    ".join(literal(np.asarray(u)) for u in case.tangents)
+    lines = [
+        '"""Reproducer written by gradverify fuzz: the engine fails on this graph.',
+        "",
+        findings,
+        "",
+        "Run it: `python <this file>` exits 1 while the engine is wrong, 0 once it is fixed.",
+        '"""',
+        "import numpy as np",
+        "",
+        "from gradverify.fuzz.oracles import reproduce",
+    ]
+    if preamble:
+        lines += ["", preamble.rstrip()]
+    lines += [
+        "",
+        "",
+        case.graph.to_python().rstrip(),
+        "",
+        "",
+        f"inputs = [\n    {inputs},\n]",
+        f"cotangent = {literal(np.asarray(case.cotangent))}",
+        f"tangents = [\n    {tangents},\n]",
+        "",
+        'if __name__ == "__main__":',
+        f"    raise SystemExit(reproduce(f, inputs, cotangent, tangents, depth={len(case.graph)}, "
+        f"precision={case.graph.precision!r}))",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,115 @@
+"""``python -m gradverify fuzz``: a random-graph differential testing campaign.
+
+Prints a progress bar, then a summary (graphs, ops covered, failures by
+oracle, graphs per second) and the shrunk reproducer of the first failure;
+``--json PATH`` writes the full report.  Exit 1 when the engine failed.
+"""
+from __future__ import annotations
+
+import json
+
+from gradverify.cli import EXIT_FAILED, EXIT_OK, UsageError
+from gradverify.fuzz import jax_cache
+from gradverify.ops import TABLE
+
+JAX_EVERY = 4
+
+
+def configure(parser):
+    """Declare the fuzz command's arguments."""
+    parser.add_argument("--graphs", type=int, default=200, help="number of random graphs (default 200)")
+    parser.add_argument("--seed", type=int, default=0, help="campaign seed (default 0)")
+    parser.add_argument("--max-nodes", type=int, default=8, help="largest graph, in nodes (default 8)")
+    parser.add_argument("--shard", default="1/1", help="run part i of n of the campaign, written i/n (default 1/1)")
+    parser.add_argument("--focus", default=None, help="table op every graph must use (default: none)")
+    parser.add_argument("--no-shrink", action="store_true", help="do not shrink the first failure")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes checking graphs in parallel (default 1; each new process pays the "
+                             "imports and JAX's compilations again)")
+    parser.add_argument("--jax-every", type=int, default=JAX_EVERY, metavar="K",
+                        help=f"compare with JAX on every K-th graph (default {JAX_EVERY}; each new shape costs "
+                             "JAX an XLA compilation)")
+    parser.add_argument("--json", metavar="PATH", default=None, help="write the JSON report to PATH")
+
+
+def _arguments(args):
+    from gradverify.fuzz.campaign import Shard
+
+    if args.graphs < 1:
+        raise UsageError(f"--graphs: expected a positive number, got {args.graphs}")
+    for flag, value in (("--max-nodes", args.max_nodes), ("--workers", args.workers), ("--jax-every", args.jax_every)):
+        if value < 1:
+            raise UsageError(f"{flag}: expected a positive number, got {value}")
+    if args.focus is not None and args.focus not in TABLE:
+        raise UsageError(f"--focus: {args.focus!r} is not an op of the table; known ops: {', '.join(TABLE)}")
+    try:
+        return Shard.parse(args.shard)
+    except ValueError as error:
+        raise UsageError(f"--{error}") from None
+
+
+def run(args) -> int:
+    """Run the campaign described by ``args``; 0 when the engine passed every oracle, else 1."""
+    shard = _arguments(args)
+    jax_cache.enable()
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from gradverify.fuzz.campaign import run_campaign
+
+    console = Console(stderr=True)
+    columns = (TextColumn("fuzz"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]} failing"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("fuzz", total=shard.graphs(args.graphs), failed=0)
+        failing = [0]
+
+        def advance(index, outcome):
+            failing[0] += bool(outcome.engine_failures)
+            progress.update(task, advance=1, failed=failing[0])
+
+        result = run_campaign(args.graphs, args.seed, args.max_nodes, shard, focus=args.focus,
+                              shrink=not args.no_shrink, on_graph=advance, jax_every=args.jax_every,
+                              workers=args.workers)
+    print_summary(result)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(result.to_dict(), handle, indent=2)
+    return EXIT_OK if result.passed else EXIT_FAILED
+
+
+def print_summary(result):
+    """The campaign's summary as a rich table, and the first failure's reproducer."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"gradverify fuzz, seed {result.seed}, shard {result.shard.index + 1}/{result.shard.count}")
+    table.add_column("oracle")
+    table.add_column("caught the engine", justify="right")
+    table.add_column("inconclusive", justify="right")
+    report = result.to_dict()
+    for name, counts in report["oracles"].items():
+        table.add_row(name, str(counts["fired"]), str(counts["inconclusive"]))
+    console.print(table)
+    console.print(
+        f"graphs: {result.graphs}   ops covered: {len(result.ops_covered)}/{len(TABLE)}   "
+        f"failing graphs: {sum(f.graph_index is not None for f in result.failures)}   "
+        f"graphs/s: {result.graphs_per_second:.1f} (after {result.startup_seconds:.1f} s of start-up)"
+    )
+    missing = sorted(set(TABLE) - set(result.ops_covered))
+    if missing:
+        console.print(f"ops not reached: {', '.join(missing)}")
+    if result.reference_defects:
+        console.print(f"reference libraries missing the ground truth: {len(result.reference_defects)}")
+        for finding in result.reference_defects[:5]:
+            console.print(f"  {finding}", markup=False, soft_wrap=True)
+    for failure in result.failures[:5]:
+        where = "kink probe" if failure.graph_index is None else f"graph {failure.graph_index}"
+        for finding in failure.findings[:3]:
+            console.print(f"FAIL {where}: {finding}", markup=False, soft_wrap=True)
+    first = next((f for f in result.failures if f.reproducer), None)
+    if first is not None:
+        console.print("reproducer of the first failure (shrunk):")
+        console.print(first.reproducer, markup=False, highlight=False, soft_wrap=True)
+    console.print("PASSED" if result.passed else "FAILED")

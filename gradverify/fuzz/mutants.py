@@ -1,0 +1,237 @@
+"""Mutation operators: break one engine rule or mechanism in-process, so the fuzzer can prove it notices.
+
+Each :class:`Mutant` reproduces a class of real gradient bugs (see
+``/work/shared/ANCHORS.md``): a wrong formula in one op's rule of the table
+(patched on its :class:`~gradverify.ops.OpDef`), or a broken engine
+mechanism (a function of :mod:`gradverify.engine.tensor` recompiled from its
+own source with one line changed).  Nothing is written to disk and
+:func:`active` restores the original on exit.
+
+:func:`kill_matrix` runs a fixed-budget fuzz campaign against each mutant
+and records which oracles caught it.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import sys
+import textwrap
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from gradverify.ops import TABLE
+from gradverify.ops import table as rules
+from gradverify.ops.table import F
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """A named bug: ``apply()`` installs it and returns the function that removes it.
+
+    ``focus`` is the table op the campaign aims at (None: any graph exercises it).
+    """
+
+    name: str
+    description: str
+    apply: Callable[[], Callable[[], None]]
+    focus: Optional[str] = None
+
+
+def _patch_rules(op: str, **rules) -> Callable[[], None]:
+    """Replace ``vjp``/``jvp`` of the table's ``op`` in place; returns the undo function."""
+    opdef = TABLE[op]
+    saved = {field: getattr(opdef, field) for field in rules}
+    for field, rule in rules.items():
+        object.__setattr__(opdef, field, rule)
+
+    def restore():
+        for field, rule in saved.items():
+            object.__setattr__(opdef, field, rule)
+
+    return restore
+
+
+def _swap_everywhere(original, replacement) -> Callable[[], None]:
+    """Point every ``gradverify`` module attribute bound to ``original`` at ``replacement``; returns the undo."""
+    bound = [
+        (module, name)
+        for module_name, module in list(sys.modules.items())
+        if module_name.startswith("gradverify") and module is not None
+        for name, value in list(vars(module).items())
+        if value is original
+    ]
+    for module, name in bound:
+        setattr(module, name, replacement)
+
+    def restore():
+        for module, name in bound:
+            setattr(module, name, original)
+
+    return restore
+
+
+def _patch_source(function, *edits) -> Callable[[], None]:
+    """Recompile ``function`` from its source with each ``(old, new)`` text edit applied; returns the undo."""
+    source = textwrap.dedent(inspect.getsource(function))
+    for old, new in edits:
+        if old not in source:
+            raise RuntimeError(f"mutant out of date: {old!r} no longer appears in {function.__qualname__}")
+        source = source.replace(old, new)
+    namespace = dict(function.__globals__)
+    exec(compile(source, f"<mutant of {function.__qualname__}>", "exec"), namespace)  # noqa: S102
+    return _swap_everywhere(function, namespace[function.__name__])
+
+
+def _engine_function(name):
+    # By module path: the package attribute `gradverify.engine.tensor` is the tensor() factory.
+    return getattr(importlib.import_module("gradverify.engine.tensor"), name)
+
+
+def _both(derivative):
+    """VJP and JVP rules of a unary op from one (mutated) derivative ``f'(x, out)``."""
+    return {
+        "vjp": lambda g, out, x: (g * derivative(x, out),),
+        "jvp": lambda t, out, x: None if t[0] is None else t[0] * derivative(x, out),
+    }
+
+
+def _mul_swapped():
+    return _patch_rules(
+        "mul",
+        vjp=lambda g, out, x, y: (g * x, g * y),
+        jvp=lambda t, out, x, y: sum(
+            term for term in (None if t[0] is None else t[0] * x, None if t[1] is None else y * t[1])
+            if term is not None
+        ) if any(ti is not None for ti in t) else None,
+    )
+
+
+def _mean_without_count():
+    return _patch_rules(
+        "mean",
+        vjp=lambda g, out, x, axis=None, keepdims=False: (
+            F.broadcast_to(rules._keep(g, x, axis, keepdims), shape=x.shape),
+        ),
+    )
+
+
+def _mse_halved():
+    def dinput(x, y):
+        return (x - y) * (1.0 / rules._count(x, None))
+
+    return _patch_rules("mse_loss", vjp=lambda g, out, x, y: (g * dinput(x, y), -g * dinput(x, y)))
+
+
+def _div_jvp_sign():
+    return _patch_rules(
+        "div",
+        jvp=lambda t, out, x, y: sum(
+            term for term in (None if t[0] is None else t[0] / y, None if t[1] is None else t[1] * out / y)
+            if term is not None
+        ) if any(ti is not None for ti in t) else None,
+    )
+
+
+MUTANTS = (
+    Mutant("sign_flip", "cos' = +sin instead of -sin (reverse and forward)",
+           lambda: _patch_rules("cos", **_both(lambda x, out: F.sin(x))), "cos"),
+    Mutant("dropped_factor", "sqrt' = 1/sqrt(x): the factor 1/2 is dropped",
+           lambda: _patch_rules("sqrt", **_both(lambda x, out: 1.0 / out)), "sqrt"),
+    Mutant("halved_factor", "mse_loss's VJP uses (x - y) / N: the factor 2/N is halved", _mse_halved, "mse_loss"),
+    Mutant("swapped_operands", "mul's product rule pairs each cotangent with the wrong operand",
+           _mul_swapped, "mul"),
+    Mutant("cotangent_ignored", "exp's VJP returns exp(x), dropping the incoming cotangent",
+           lambda: _patch_rules("exp", vjp=lambda g, out, x: (out,)), "exp"),
+    Mutant("broadcast_not_reduced", "fit_cotangent does not sum a broadcast cotangent back to the input's shape",
+           lambda: _patch_source(_engine_function("fit_cotangent"),
+                                 ("if grad.data.shape != target.data.shape:", "if False:")), "add"),
+    Mutant("reduction_without_1_over_n", "mean's VJP forgets the 1/N", _mean_without_count, "mean"),
+    Mutant("reduction_wrong_axis", "log_softmax's VJP sums the cotangent over every axis, not the softmax axis",
+           lambda: _patch_rules("log_softmax", vjp=lambda g, out, x, axis=-1: (
+               g - F.exp(out) * F.sum(g, axis=None, keepdims=True),)), "log_softmax"),
+    Mutant("fanout_overwritten", "run_backward overwrites a cotangent at fan-out instead of accumulating it",
+           lambda: _patch_source(_engine_function("run_backward"), (
+               "grads[id(parent)] = gp if prev is None else prev + gp", "grads[id(parent)] = gp")),
+           # stack(a, a) is the shortest fan-out the strategies draw.
+           "stack"),
+    Mutant("gradient_wrong_dtype", "fit_cotangent casts every cotangent to float64, not to the input's dtype",
+           lambda: _patch_source(_engine_function("fit_cotangent"), (
+               "if grad.data.dtype != target.data.dtype:", "if True:"), (
+               '{"dtype": target.data.dtype}', '{"dtype": "float64"}')), "add"),
+    Mutant("rounded_output_derivative", "sigmoid' = y (1 - y), computed from the rounded output",
+           lambda: _patch_rules("sigmoid", **_both(lambda x, out: out * (1.0 - out))), "sigmoid"),
+    Mutant("softmax_rounded_output", "softmax's VJP out * (g - sum(g * out)): cancels where an output rounds to 1",
+           lambda: _patch_rules("softmax", vjp=lambda g, out, x, axis=-1: (
+               out * (g - F.sum(g * out, axis=axis, keepdims=True)),)), "softmax"),
+    Mutant("kink_convention_changed", "relu'(0) = 1 instead of the table's relu'(0) = 0",
+           lambda: _patch_rules("relu", **_both(lambda x, out: rules._mask(x.data >= 0, x))), "relu"),
+    Mutant("jvp_inconsistent", "div's JVP flips the sign of the divisor's term; its VJP is right",
+           _div_jvp_sign, "div"),
+    Mutant("saved_value_detached", "exp's VJP multiplies by a constant copy of exp(x): right once, wrong twice",
+           lambda: _patch_rules("exp", vjp=lambda g, out, x: (g * F.constant(out.data),)), "exp"),
+)
+BY_NAME = {mutant.name: mutant for mutant in MUTANTS}
+
+
+def get(name: str) -> Mutant:
+    """The mutant called ``name``; KeyError listing the known ones otherwise."""
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown mutant {name!r}; known: {', '.join(BY_NAME)}") from None
+
+
+def apply(name: str) -> Callable[[], None]:
+    """Install mutant ``name`` for the rest of the process (reproducer scripts); returns the undo function."""
+    return get(name).apply()
+
+
+@contextlib.contextmanager
+def active(name: str):
+    """Context manager: mutant ``name`` installed inside, the engine restored after."""
+    restore = apply(name)
+    try:
+        yield get(name)
+    finally:
+        restore()
+
+
+@dataclass
+class KillResult:
+    """One mutant's campaign: oracle -> number of graphs (or kink probes) where it caught the mutant.
+
+    ``reproducer`` is the script of the first graph that caught it (it re-applies the mutant).
+    """
+
+    mutant: Mutant
+    caught_by: dict
+    graphs: int
+    reproducer: str = ""
+
+    @property
+    def killed(self) -> bool:
+        return bool(self.caught_by)
+
+
+def run_mutant(mutant: Mutant, graphs: int, seed: int, max_nodes: int = 6, references=("torch", "jax")) -> KillResult:
+    """A fixed-budget campaign (``graphs`` graphs, no shrinking) with ``mutant`` installed."""
+    from gradverify.fuzz.campaign import run_campaign
+
+    preamble = f"from gradverify.fuzz import mutants\n\nmutants.apply({mutant.name!r})"
+    with active(mutant.name):
+        result = run_campaign(graphs, seed, max_nodes, focus=mutant.focus, shrink=False, preamble=preamble,
+                              references=references)
+    reproducer = next((f.reproducer for f in result.failures if f.reproducer), "")
+    return KillResult(mutant, dict(result.fired), result.graphs, reproducer)
+
+
+def kill_matrix(graphs: int = 40, seed: int = 0, names=None, on_mutant=None, references=("torch", "jax")) -> list:
+    """:class:`KillResult` of every mutant (or those in ``names``), one campaign each."""
+    chosen = MUTANTS if names is None else tuple(get(name) for name in names)
+    results = []
+    for mutant in chosen:
+        results.append(run_mutant(mutant, graphs, seed, references=references))
+        if on_mutant is not None:
+            on_mutant(results[-1])
+    return results

@@ -1,0 +1,619 @@
+"""Five-way differential testing of one graph: engine, PyTorch, JAX, numpy and mpmath.
+
+:func:`check_case` computes, for the engine and for PyTorch and JAX, the
+output, the VJP ``J^T v`` for a random cotangent ``v``, the JVP ``J u`` for
+random tangents ``u`` and the Hessian-vector product ``H u`` of ``<v, f>``;
+then an 80-digit mpmath ground truth of the output, of ``J^T v`` entry by
+entry, of ``J u`` and of ``u^T H u``; and numpy's finite-difference and
+complex-step estimates of ``J u`` with their error estimates.  Every pair
+is compared with :func:`gradverify.check.oracles.compare_gradients`.
+
+How much rounding error a graph allows is measured, not assumed: the same
+derivatives computed by PyTorch and by the engine in float32 and in float64
+differ by about the float32 rounding error of *this* graph (cancellations
+included); scaled by the ratio of epsilons it estimates the error in the
+graph's own precision.  That estimate (per entry, the larger of the two
+libraries', at least 1e-3 of its array's largest) enters every bound as the
+reference error, next to the checker's relative tolerance grown with the
+graph's depth.  Where the ground truth is exactly zero, terms that cancel
+leave rounding noise no estimate of the result can see, so the rounding of
+the graph's largest quantity is allowed there.  JAX is compared on the
+first-order derivatives only: each new shape costs it an XLA compilation.
+
+Oracles (a :class:`Finding` names the one that fired):
+
+``mpmath``            engine against the high-precision ground truth: an
+                      engine failure is always one the ground truth confirms.
+``torch``, ``jax``    engine against the library.  The engine is blamed when
+                      it misses the ground truth and the library does not; the
+                      library is blamed (a reference defect) when it misses the
+                      ground truth by more than the rounding of the graph's
+                      largest quantity; anything else is inconclusive.
+``finite_difference``, ``complex_step``
+                      engine against numpy's estimates of ``J u`` (entry by
+                      entry, and projected on ``v``); a firing the ground
+                      truth does not confirm is recorded as inconclusive.
+``forward_reverse``   ``<v, J u>`` from forward mode against ``<J^T v, u>``
+                      from reverse mode (no reference needed).
+``second_order``      reverse-over-reverse against forward-over-reverse ``H u``.
+``structure``         shape and dtype of every derivative (a gradient has its
+                      input's dtype).
+``exception``         the engine raised.
+``kink_convention``   at kinks, the engine's one-sided choice against
+                      PyTorch's, whose conventions the table adopts
+                      (:func:`check_kinks`; the random graphs avoid kinks).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import mpmath
+import numpy as np
+
+import reference_impls
+from gradverify.check import backends as check_backends
+from gradverify.check import oracles as numerical
+from gradverify.fuzz.backends import bind
+
+ORACLES = (
+    "mpmath", "torch", "jax", "finite_difference", "complex_step", "forward_reverse", "second_order",
+    "structure", "exception", "kink_convention",
+)
+REFERENCE_LIBRARIES = ("torch", "jax")
+TRUTH_DPS = 80
+TRUTH_STEP = "1e-25"
+TRUTH_SECOND_STEP = "1e-18"
+ROUNDING_GROWTH = 2.0
+"""Tolerance growth per graph node, in units of the checker's default rtol (rounding errors add up along a path)."""
+QUANTITIES = ("value", "vjp", "jvp", "hvp")
+LADDER_FLOOR = 1e-3
+"""Smallest rounding estimate of an entry, relative to the largest of its array."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One comparison that failed: which oracle, on which derivative, who is blamed, and by how much."""
+
+    oracle: str
+    quantity: str
+    blamed: str
+    detail: str
+
+    def __str__(self):
+        verdict = f"{self.blamed} is wrong" if self.blamed in ("engine",) + REFERENCE_LIBRARIES else self.blamed
+        return f"[{self.oracle}] {self.quantity}: {verdict}: {self.detail}"
+
+
+@dataclass
+class Outcome:
+    """All findings for one graph; ``inconclusive`` holds numerical firings the ground truth did not confirm."""
+
+    findings: list = field(default_factory=list)
+    inconclusive: list = field(default_factory=list)
+
+    @property
+    def engine_failures(self) -> list:
+        return [f for f in self.findings if f.blamed == "engine"]
+
+    @property
+    def reference_defects(self) -> list:
+        return [f for f in self.findings if f.blamed != "engine"]
+
+    @property
+    def fired(self) -> set:
+        """Oracles that caught the engine."""
+        return {f.oracle for f in self.engine_failures}
+
+
+@dataclass
+class Derivatives:
+    """One library's output and derivatives at a point (numpy arrays; ``hvp`` per input)."""
+
+    value: np.ndarray
+    vjp: list
+    jvp: np.ndarray
+    hvp: list
+    hvp_forward: list = None
+
+
+@dataclass
+class Truth:
+    """The 80-digit ground truth rounded to float64, and a bound on its own error per quantity."""
+
+    value: np.ndarray
+    vjp: list
+    jvp: np.ndarray
+    uhu: float
+    error: dict
+
+
+_BACKENDS = {}
+
+
+def _backend(library):
+    if library not in _BACKENDS:
+        _BACKENDS[library] = {
+            "engine": check_backends.EngineBackend, "torch": check_backends.TorchBackend,
+            "jax": check_backends.JaxBackend,
+        }[library]()
+    return _BACKENDS[library]
+
+
+def library_derivatives(library, graph_fn, inputs, cotangent, tangents, second_order=True,
+                        forward_over_reverse=False, exact=False):
+    """:class:`Derivatives` of the compiled graph computed by ``library`` (engine, torch or jax).
+
+    ``exact`` runs the graph's mathematical function (``astype`` as identity)
+    at the precision of ``inputs``.
+    """
+    backend = _backend(library)
+    fn = bind(graph_fn, library, exact)
+    inputs, tangents = list(inputs), list(tangents)
+    (value,), vjp = backend.vjp(fn, inputs, [cotangent])
+    _, (jvp,) = backend.jvp(fn, inputs, tangents)
+    hvp = hvp_forward = None
+    if second_order:
+        gradient_fn = backend.derivative_function(fn, [cotangent])
+        _, hvp = backend.vjp(gradient_fn, inputs, tangents)
+        if forward_over_reverse:
+            hvp_forward = backend.jvp(gradient_fn, inputs, tangents)[1]
+    return Derivatives(value, vjp, jvp, hvp, hvp_forward)
+
+
+def ground_truth(graph_fn, inputs, cotangent, tangents) -> Truth:
+    """Output, ``J^T v`` (entry by entry), ``J u`` and ``u^T H u`` of ``<v, f>`` at 80 digits.
+
+    First derivatives are central differences at step 1e-25 (truncation
+    ~1e-50, rounding ~1e-55 relative to the function's size); the second
+    difference uses step 1e-18 (truncation ~1e-36, rounding ~1e-44).  The
+    margin matters at saturation: tanh'(27) ~ 1e-24 is the difference of two
+    values equal to 1 in their first 24 digits.  So a derivative is exact to
+    float64 resolution unless it is 1e-40 times smaller than the function.
+    """
+    f = bind(graph_fn, "mpmath")
+    with mpmath.workdps(TRUTH_DPS):
+        h = mpmath.mpf(TRUTH_STEP)
+        xs = [reference_impls.to_mp(x, TRUTH_DPS) for x in inputs]
+        us = [reference_impls.to_mp(u, TRUTH_DPS) for u in tangents]
+        v = reference_impls.to_mp(np.asarray(cotangent), TRUTH_DPS)
+
+        def project(out):
+            return mpmath.fsum(np.asarray(np.asarray(out, dtype=object) * v, dtype=object).reshape(-1))
+
+        def shifted(k, j, step):
+            moved = [x.copy() for x in xs]
+            moved[k].reshape(-1)[j] += step
+            return project(f(*moved))
+
+        def along(step):
+            return f(*[np.asarray(x + step * u, dtype=object) for x, u in zip(xs, us)])
+
+        center = f(*xs)
+        jvp = (np.asarray(along(h), dtype=object) - np.asarray(along(-h), dtype=object)) / (2 * h)
+        h2 = mpmath.mpf(TRUTH_SECOND_STEP)
+        uhu = (project(along(h2)) - 2 * project(center) + project(along(-h2))) / h2**2
+        vjp = []
+        for k, x in enumerate(xs):
+            entries = [(shifted(k, j, h) - shifted(k, j, -h)) / (2 * h) for j in range(x.size)]
+            vjp.append(np.array([float(e) for e in entries], dtype=np.float64).reshape(x.shape))
+    # Rounding at 80 digits of intermediates no larger than the strategies' VALUE_BOUND (1e4),
+    # divided by the steps: what is left of a derivative that is exactly zero.
+    noise = 10.0 ** (4 - TRUTH_DPS)
+    error = {"value": noise, "vjp": noise / float(TRUTH_STEP), "jvp": noise / float(TRUTH_STEP),
+             "hvp": 4 * noise / float(TRUTH_SECOND_STEP) ** 2}
+    return Truth(reference_impls.from_mp(center), vjp, reference_impls.from_mp(jvp), float(uhu), error)
+
+
+def rounding_scale(graph_fn, inputs, cotangent, tangents, dtype, libraries=("torch", "engine"), known=None) -> dict:
+    """Estimated rounding error of each derivative entry in ``dtype`` (per quantity; lists per input).
+
+    Each library runs the graph's mathematical function in float32 and
+    float64; the difference is its float32 error, scaled by
+    eps(dtype)/eps(float32).  The largest over ``libraries`` is kept: one
+    library may round a cancellation to exactly zero where another keeps
+    noise; and no entry's estimate falls below ``LADDER_FLOOR`` times its
+    array's largest (a lucky rounding can hide an entry's error).
+    ``known`` maps ``(library, precision)`` to derivatives already computed.
+    """
+    known = known or {}
+    ratio = float(np.finfo(dtype).eps / np.finfo(np.float32).eps)
+
+    def spread(low, high):
+        with np.errstate(invalid="ignore"):
+            gap = np.abs(np.asarray(low, dtype=np.float64) - np.asarray(high, dtype=np.float64)) * ratio
+        return np.where(np.isnan(gap), np.inf, gap)
+
+    runs = []
+    for library in libraries:
+        try:
+            runs.append([
+                known.get((library, np.dtype(precision))) or library_derivatives(
+                    library, graph_fn, [np.asarray(x, precision) for x in inputs], np.asarray(cotangent, precision),
+                    [np.asarray(u, precision) for u in tangents], exact=True,
+                )
+                for precision in (np.float32, np.float64)
+            ])
+        except Exception:  # noqa: BLE001  (a crash is reported by the main comparison; here it only loses an estimate)
+            continue
+
+    def combine(arrays):
+        shaped = [a for a in arrays if a.shape == arrays[0].shape]
+        largest = np.maximum.reduce(shaped)
+        return np.maximum(largest, LADDER_FLOOR * np.max(largest, initial=0.0))
+
+    if not runs:
+        return {"value": 0.0, "jvp": 0.0, "vjp": [0.0] * len(inputs), "hvp": [0.0] * len(inputs)}
+    scale = {name: combine([spread(getattr(low, name), getattr(high, name)) for low, high in runs])
+             for name in ("value", "jvp")}
+    for name in ("vjp", "hvp"):
+        scale[name] = [combine([spread(getattr(low, name)[k], getattr(high, name)[k]) for low, high in runs])
+                       for k in range(len(inputs))]
+    return scale
+
+
+def _numpy_evaluate_many(graph_fn):
+    """The graph's mathematical function on numpy, in the checker's batch form (points -> outputs)."""
+    fn = bind(graph_fn, "numpy")
+    return lambda points: [[np.asarray(fn(*point))] for point in points]
+
+
+class _Judge:
+    """Compares derivatives with the checker's bound: measured rounding scale plus depth-grown rtol."""
+
+    def __init__(self, dtype, depth, scale, tangents):
+        self.dtype = np.dtype(dtype)
+        self.rtol = numerical.default_rtol(self.dtype) * (1.0 + ROUNDING_GROWTH * depth)
+        self.scale = scale
+        self.tangents = tangents
+
+    def disagreement(self, actual, expected, reference_error=0.0, magnitude=None, floor=0.0):
+        """None when ``actual`` agrees with ``expected``, else a description of the worst entry.
+
+        ``magnitude`` is the size of the summed terms (default: the largest
+        ``|expected|``); ``floor`` is an extra absolute allowance.
+        """
+        actual = np.asarray(actual, dtype=np.float64)
+        expected = np.asarray(expected, dtype=np.float64)
+        if actual.shape != expected.shape:
+            return f"shape {actual.shape}, expected {expected.shape}"
+        if magnitude is None:
+            magnitude = np.abs(expected[np.isfinite(expected)]).max(initial=0.0)
+        atol = self.rtol * np.asarray(magnitude, dtype=np.float64) + floor
+        agree, bound = numerical.compare_gradients(
+            actual, expected, self.dtype, reference_error=reference_error, rtol=self.rtol, atol=atol
+        )
+        if np.all(agree):
+            return None
+        with np.errstate(invalid="ignore", divide="ignore"):
+            excess = np.where(agree, 0.0, np.abs(actual - expected) / bound)
+        excess = np.where(np.isnan(excess), np.inf, excess)
+        worst = np.unravel_index(int(np.argmax(excess)), actual.shape) if actual.ndim else ()
+        return (
+            f"entry {tuple(int(i) for i in worst)}: got {actual[worst]!r}, expected {expected[worst]!r} "
+            f"(bound {np.broadcast_to(bound, actual.shape)[worst]:.3g})"
+        )
+
+    def quantity(self, name, actual, expected, floor=0.0, expected_error=0.0):
+        """Compare one derivative (``value``, ``jvp``, or per-input ``vjp``/``hvp`` lists) with its rounding scale.
+
+        ``expected_error`` is the reference's own error (the ground truth's).
+        """
+        if name in ("vjp", "hvp"):
+            floors = floor if isinstance(floor, list) else [floor] * len(actual)
+            for k, (a, e, err, f) in enumerate(zip(actual, expected, self.scale[name], floors)):
+                problem = self.disagreement(a, e, err + expected_error, floor=f)
+                if problem is not None:
+                    return f"input {k}, {problem}"
+            return None
+        return self.disagreement(actual, expected, self.scale[name] + expected_error, floor=floor)
+
+    def hessian_projection(self, hvp, truth, floor=0.0):
+        """``u^T H u`` from a library's ``H u`` against the ground truth's."""
+        uhu, magnitude = _projection(hvp, self.tangents)
+        error = sum(float(np.sum(np.abs(u) * err)) for u, err in zip(self.tangents, self.scale["hvp"]))
+        return self.disagreement(uhu, truth.uhu, error + truth.error["hvp"], magnitude=magnitude + abs(truth.uhu),
+                                 floor=floor)
+
+
+def _dot(a, b):
+    return float(np.sum(np.asarray(a, dtype=np.float64) * np.asarray(b, dtype=np.float64)))
+
+
+def _abs_dot(a, b):
+    return float(np.sum(np.abs(np.asarray(a, dtype=np.float64) * np.asarray(b, dtype=np.float64))))
+
+
+def _projection(vjp, tangents):
+    """``(<g, u>, sum |g u|)`` over per-input lists."""
+    return sum(_dot(g, u) for g, u in zip(vjp, tangents)), sum(_abs_dot(g, u) for g, u in zip(vjp, tangents))
+
+
+def _structure_problem(engine, inputs):
+    for name, grads in (("vjp", engine.vjp), ("hvp", engine.hvp), ("forward-over-reverse hvp", engine.hvp_forward)):
+        for k, (g, x) in enumerate(zip(grads, inputs)):
+            if g.shape != x.shape or g.dtype != x.dtype:
+                return (f"{name} of input {k} has shape {g.shape} and dtype {g.dtype}; "
+                        f"the input has {x.shape}, {x.dtype}")
+    if engine.jvp.shape != engine.value.shape or engine.jvp.dtype != engine.value.dtype:
+        return (f"jvp has shape {engine.jvp.shape} and dtype {engine.jvp.dtype}; the output has "
+                f"{engine.value.shape}, {engine.value.dtype}")
+    return None
+
+
+def _against_truth(judge, derivatives, truth, floor=0.0, zero_floor=0.0, resolution=0.0):
+    """Per quantity: None, or how ``derivatives`` misses the ground truth.
+
+    ``floor`` is added to every bound; ``zero_floor`` only where the truth is
+    zero at the graph's ``resolution`` (a derivative that terms of the
+    graph's size cancel down to nothing keeps their rounding, which no error
+    estimate of the result can see).
+    """
+
+    def floors(name, expected):
+        negligible = np.abs(np.asarray(expected, dtype=np.float64)) <= max(truth.error[name], resolution)
+        return floor + zero_floor * negligible
+
+    problems = {
+        name: judge.quantity(
+            name, getattr(derivatives, name), getattr(truth, name),
+            [floors(name, e) for e in truth.vjp] if name == "vjp" else floors(name, getattr(truth, name)),
+            truth.error[name],
+        )
+        for name in ("value", "vjp", "jvp")
+    }
+    problems["hvp"] = (None if derivatives.hvp is None else judge.hessian_projection(
+        derivatives.hvp, truth, floor + zero_floor * (abs(truth.uhu) <= max(truth.error["hvp"], resolution))))
+    return problems
+
+
+def _largest_entry(truth, *arrays):
+    """The largest magnitude among the ground truth's derivatives and ``arrays`` (inputs, directions)."""
+    everything = [truth.value, truth.jvp, *truth.vjp, *arrays]
+    return max(float(np.max(np.abs(np.asarray(a, dtype=np.float64)), initial=0.0)) for a in everything)
+
+
+def check_case(graph_fn, inputs, cotangent, tangents, depth, precision=None,
+               references=REFERENCE_LIBRARIES) -> Outcome:
+    """Run every oracle on the compiled graph ``graph_fn`` at ``inputs`` (see the module docstring).
+
+    ``depth`` (the number of nodes) grows the relative tolerance;
+    ``precision`` is the lowest floating dtype inside the graph (default: the
+    inputs' dtype), which sets the rounding allowance; ``references`` are the
+    libraries compared (a subset of torch and jax).
+    """
+    outcome = Outcome()
+    dtype = np.dtype(precision or np.asarray(inputs[0]).dtype)
+    try:
+        engine = library_derivatives("engine", graph_fn, inputs, cotangent, tangents, forward_over_reverse=True)
+    except Exception as error:  # noqa: BLE001  (any crash of the engine is a finding)
+        outcome.findings.append(Finding("exception", "all", "engine", f"{type(error).__name__}: {error}"))
+        return outcome
+    unknown = set(references) - set(REFERENCE_LIBRARIES)
+    if unknown:
+        raise ValueError(f"references: expected a subset of {REFERENCE_LIBRARIES}, got {sorted(unknown)}")
+    libraries, references = references, {}
+    for library in libraries:
+        try:
+            references[library] = library_derivatives(
+                library, graph_fn, inputs, cotangent, tangents, second_order=library != "jax"
+            )
+        except Exception as error:  # noqa: BLE001  (a crash of a reference is reported, not fatal)
+            outcome.findings.append(Finding("exception", "all", library, f"{type(error).__name__}: {error}"))
+    truth = ground_truth(graph_fn, inputs, cotangent, tangents)
+    # At the inputs' precision the main runs serve as the ladder's rung (exactly so unless an
+    # astype raises part of a float32 graph to float64, which only makes the estimate milder).
+    input_dtype = np.asarray(inputs[0]).dtype
+    exact_runs = {} if dtype != input_dtype else {
+        (library, input_dtype): derivatives
+        for library, derivatives in (("engine", engine), ("torch", references.get("torch")))
+        if derivatives is not None
+    }
+    judge = _Judge(dtype, depth, rounding_scale(graph_fn, inputs, cotangent, tangents, dtype, known=exact_runs),
+                   tangents)
+
+    structure = _structure_problem(engine, inputs)
+    if structure is not None:
+        outcome.findings.append(Finding("structure", "dtype/shape", "engine", structure))
+
+    # Rounding of the graph's largest quantities: the allowance where the summands are unknown
+    # (when every derivative is zero, the inputs and directions still size the terms that cancel).
+    # It applies where the truth is zero, and in float32 also below what float32 resolves at that
+    # size; not so in float64, where such tiny derivatives are where rules lose accuracy.
+    largest = _largest_entry(truth, *inputs, cotangent, *tangents)
+    graph_rounding = judge.rtol * largest
+    resolution = float(np.finfo(np.float32).eps) * largest if dtype == np.float32 else 0.0
+    off = {library: _against_truth(judge, ref, truth, zero_floor=graph_rounding, resolution=resolution)
+           for library, ref in references.items()}
+    estimates = _numerical_estimates(outcome, graph_fn, inputs, tangents)
+    engine_wrong = _judge_engine(outcome, judge, engine, truth, references, off, estimates,
+                                 graph_rounding, resolution)
+    # A reference is blamed only beyond that allowance everywhere.
+    for library, ref in references.items():
+        ref_off = off[library]
+        ref_wrong = _against_truth(judge, ref, truth, floor=graph_rounding)
+        for quantity in QUANTITIES:
+            if getattr(ref, quantity) is None:
+                continue
+            comparison = judge.quantity(quantity, getattr(engine, quantity), getattr(ref, quantity))
+            if comparison is None:
+                continue
+            if engine_wrong[quantity] is not None and ref_off[quantity] is None:
+                outcome.findings.append(Finding(library, quantity, "engine", comparison))
+            elif ref_wrong[quantity] is not None:
+                outcome.findings.append(Finding(library, quantity, library, f"{ref_wrong[quantity]} (ground truth)"))
+            else:
+                outcome.inconclusive.append(Finding(library, quantity, "unconfirmed", comparison))
+
+    _numerical_oracles(outcome, judge, estimates, cotangent, tangents, engine, engine_wrong, truth,
+                       graph_rounding, resolution)
+
+    forward = _dot(cotangent, engine.jvp)
+    reverse, reverse_magnitude = _projection(engine.vjp, tangents)
+    rounding = _abs_dot(cotangent, judge.scale["jvp"]) + sum(
+        _abs_dot(u, err) for u, err in zip(tangents, judge.scale["vjp"]))
+    true_projection = _projection(truth.vjp, tangents)[0]
+    problem = judge.disagreement(forward, reverse, rounding,
+                                 magnitude=reverse_magnitude + _abs_dot(cotangent, engine.jvp),
+                                 floor=graph_rounding * (abs(true_projection) <= max(truth.error["vjp"], resolution)))
+    if problem is not None:
+        outcome.findings.append(Finding("forward_reverse", "<v, Ju> vs <J^T v, u>", "engine", problem))
+    # Two engine modes: no reference whose summands are known, so the graph's largest entry sets the floor.
+    problem = judge.quantity("hvp", engine.hvp, engine.hvp_forward, floor=graph_rounding)
+    if problem is not None:
+        outcome.findings.append(Finding("second_order", "hvp reverse vs forward-over-reverse", "engine", problem))
+    return outcome
+
+
+def _numerical_estimates(outcome, graph_fn, inputs, tangents) -> dict:
+    """numpy's finite-difference and complex-step estimates of ``J u`` (those that could be computed)."""
+    evaluate = _numpy_evaluate_many(graph_fn)
+    estimates = {}
+    try:
+        estimates["finite_difference"] = numerical.best_estimate(numerical.Line(evaluate, inputs, tangents))
+    except (numerical.LeftDomain, FloatingPointError, ValueError) as error:
+        outcome.inconclusive.append(Finding("finite_difference", "jvp", "oracle", str(error)))
+    with np.errstate(all="ignore"):
+        try:
+            estimate = numerical.complex_step(evaluate, inputs, tangents)
+            if np.all(np.isfinite(estimate.value)):
+                estimates["complex_step"] = estimate
+        except (TypeError, ValueError) as error:
+            outcome.inconclusive.append(Finding("complex_step", "jvp", "oracle", str(error)))
+    return estimates
+
+
+def _judge_engine(outcome, judge, engine, truth, references, off, estimates, graph_rounding, resolution) -> dict:
+    """Per quantity: how the engine misses the ground truth, when that counts as a failure (else None).
+
+    A miss beyond the rounding of the graph's largest quantity always counts.
+    A smaller one counts when it is an accuracy loss, not a rounding
+    accident: the engine keeps fewer than half of its dtype's digits on some
+    entry (e.g. a rule that cancels where an output rounds to 1), and another
+    computation shows that better is possible (a reference library, or for
+    ``J u`` the complex step, meets the ground truth).  Otherwise it is
+    inconclusive: the chain rule itself may cancel terms of the graph's size.
+    """
+    strict = _against_truth(judge, engine, truth, zero_floor=graph_rounding, resolution=resolution)
+    gross = _against_truth(judge, engine, truth, floor=graph_rounding)
+    step = estimates.get("complex_step")
+    step_meets_truth = step is not None and judge.disagreement(
+        step.value, np.ravel(truth.jvp), step.error + np.ravel(judge.scale["jvp"]) + truth.error["jvp"]) is None
+    half_digits = float(np.sqrt(np.finfo(judge.dtype).eps))
+    wrong = {}
+    for quantity, problem in strict.items():
+        achieved = any(off[library][quantity] is None for library, ref in references.items()
+                       if getattr(ref, quantity) is not None) or (quantity == "jvp" and step_meets_truth)
+        lost = _relative_miss(quantity, engine, truth, judge.tangents) > half_digits
+        counts = gross[quantity] is not None or (achieved and lost)
+        wrong[quantity] = problem if problem is not None and counts else None
+        if wrong[quantity] is not None:
+            outcome.findings.append(Finding("mpmath", quantity, "engine", problem))
+        elif problem is not None:
+            outcome.inconclusive.append(Finding("mpmath", quantity, "unconfirmed",
+                                                f"{problem}; no reference does better"))
+    return wrong
+
+
+def _relative_miss(quantity, derivatives, truth, tangents) -> float:
+    """The largest relative error of ``derivatives``' ``quantity`` against the ground truth (over its entries)."""
+    if quantity == "hvp":
+        pairs = [(_projection(derivatives.hvp, tangents)[0], truth.uhu)]
+    elif quantity == "vjp":
+        pairs = list(zip(derivatives.vjp, truth.vjp))
+    else:
+        pairs = [(getattr(derivatives, quantity), getattr(truth, quantity))]
+    worst = 0.0
+    for actual, expected in pairs:
+        actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+        if actual.shape != expected.shape:
+            return np.inf
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.abs(actual - expected) / np.abs(expected)
+        worst = max(worst, float(np.max(np.nan_to_num(ratio, nan=0.0, posinf=np.inf), initial=0.0)))
+    return worst
+
+
+def _numerical_oracles(outcome, judge, estimates, cotangent, tangents, engine, engine_wrong, truth,
+                       graph_rounding, resolution):
+    """Finite differences and complex step against the engine, confirmed (or not) by the ground truth."""
+    v = np.asarray(cotangent, dtype=np.float64).reshape(-1)
+    reverse, magnitude = _projection(engine.vjp, tangents)
+    rounding = sum(_abs_dot(u, err) for u, err in zip(tangents, judge.scale["vjp"]))
+    true_projection = _projection(truth.vjp, tangents)[0]
+    confirmed = {
+        "jvp": engine_wrong["jvp"] is not None,
+        "vjp": judge.disagreement(
+            reverse, true_projection, rounding, magnitude=magnitude,
+            floor=graph_rounding * (abs(true_projection) <= max(truth.error["vjp"], resolution)),
+        ) is not None,
+    }
+    for oracle, estimate in estimates.items():
+        problems = {
+            "jvp": judge.disagreement(np.ravel(engine.jvp), estimate.value,
+                                      estimate.error + np.ravel(judge.scale["jvp"])),
+            "vjp": judge.disagreement(reverse, float(v @ estimate.value), _abs_dot(v, estimate.error) + rounding,
+                                      magnitude=magnitude),
+        }
+        for quantity, problem in problems.items():
+            if problem is None:
+                continue
+            (outcome.findings if confirmed[quantity] else outcome.inconclusive).append(
+                Finding(oracle, quantity, "engine" if confirmed[quantity] else "unconfirmed", problem)
+            )
+
+
+KINK_PROBES = {
+    "relu": ((np.array([-1.0, 0.0, 2.0]),), ()),
+    "abs": ((np.array([-1.0, 0.0, 2.0]),), ()),
+    "clip": ((np.array([-2.0, -1.0, 0.0, 1.0, 2.0]),), (("lo", -1.0), ("hi", 1.0))),
+    "maximum": ((np.array([1.0, 2.0, 3.0]), np.array([1.0, 0.0, 5.0])), ()),
+    "minimum": ((np.array([1.0, 2.0, 3.0]), np.array([1.0, 0.0, 5.0])), ()),
+    "amax": ((np.array([[1.0, 3.0, 3.0], [2.0, 2.0, 0.0]]),), (("axis", 1), ("keepdims", False))),
+    "amin": ((np.array([[1.0, 1.0, 3.0], [0.0, 2.0, 0.0]]),), (("axis", 1), ("keepdims", False))),
+}
+"""Inputs exactly at each kinked op's kinks (zeros, clip bounds, ties)."""
+
+
+def check_kinks(seed: int = 0) -> list:
+    """Findings where the engine's derivative at a kink differs from PyTorch's (the table's conventions).
+
+    Random graphs keep away from kinks, so the conventions are probed here
+    directly: each kinked op of the table (``OpDef.kink_gap``) at the inputs of
+    :data:`KINK_PROBES`, reverse and forward mode, random cotangent and tangents.
+    """
+    from gradverify.fuzz.graph import Graph, OpNode
+    from gradverify.ops import TABLE
+
+    rng = np.random.default_rng(seed)
+    findings = []
+    for op in (name for name, opdef in TABLE.items() if opdef.kink_gap is not None):
+        if op not in KINK_PROBES:
+            findings.append(Finding("kink_convention", op, "engine", "no kink probe declared for this op"))
+            continue
+        inputs, attrs = KINK_PROBES[op]
+        graph = Graph(tuple(x.shape for x in inputs), "float64", (OpNode(op, tuple(range(len(inputs))), attrs),))
+        graph_fn = graph.compile()
+        out_shape = np.shape(TABLE[op].forward(*inputs, **dict(attrs)))
+        cotangent = rng.uniform(0.5, 1.5, out_shape) * rng.choice([-1.0, 1.0], out_shape)
+        tangents = [rng.uniform(0.5, 1.5, x.shape) for x in inputs]
+        engine, torch_ = (library_derivatives(library, graph_fn, inputs, cotangent, tangents, second_order=False)
+                          for library in ("engine", "torch"))
+        for quantity in ("vjp", "jvp"):
+            ours, theirs = getattr(engine, quantity), getattr(torch_, quantity)
+            pairs = zip(ours, theirs) if quantity == "vjp" else [(ours, theirs)]
+            for a, b in pairs:
+                if not np.allclose(a, b, rtol=1e-12, atol=0.0):
+                    findings.append(Finding("kink_convention", f"{op} {quantity}", "engine",
+                                            f"engine {np.asarray(a).tolist()}, torch {np.asarray(b).tolist()} "
+                                            f"(convention: {TABLE[op].kink_convention})"))
+    return findings
+
+
+def reproduce(graph_fn, inputs, cotangent, tangents, depth, precision=None) -> int:
+    """Run every oracle on one graph, print the findings; 1 if the engine failed, else 0 (for reproducer scripts)."""
+    outcome = check_case(graph_fn, inputs, cotangent, tangents, depth, precision)
+    for finding in outcome.findings:
+        print(finding)
+    if not outcome.engine_failures:
+        print("every oracle agrees with the engine on this graph")
+    return 1 if outcome.engine_failures else 0

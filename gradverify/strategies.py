@@ -1,0 +1,536 @@
+"""Hypothesis strategies for random computation graphs over the op table, with their inputs.
+
+``cases()`` draws a :class:`Case`: a :class:`~gradverify.fuzz.graph.Graph`
+(several inputs, fan-out, broadcasting, reductions, shape ops, indexing,
+losses, and data-dependent branches and loops), concrete inputs, a random
+cotangent for the output and random tangents for the inputs.
+
+The graph is built one node at a time while its values are computed (in
+float64, by the table's forwards), so every choice can look at the values it
+will see:
+
+- an op is offered only where its operands lie inside its domain
+  (``OpDef.domains``) with room to spare, and away from its kinks
+  (``OpDef.kink_gap``) and ties;
+- values that would overflow or lose all precision (beyond ``VALUE_BOUND``)
+  are never produced;
+- branch and loop thresholds are placed away from the sums they compare;
+- input values are *nudged* apart from 0 and from each other, never rejected,
+  so shrinking stays smooth.
+
+Every distance kept is ``MARGIN * (1 + |value|)``: wide enough that a finite
+difference step, float32 rounding or a 30-digit evaluation all take the same
+path through the graph.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from hypothesis import strategies as st
+
+from gradverify.fuzz.graph import Branch, Const, Graph, Loop, OpNode
+from gradverify.ops import TABLE
+
+__all__ = ["Case", "cases", "graphs", "nudged_arrays", "nudge", "INPUT_RANGES", "MARGIN", "VALUE_BOUND", "MAX_ELEMENTS"]
+
+MARGIN = 0.05
+VALUE_BOUND = 1e4
+MAX_ELEMENTS = 24
+# Tails start where float32 sigmoid and tanh round to 1: a float32 reference then says nothing
+# about accuracy there, so the float64 ground truth alone judges the rules.
+INPUT_RANGES = {"normal": (-3.0, 3.0), "positive": (0.2, 4.0), "tail": (20.0, 40.0)}
+
+
+@dataclass(frozen=True)
+class Case:
+    """A graph with the concrete point, cotangent and tangents its derivatives are checked at."""
+
+    graph: Graph
+    inputs: tuple
+    cotangent: np.ndarray
+    tangents: tuple
+
+
+@dataclass(frozen=True)
+class _Value:
+    shape: tuple
+    dtype: str
+    data: np.ndarray
+
+
+def _ops_of(*kinds):
+    return tuple(name for name, opdef in TABLE.items() if opdef.kind in kinds)
+
+
+UNARY = _ops_of("unary")
+BINARY = _ops_of("binary")
+REDUCTIONS = _ops_of("reduction")
+NORMALIZATIONS = _ops_of("normalize")
+SMOOTH_LOOP_BODIES = ("sin", "cos", "tanh", "sigmoid", "softplus", "neg")
+
+
+def _room(data):
+    return MARGIN * (1.0 + np.abs(data))
+
+
+def _in_domain(op, position, data) -> bool:
+    opdef = TABLE[op]
+    domain = opdef.domains[min(position, len(opdef.domains) - 1)]
+    return bool(np.all(domain.max_step(data) >= _room(data)))
+
+
+def _clear_of_kinks(op, datas, attrs) -> bool:
+    gap_fn = TABLE[op].kink_gap
+    if gap_fn is None:
+        return True
+    scale = max(float(np.max(np.abs(d), initial=0.0)) for d in datas)
+    return bool(np.all(np.abs(gap_fn(*datas, **attrs)) >= MARGIN * (1.0 + scale)))
+
+
+def _tame(data) -> bool:
+    return bool(np.all(np.isfinite(data)) and np.all(np.abs(data) <= VALUE_BOUND) and data.size <= MAX_ELEMENTS)
+
+
+def _forward(op, datas, attrs):
+    with np.errstate(all="ignore"):
+        return np.asarray(TABLE[op].forward(*datas, **attrs), dtype=np.float64)
+
+
+def _try_op(op, pool, args, attrs, out_dtype=None):
+    """(node, value) for ``op`` on ``args`` if its domains, kinks and output are acceptable, else None."""
+    datas = [a.array if isinstance(a, Const) else pool[a].data for a in args]
+    for position, (arg, data) in enumerate(zip(args, datas)):
+        if not isinstance(arg, Const) and not _in_domain(op, position, data):
+            return None
+    attr_dict = dict(attrs)
+    if not _clear_of_kinks(op, [d for a, d in zip(args, datas) if not isinstance(a, Const)], attr_dict):
+        return None
+    try:
+        out = _forward(op, datas, attr_dict)
+    except (ValueError, IndexError, TypeError):
+        return None
+    if not _tame(out):
+        return None
+    if out_dtype is None:
+        dtypes = [pool[a].dtype for a in args if not isinstance(a, Const)]
+        out_dtype = np.result_type(*dtypes).name
+    return OpNode(op, tuple(args), tuple(attrs)), _Value(out.shape, out_dtype, out)
+
+
+def _pick(draw, pool, suitable=lambda value: True):
+    """Index of a pool value satisfying ``suitable``.
+
+    Half of the draws (and the shrink target) take the most recent one, so
+    graphs grow deep and few nodes are left dead.
+    """
+    return _choose(draw, [i for i in range(len(pool) - 1, -1, -1) if suitable(pool[i])])
+
+
+def _choose(draw, candidates):
+    """One of ``candidates`` (most recent first), half of the draws the first; None if there are none."""
+    if not candidates:
+        return None
+    k = draw(st.integers(0, 2 * (len(candidates) - 1)))
+    return candidates[max(0, k - (len(candidates) - 1))]
+
+
+def _only(ops, attempts):
+    """The attempts (inner functions named after their op) for ``ops``; all of them when ``ops`` is None."""
+    return attempts if ops is None else [attempt for attempt in attempts if attempt.__name__ in ops]
+
+
+def _first(draw, attempts):
+    """The first non-None result of ``attempts`` (callables), starting at a drawn position."""
+    if not attempts:
+        return None
+    start = draw(st.integers(0, len(attempts) - 1))
+    for k in range(len(attempts)):
+        result = attempts[(start + k) % len(attempts)]()
+        if result is not None:
+            return result
+    return None
+
+
+# ------------------------------------------------------------------ builders
+def _unary_attrs(draw, op, value):
+    """Attribute choices for a unary op, placed so that they respect its kinks."""
+    if op == "pow_scalar":
+        return (("exponent", draw(st.sampled_from((2.0, 3.0, 0.5, -1.0, 1.5)))),)
+    if op == "astype":
+        return (("dtype", "float64" if value.dtype == "float32" else "float32"),)
+    if op == "clip":
+        flat = np.unique(value.data)
+        cuts = np.concatenate([[flat[0] - 1.0], (flat[:-1] + flat[1:]) / 2, [flat[-1] + 1.0]])
+        lo = draw(st.integers(0, len(cuts) - 2))
+        hi = draw(st.integers(lo + 1, len(cuts) - 1))
+        return (("lo", round(float(cuts[lo]), 3)), ("hi", round(float(cuts[hi]), 3)))
+    return ()
+
+
+def _unary(draw, pool, ops=UNARY, operand=None):
+    index = _pick(draw, pool) if operand is None else operand
+    candidates = [op for op in ops if _in_domain(op, 0, pool[index].data)]
+    while candidates:
+        op = draw(st.sampled_from(candidates))
+        attrs = _unary_attrs(draw, op, pool[index])
+        built = _try_op(op, pool, (index,), attrs, dict(attrs).get("dtype"))
+        if built is not None:
+            return built
+        candidates.remove(op)
+    return None
+
+
+def _broadcastable(a, b) -> bool:
+    try:
+        shape = np.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        return False
+    return int(np.prod(shape)) <= MAX_ELEMENTS
+
+
+def _partner(draw, pool, a):
+    """A second operand broadcastable with ``pool[a]``: another value if there is one, else ``a`` itself."""
+    others = [i for i in range(len(pool) - 1, -1, -1) if i != a and _broadcastable(pool[a], pool[i])]
+    return _choose(draw, others) if others else a
+
+
+def _binary(draw, pool, ops=BINARY):
+    a = _pick(draw, pool)
+    b = _partner(draw, pool, a)
+    options = [built for op in ops if (built := _try_op(op, pool, (a, b), ())) is not None]
+    return draw(st.sampled_from(options)) if options else None
+
+
+def _where(draw, pool, ops=None):
+    a = _pick(draw, pool)
+    b = _pick(draw, pool, lambda v: _broadcastable(pool[a], v))
+    shape = np.broadcast_shapes(pool[a].shape, pool[b].shape)
+    bits = draw(st.lists(st.booleans(), min_size=int(np.prod(shape)), max_size=int(np.prod(shape))))
+    return _try_op("where", pool, (Const(np.array(bits, dtype=bool).reshape(shape)), a, b), ())
+
+
+def _matmul(draw, pool, ops=None):
+    def fits(a, b):
+        if not a.shape or not b.shape or len(b.shape) > 2:
+            return False
+        return a.shape[-1] == b.shape[0]
+
+    a = _pick(draw, pool, lambda v: any(fits(v, w) for w in pool))
+    if a is None:
+        return None
+    b = _pick(draw, pool, lambda w: fits(pool[a], w))
+    return _try_op("matmul", pool, (a, b), ())
+
+
+def _axis_choice(draw, ndim):
+    if ndim == 0:
+        return None
+    choices = [None] + list(range(ndim)) + ([tuple(range(ndim))] if ndim > 1 else [])
+    return draw(st.sampled_from(choices))
+
+
+def _reduction(draw, pool, ops=REDUCTIONS):
+    a = _pick(draw, pool)
+    attrs = (("axis", _axis_choice(draw, pool[a].data.ndim)), ("keepdims", draw(st.booleans())))
+    options = [built for op in ops if (built := _try_op(op, pool, (a,), attrs)) is not None]
+    return draw(st.sampled_from(options)) if options else None
+
+
+def _shape_op(draw, pool, ops=None):
+    a = _pick(draw, pool)
+    shape = pool[a].shape
+    ndim, size = len(shape), int(np.prod(shape))
+
+    def reshape():
+        targets = [t for t in {(size,), (size, 1), (1,) + shape, shape[::-1]} if t != shape]
+        return _try_op("reshape", pool, (a,), (("shape", draw(st.sampled_from(sorted(targets)))),))
+
+    def permute():
+        if ndim < 2:
+            return None
+        axes = tuple(draw(st.permutations(range(ndim))))
+        return _try_op("permute", pool, (a,), (("axes", axes),))
+
+    def broadcast_to():
+        target = tuple(2 if n == 1 else n for n in shape)
+        target = target if target != shape else (2,) + shape
+        return _try_op("broadcast_to", pool, (a,), (("shape", target),))
+
+    def sum_to():
+        if ndim == 0:
+            return None
+        axis = draw(st.integers(0, ndim - 1))
+        target = shape[1:] if draw(st.booleans()) else shape[:axis] + (1,) + shape[axis + 1 :]
+        return _try_op("sum_to", pool, (a,), (("shape", target),))
+
+    def unsqueeze():
+        return _try_op("unsqueeze", pool, (a,), (("axis", draw(st.integers(-ndim - 1, ndim))),))
+
+    def squeeze():
+        ones = [i for i, n in enumerate(shape) if n == 1]
+        if not ones:
+            return None
+        return _try_op("squeeze", pool, (a,), (("axis", draw(st.sampled_from(ones + [None]))),))
+
+    return _first(draw, _only(ops, [reshape, permute, broadcast_to, sum_to, unsqueeze, squeeze]))
+
+
+def _index_op(draw, pool, ops=None):
+    a = _pick(draw, pool, lambda v: len(v.shape) >= 1)
+    if a is None:
+        return None
+    shape = pool[a].shape
+
+    def positions(length, limit):
+        return np.array(draw(st.lists(st.integers(0, limit - 1), min_size=length, max_size=length)), dtype=np.int64)
+
+    def getitem():
+        forms = [
+            draw(st.integers(-shape[0], shape[0] - 1)),
+            slice(draw(st.integers(0, shape[0] - 1)), None, None),
+            positions(draw(st.integers(1, 4)), shape[0]),
+        ]
+        if len(shape) >= 2:
+            forms.append((slice(None, None, None), positions(draw(st.integers(1, 3)), shape[1])))
+        return _try_op("getitem", pool, (a,), (("index", draw(st.sampled_from(forms))),))
+
+    def scatter_add():
+        rows = shape[0] + draw(st.integers(0, 1))
+        index = positions(shape[0], rows)
+        return _try_op("scatter_add", pool, (a,), (("index", index), ("shape", (rows,) + shape[1:])))
+
+    return _first(draw, _only(ops, [getitem, scatter_add]))
+
+
+def _join(draw, pool, ops=None):
+    a = _pick(draw, pool, lambda v: len(v.shape) >= 1)
+    if a is None:
+        return None
+    shape = pool[a].shape
+    axis = draw(st.integers(0, len(shape) - 1))
+
+    def concatenate():
+        b = _pick(draw, pool, lambda v: len(v.shape) == len(shape) and v.shape[:axis] + v.shape[axis + 1 :]
+                  == shape[:axis] + shape[axis + 1 :])
+        return _try_op("concatenate", pool, (a, b), (("axis", axis),))
+
+    def stack():
+        b = _pick(draw, pool, lambda v: v.shape == shape)
+        return _try_op("stack", pool, (a, b), (("axis", axis),))
+
+    return _first(draw, _only(ops, [concatenate, stack]))
+
+
+def _normalize(draw, pool, ops=NORMALIZATIONS):
+    # Normalising over an axis of length 1 is the constant 1 (or 0): prefer values with a longer axis,
+    # and matrices over vectors, whose other axis tests the axis handling.
+    def rank(value):
+        return (any(n > 1 for n in value.shape), len(value.shape) >= 2)
+
+    best = max((rank(v) for v in pool if v.shape), default=None)
+    if best is None:
+        return None
+    a = _pick(draw, pool, lambda v: bool(v.shape) and rank(v) == best)
+    long_axes = [i for i, n in enumerate(pool[a].shape) if n > 1] or list(range(len(pool[a].shape)))
+    attrs = (("axis", draw(st.sampled_from(long_axes))),)
+    return _first(draw, [lambda op=op: _try_op(op, pool, (a,), attrs) for op in ops])
+
+
+def _loss(draw, pool, ops=None):
+    def mse_loss():
+        a = _pick(draw, pool)
+        shape = pool[a].shape
+        values = draw(st.lists(st.floats(-2, 2, width=32), min_size=int(np.prod(shape)), max_size=int(np.prod(shape))))
+        target = Const(np.array(values, dtype=pool[a].dtype).reshape(shape))
+        return _try_op("mse_loss", pool, (a, target), ())
+
+    def cross_entropy():
+        a = _pick(draw, pool, lambda v: len(v.shape) == 2)
+        if a is None:
+            return None
+        rows, classes = pool[a].shape
+        labels = draw(st.lists(st.integers(0, classes - 1), min_size=rows, max_size=rows))
+        return _try_op("cross_entropy", pool, (a, Const(np.array(labels, dtype=np.int64))), ())
+
+    return _first(draw, _only(ops, [mse_loss, cross_entropy]))
+
+
+def _threshold(draw, sums, below, above):
+    """A round threshold under ``above`` sums and over ``below`` sums with room to spare, or None."""
+    lo = max((sums[j] + _room(sums[j]) for j in below), default=-np.inf)
+    hi = min((sums[j] - _room(sums[j]) for j in above), default=np.inf)
+    if lo >= hi:
+        return None
+    if np.isinf(lo):
+        lo = hi - 2.0 * (1.0 + abs(hi))
+    if np.isinf(hi):
+        hi = lo + 2.0 * (1.0 + abs(lo))
+    t = lo + (hi - lo) * draw(st.sampled_from((0.5, 0.25, 0.75)))
+    rounded = round(float(t), 3)
+    return rounded if lo <= rounded <= hi else float(t)
+
+
+def _branch(draw, pool):
+    test = _pick(draw, pool)
+    operand = _pick(draw, pool)
+    then_built = _unary(draw, pool, operand=operand)
+    else_built = _unary(draw, pool, operand=operand)
+    total = float(np.sum(pool[test].data))
+    take_then = draw(st.booleans())
+    threshold = _threshold(draw, [total], below=[] if take_then else [0], above=[0] if take_then else [])
+    if then_built is None or else_built is None:
+        return None
+    (then_node, then_value), (else_node, else_value) = then_built, else_built
+    if then_value.shape != else_value.shape or then_value.dtype != else_value.dtype:
+        return None
+    node = Branch(test, operand, threshold, (then_node.op, then_node.attrs), (else_node.op, else_node.attrs))
+    return node, then_value if take_then else else_value
+
+
+def _loop(draw, pool):
+    operand = _pick(draw, pool)
+    start = pool[operand]
+    other = _pick(draw, pool, lambda v: v.dtype == start.dtype and _broadcastable(start, v)
+                  and np.broadcast_shapes(start.shape, v.shape) == start.shape) if draw(st.booleans()) else None
+    if other is None:
+        op, attrs = draw(st.sampled_from(SMOOTH_LOOP_BODIES)), ()
+    else:
+        op, attrs = draw(st.sampled_from(("mul", "add", "sub"))), ()
+    max_iters = draw(st.integers(1, 3))
+    values = [start]
+    for _ in range(max_iters):
+        scratch = pool + [values[-1]]
+        args = (len(pool),) if other is None else (len(pool), other)
+        built = _try_op(op, scratch, args, attrs, start.dtype)
+        if built is None:
+            return None
+        values.append(built[1])
+    sums = [float(np.sum(v.data)) for v in values]
+    stop = draw(st.integers(0, max_iters))
+    # The loop breaks at the first sum above the threshold: iteration `stop` (or never).
+    threshold = _threshold(draw, sums, below=range(stop), above=[stop] if stop < max_iters else [])
+    if threshold is None:
+        return None
+    body = (op, other, attrs)
+    return Loop(operand, body, threshold, max_iters), values[min(stop, max_iters)]
+
+
+def _node_attempts(draw, pool):
+    # A builder that finds nothing to do hands over to the next one: the
+    # rarely applicable ones sit before ones that always succeed.
+    return [
+        lambda: _unary(draw, pool),
+        lambda: _matmul(draw, pool),
+        lambda: _binary(draw, pool),
+        lambda: _normalize(draw, pool),
+        lambda: _reduction(draw, pool),
+        lambda: _index_op(draw, pool),
+        lambda: _shape_op(draw, pool),
+        lambda: _loop(draw, pool),
+        lambda: _join(draw, pool),
+        lambda: _loss(draw, pool),
+        lambda: _branch(draw, pool),
+        lambda: _where(draw, pool),
+    ]
+
+
+def _focused_attempt(draw, pool, op):
+    """One node using ``op`` (a table op name), or None where no value in the pool suits it."""
+    return _BUILDERS[TABLE[op].kind](draw, pool, ops=(op,))
+
+
+_BUILDERS = {
+    "unary": _unary, "binary": _binary, "reduction": _reduction, "normalize": _normalize, "shape": _shape_op,
+    "index": _index_op, "join": _join, "matmul": _matmul, "select": _where, "loss": _loss,
+}
+_CONTROL_FLOW = {"branch": _branch, "loop": _loop}
+NODE_CHOICES = tuple(TABLE) + tuple(_CONTROL_FLOW)
+
+
+# ------------------------------------------------------------------- inputs
+def nudge(values, gap):
+    """``values`` moved (upwards, order kept) so that they are at least ``gap`` from 0 and from each other.
+
+    Used instead of rejecting draws: kinks at 0 (relu, abs) and ties (maximum,
+    amax) are avoided while every draw still yields a usable input.
+    """
+    flat = np.array(values, dtype=np.float64).reshape(-1)
+    previous = -np.inf
+    for i in np.argsort(flat, kind="stable"):
+        v = max(flat[i], previous + gap)
+        if abs(v) < gap:
+            v = gap
+        flat[i] = previous = v
+    return flat.reshape(np.shape(values))
+
+
+@st.composite
+def nudged_arrays(draw, shape, dtype="float64", mode="normal"):
+    """An array of ``shape`` with values from ``INPUT_RANGES[mode]`` (tail: either sign), nudged apart."""
+    lo, hi = INPUT_RANGES[mode]
+    n = int(np.prod(shape))
+    values = np.array(draw(st.lists(st.floats(lo, hi), min_size=n, max_size=n)), dtype=np.float64)
+    values = nudge(values, MARGIN * (1.0 + max(abs(lo), abs(hi))))
+    if mode == "tail":
+        # Signs after nudging: the magnitudes stay in the tail, equal magnitudes of one sign stay apart.
+        values = values * np.array(draw(st.lists(st.sampled_from((1.0, -1.0)), min_size=n, max_size=n)))
+    return values.reshape(shape).astype(dtype)
+
+
+@st.composite
+def _input_shapes(draw, count, min_ndim=0):
+    # Inputs broadcast against a common frame; a focused frame has no axis of length 1.
+    frame = tuple(draw(st.lists(st.integers(2 if min_ndim else 1, 3), min_size=min_ndim, max_size=3)))
+    shapes = []
+    for _ in range(count):
+        keep = draw(st.integers(min_ndim, len(frame)))
+        shape = tuple(n if draw(st.booleans()) else 1 for n in frame[len(frame) - keep :])
+        shapes.append(shape if int(np.prod(shape)) <= 12 else shape[1:])
+    return tuple(shapes)
+
+
+@st.composite
+def cases(draw, max_nodes=8, dtypes=("float64", "float32"), focus=None):
+    """A :class:`Case`: a graph of 1..``max_nodes`` nodes, its inputs, a cotangent and tangents.
+
+    ``focus`` names a table op to use at the first node where a value suits
+    it (to aim a campaign at one rule).
+    """
+    if max_nodes < 1:
+        raise ValueError(f"max_nodes: expected a positive number of nodes, got {max_nodes}")
+    if focus is not None and focus not in TABLE:
+        raise ValueError(f"focus: {focus!r} is not an op of the table")
+    dtype = draw(st.sampled_from(dtypes))
+    # A focused campaign works on matrices: axis handling is what reductions and normalisations get wrong.
+    shapes = draw(_input_shapes(draw(st.integers(1, 3)), min_ndim=0 if focus is None else 2))
+    # A focused campaign leans towards the tails, where rules computed from rounded outputs fail.
+    modes = ("tail", "normal", "positive") if focus is not None else ("normal", "positive", "tail")
+    inputs = tuple(draw(nudged_arrays(s, dtype, draw(st.sampled_from(modes)))) for s in shapes)
+    pool = [_Value(x.shape, dtype, x.astype(np.float64)) for x in inputs]
+    nodes, focus_pending = [], focus is not None
+    for _ in range(draw(st.integers(1, max_nodes))):
+        if focus_pending:
+            built = _focused_attempt(draw, pool, focus)
+            focus_pending = built is None
+        else:
+            # The op is drawn first, uniformly over the table, so that rarely applicable ops get their turn.
+            step = draw(st.sampled_from(NODE_CHOICES))
+            built = _CONTROL_FLOW[step](draw, pool) if step in _CONTROL_FLOW else _focused_attempt(draw, pool, step)
+        if built is None:
+            built = _first(draw, _node_attempts(draw, pool))
+        if built is None:
+            built = _try_op("neg", pool, (len(pool) - 1,), ())
+        node, value = built
+        nodes.append(node)
+        pool.append(value)
+    graph = Graph(shapes, dtype, tuple(nodes))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    cotangent = rng.standard_normal(pool[-1].shape).astype(pool[-1].dtype)
+    tangents = tuple(rng.standard_normal(s).astype(dtype) for s in shapes)
+    return Case(graph, inputs, cotangent, tangents)
+
+
+def graphs(max_nodes=8, dtypes=("float64", "float32")):
+    """Graphs alone (each drawn with the inputs that steered it; see :func:`cases`)."""
+    return cases(max_nodes=max_nodes, dtypes=dtypes).map(lambda case: case.graph)
