@@ -23,7 +23,7 @@ import numpy as np
 
 BACKENDS = ("torch", "jax", "numpy", "mpmath")
 
-__all__ = ["BACKENDS", "get", "module", "to_backend", "to_numpy", "to_mp", "from_mp", "sum_to_axes", "result_shape"]
+__all__ = ["BACKENDS", "get", "module", "to_backend", "to_numpy", "to_mp", "from_mp", "result_shape"]
 
 
 def module(backend: str):
@@ -90,16 +90,6 @@ def from_mp(array, dtype=np.float64):
     """An object array of ``mpmath.mpf`` (or a single mpf) rounded to a numpy ``dtype`` array."""
     array = np.asarray(array, dtype=object)
     return np.array([float(v) for v in array.reshape(-1)], dtype=dtype).reshape(array.shape)
-
-
-def sum_to_axes(shape, target):
-    """The axes of an array of ``shape`` to sum (keeping dims, then reshaping) to obtain ``target``.
-
-    The same semantics as :func:`gradverify.ops.sum_to_forward`: leading extra
-    axes, and axes where ``target`` has size 1 but ``shape`` does not.
-    """
-    lead = len(shape) - len(target)
-    return tuple(range(lead)) + tuple(i + lead for i, n in enumerate(target) if n == 1 and shape[i + lead] != 1)
 
 
 def result_shape(numpy_fn, shape, *args, **kwargs):

@@ -11,9 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp as _jax_logsumexp
 
-from gradverify.ops import flat_indices
-
-from . import sum_to_axes
+from gradverify.ops import flat_indices, sum_to_axes
 
 jax.config.update("jax_enable_x64", True)
 

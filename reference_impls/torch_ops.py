@@ -11,9 +11,9 @@ import numpy as np
 import torch
 import torch.nn.functional as tnf
 
-from gradverify.ops import flat_indices
+from gradverify.ops import flat_indices, sum_to_axes
 
-from . import result_shape, sum_to_axes
+from . import result_shape
 
 
 def _dims(axis, ndim):

@@ -1,8 +1,8 @@
 """The op table: one declaration per op drives the engine, generators, checker and tests."""
 from .spec import Domain, OpDef
-from .table import TABLE, flat_indices, sum_to_forward
+from .table import TABLE, flat_indices, sum_to_axes, sum_to_forward
 
-__all__ = ["Domain", "OpDef", "TABLE", "get", "names", "flat_indices", "sum_to_forward"]
+__all__ = ["Domain", "OpDef", "TABLE", "get", "names", "flat_indices", "sum_to_axes", "sum_to_forward"]
 
 
 def get(name: str) -> OpDef:

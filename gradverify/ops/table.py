@@ -505,14 +505,22 @@ op(
 )
 
 
+def sum_to_axes(shape, target):
+    """The axes to sum (keeping dims) so that an array of ``shape`` becomes ``target``.
+
+    Leading extra axes, and axes where ``target`` has size 1 but ``shape`` does not:
+    the inverse of numpy broadcasting.
+    """
+    lead = len(shape) - len(target)
+    return tuple(range(lead)) + tuple(i + lead for i, n in enumerate(target) if n == 1 and shape[i + lead] != 1)
+
+
 def sum_to_forward(x, shape):
     """Sum ``x`` over its broadcast axes so that it has ``shape`` (the inverse of broadcasting)."""
     shape = tuple(shape)
     if x.shape == shape:
         return x
-    lead = x.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1 and x.shape[i + lead] != 1)
-    return np.sum(x, axis=axes, keepdims=True).reshape(shape)
+    return np.sum(x, axis=sum_to_axes(x.shape, shape), keepdims=True).reshape(shape)
 
 
 op(
