@@ -1,0 +1,1 @@
+"""pytest integration: the ``gradcheck`` and ``grad_regression`` fixtures (see ``pytest_plugin``)."""
