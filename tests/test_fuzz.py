@@ -90,7 +90,7 @@ def test_shrunk_reproducer_fails_as_a_separate_script(tmp_path):
 
 def test_fuzz_command_writes_the_json_report(tmp_path, capsys):
     path = tmp_path / "fuzz.json"
-    assert main(["fuzz", "--graphs", "4", "--seed", "5", "--max-nodes", "4", "--json", str(path)]) == 0
+    assert main(["fuzz", "--graphs", "4", "--seed", "5", "--max-nodes", "4", "--workers", "1", "--json", str(path)]) == 0
     report = json.loads(path.read_text())
     assert report["graphs"] == 4
     assert report["failures"] == []
@@ -102,8 +102,10 @@ def test_fuzz_command_writes_the_json_report(tmp_path, capsys):
 
 def test_fuzz_command_exits_1_and_names_the_oracle_when_the_engine_is_wrong(tmp_path):
     path = tmp_path / "fuzz.json"
+    # One worker: the mutant patches this process only, not worker processes.
     with mutants.active("cotangent_ignored"):
-        code = main(["fuzz", "--graphs", "3", "--seed", "1", "--focus", "exp", "--no-shrink", "--json", str(path)])
+        code = main(["fuzz", "--graphs", "3", "--seed", "1", "--focus", "exp", "--no-shrink", "--workers", "1",
+                     "--json", str(path)])
     assert code == 1
     report = json.loads(path.read_text())
     assert report["failures"] and not report["passed"]

@@ -235,7 +235,9 @@ def run_campaign(
     called after each graph (progress bars); ``references`` are the libraries
     compared besides the numerical oracles (torch and/or jax), JAX on every
     ``jax_every``-th graph only; ``workers`` processes check graphs in
-    parallel (the graphs drawn do not depend on it).
+    parallel (the graphs drawn do not depend on it; worker processes import
+    the engine afresh, so in-process patches such as an active mutant apply
+    only with ``workers=1``).
     """
     if graphs < 1:
         raise ValueError(f"graphs: expected a positive number of graphs, got {graphs}")
