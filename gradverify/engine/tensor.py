@@ -14,7 +14,7 @@ from gradverify.ops import TABLE
 
 
 class _Mode:
-    """Process-wide autograd switches (the engine is single-threaded, like the GIL'd numpy it drives)."""
+    """Process-wide autograd switches, as torch's grad mode (the engine is not thread-safe)."""
 
     grad_enabled = True
     forward_level = 0
