@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .nn.module import zero_grads
+
 
 class Optimizer:
     """Holds parameters and updates them in place from their ``.grad``."""
@@ -18,8 +20,7 @@ class Optimizer:
         self.state = {}
 
     def zero_grad(self, set_to_none=True):
-        for p in self.params:
-            p.grad = None if set_to_none else type(p.grad)(np.zeros_like(p.data)) if p.grad is not None else None
+        zero_grads(self.params, set_to_none)
 
     def step(self):
         for p in self.params:

@@ -34,6 +34,12 @@ def _to_array(value, name):
         raise TypeError(f"state_dict entry {name!r}: expected an array or tensor, got {type(value).__name__}") from err
 
 
+def zero_grads(params, set_to_none=True):
+    """Clear the ``.grad`` of each parameter: None, or zeros where a gradient exists and ``set_to_none`` is false."""
+    for p in params:
+        p.grad = None if set_to_none or p.grad is None else Tensor(np.zeros_like(p.data))
+
+
 class Module:
     """Base class of layers and models, as ``torch.nn.Module``.
 
@@ -83,11 +89,7 @@ class Module:
             yield from m.modules()
 
     def zero_grad(self, set_to_none=True):
-        for p in self.parameters():
-            if set_to_none or p.grad is None:
-                p.grad = None
-            else:
-                p.grad = Tensor(np.zeros_like(p.data))
+        zero_grads(self.parameters(), set_to_none)
 
     def train(self, mode=True):
         for m in self.modules():
