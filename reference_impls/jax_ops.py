@@ -70,6 +70,10 @@ minimum = jnp.minimum
 matmul = jnp.matmul
 
 
+def linear(x, weight, bias):
+    return jnp.matmul(x, weight.T) + bias
+
+
 def where(cond, x, y):
     return jnp.where(jnp.asarray(cond).astype(bool), x, y)
 

@@ -80,6 +80,10 @@ def matmul(a, b):
     return _objects(np.matmul(a, b))
 
 
+def linear(x, weight, bias):
+    return _objects(np.matmul(x, np.asarray(weight).T) + bias)
+
+
 def _count(x, axis):
     axes = range(x.ndim) if axis is None else np.atleast_1d(axis)
     return int(np.prod([x.shape[a] for a in axes], dtype=np.int64))

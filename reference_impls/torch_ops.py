@@ -77,6 +77,7 @@ pow = torch.pow  # noqa: A001  (the op's name)
 maximum = torch.maximum
 minimum = torch.minimum
 matmul = torch.matmul
+linear = tnf.linear
 
 
 def where(cond, x, y):

@@ -13,7 +13,7 @@ from gradverify.cli import main
 from gradverify.fuzz import mutants
 from gradverify.fuzz.campaign import Shard, check, run_campaign
 from gradverify.fuzz.graph import Graph, OpNode
-from gradverify.fuzz.oracles import ORACLES, check_case, check_kinks
+from gradverify.fuzz.oracles import ORACLES, check_case, check_kinks, check_saturation
 from gradverify.strategies import cases
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,6 +68,20 @@ def test_kink_conventions_match_pytorch_and_a_changed_one_is_caught():
     assert all(f.oracle == "kink_convention" for f in findings)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 3])
+def test_saturated_derivatives_match_the_ground_truth_entry_by_entry(seed):
+    # Seeds 1 and 3 caught cross_entropy's p - 1 cancelling at the target entry (now fixed).
+    assert check_saturation(seed) == []
+
+
+@pytest.mark.parametrize("mutant, op", [("softmax_rounded_output", "softmax"), ("rounded_output_derivative", "sigmoid")])
+def test_a_rule_built_from_a_rounded_output_is_caught_at_saturation(mutant, op):
+    with mutants.active(mutant):
+        findings = check_saturation()
+    assert [f.quantity for f in findings] == [f"{op} vjp of input 0"]
+    assert findings[0].oracle == "saturation" and findings[0].blamed == "engine"
+
+
 def test_shrunk_reproducer_fails_as_a_separate_script(tmp_path):
     preamble = "from gradverify.fuzz import mutants\n\nmutants.apply('sign_flip')"
     with mutants.active("sign_flip"):
@@ -110,7 +124,8 @@ def test_fuzz_command_exits_1_and_names_the_oracle_when_the_engine_is_wrong(tmp_
     report = json.loads(path.read_text())
     assert report["failures"] and not report["passed"]
     assert report["failures_by_oracle"]["mpmath"] >= 1
-    assert "mpmath" in report["failures"][0]["oracles"]
+    # The saturation probe at the campaign's start catches it too, before any graph.
+    assert any("mpmath" in failure["oracles"] for failure in report["failures"])
 
 
 def test_shards_split_a_campaign_into_independent_parts(tmp_path):

@@ -10,7 +10,7 @@ from gradverify.ops import TABLE
 from gradverify.ops.samples import KINK_MARGIN, kink_cases, sample_cases
 
 OPS = list(TABLE.values())
-KINDS = {"unary", "binary", "select", "matmul", "reduction", "shape", "index", "join", "normalize", "loss"}
+KINDS = {"unary", "binary", "select", "matmul", "linear", "reduction", "shape", "index", "join", "normalize", "loss"}
 EPS64 = np.finfo(np.float64).eps
 # Normwise (relative to the largest output, as outputs may cancel).  torch, jax and
 # numpy evaluate the same formulas in other orders, and mpmath at 30 digits is exact at

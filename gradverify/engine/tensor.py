@@ -8,6 +8,9 @@ op's JVP rule runs right after the forward.
 """
 from __future__ import annotations
 
+import itertools
+from heapq import heappop, heappush
+
 import numpy as np
 
 from gradverify.ops import TABLE
@@ -35,6 +38,22 @@ class _Freed:
         self.name = name
 
 
+_FREED_MARKS: dict = {}
+
+
+def _freed_mark(name):
+    """The one :class:`_Freed` marker of op ``name`` (built once, as freeing happens per node)."""
+    mark = _FREED_MARKS.get(name)
+    if mark is None:
+        mark = _FREED_MARKS[name] = _Freed(name)
+    return mark
+
+
+# Every recorded node gets the next number, so a node's number exceeds its inputs': reverse
+# accumulation visits nodes by decreasing number, and no separate topological sort is needed.
+_next_sequence_number = itertools.count(1).__next__
+
+
 def is_floating(dtype) -> bool:
     """True for the floating dtypes the engine differentiates."""
     return np.dtype(dtype).kind == "f"
@@ -47,7 +66,7 @@ class Tensor:
     ``torch.Tensor`` (``.backward()``, ``.grad``, ``.item()``, operators ...).
     """
 
-    __slots__ = ("data", "requires_grad", "grad", "_ctx", "_tangent", "__weakref__")
+    __slots__ = ("data", "requires_grad", "grad", "_ctx", "_seq", "_tangent", "__weakref__")
     # Make numpy defer to Tensor's reflected operators (ndarray + Tensor -> Tensor).
     __array_priority__ = 1000
 
@@ -225,28 +244,33 @@ def promote_kinds(a, b):
 
 def apply(op, inputs, attrs=_NO_ATTRS):
     """Run ``op`` on engine tensors, recording the graph and forward tangents as needed."""
-    # One and two inputs are spelled out: this is the engine's hottest code.
-    if len(inputs) == 1:
-        arrays = (inputs[0].data,)
-    elif len(inputs) == 2:
-        first, second = inputs
-        if op.broadcasts and first.data.dtype.kind != second.data.dtype.kind:
-            inputs = first, second = promote_kinds(first, second)
-        arrays = (first.data, second.data)
-    else:
-        arrays = [t.data for t in inputs]
+    # One and two inputs are spelled out, and the output is built without a call: this is
+    # the engine's hottest code.
+    # (Calling without ``**attrs`` when there are none saves building an empty keyword dict.)
     try:
-        data = op.forward(*arrays, **attrs)
+        if len(inputs) == 2:
+            first, second = inputs
+            if op.broadcasts and first.data.dtype.kind != second.data.dtype.kind:
+                inputs = first, second = promote_kinds(first, second)
+            data = op.forward(first.data, second.data, **attrs) if attrs else op.forward(first.data, second.data)
+        elif len(inputs) == 1:
+            data = op.forward(inputs[0].data, **attrs) if attrs else op.forward(inputs[0].data)
+        else:
+            data = op.forward(*[t.data for t in inputs], **attrs)
     except (ValueError, IndexError, TypeError) as err:
         shapes = ", ".join(str(t.data.shape) for t in inputs)
         message = str(err).removeprefix(f"{op.name}: ")
         raise type(err)(f"{op.name}: {message} (input shapes {shapes})") from None
-    out = _wrap(data)
-    if MODE.grad_enabled and out.data.dtype.kind == "f":
+    out = _new_tensor(Tensor)
+    out.data = data = data if type(data) is np.ndarray else np.asarray(data)
+    out.requires_grad = False
+    out.grad = out._ctx = out._tangent = None
+    if MODE.grad_enabled and data.dtype.kind == "f":
         for t in inputs:
             if t.requires_grad:
                 out.requires_grad = True
                 out._ctx = (op, inputs, attrs)
+                out._seq = _next_sequence_number()
                 break
     if MODE.forward_level:
         tangents = tuple([t._tangent for t in inputs])
@@ -266,33 +290,6 @@ def _run_jvp(op, tangents, out, inputs, attrs):
     if tangent is not None and tangent.data.shape != out.data.shape:
         tangent = apply(TABLE["broadcast_to"], (tangent,), {"shape": out.data.shape})
     return tangent
-
-
-def _topological_order(roots):
-    """Tensors reachable from ``roots`` that require grad, each after all of its inputs."""
-    order, seen = [], set()
-    stack = [(root, False) for root in roots]
-    while stack:
-        t, expanded = stack.pop()
-        if expanded:
-            order.append(t)
-            continue
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        stack.append((t, True))
-        ctx = t._ctx
-        if ctx is None:
-            continue
-        if isinstance(ctx, _Freed):
-            raise RuntimeError(
-                f"trying to backward through the graph a second time (at {ctx.name!r}): its saved tensors were "
-                "released by the previous backward; pass retain_graph=True to the first backward() or grad() call"
-            )
-        for parent in ctx[1]:
-            if parent.requires_grad and id(parent) not in seen:
-                stack.append((parent, False))
-    return order
 
 
 def fit_cotangent(grad, target):
@@ -319,46 +316,65 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
 
     With ``accumulate`` the leaves' ``.grad`` receive the result (``backward``);
     otherwise the cotangents of ``inputs`` are returned in order (``autograd.grad``),
-    None for an input the roots do not depend on.
+    None for an input the roots do not depend on.  Leaves are written only once
+    every node has run, so an error half-way leaves every ``.grad`` as it was.
     """
-    order = _topological_order(roots)
     wanted = {} if inputs is None else {id(t): i for i, t in enumerate(inputs)}
     results = [None] * (0 if inputs is None else len(inputs))
-    grads = {}
-    for root, seed in zip(roots, seeds):
-        prev = grads.get(id(root))
-        grads[id(root)] = seed if prev is None else prev + seed
-    # Memory a leaf may not keep as its .grad without a copy: the seeds', and what other leaves got.
-    shared = {id(s.data if s.data.base is None else s.data.base) for s in seeds}
+    # grads: the cotangent summed so far, by tensor id.  A node enters `pending` (a heap on
+    # its negated number) with its first cotangent term, and runs when every later node has.
+    grads, pending, leaves = {}, [], []
+    incoming = zip(roots, seeds)  # (tensor, cotangent term) pairs to add in: the seeds, then each node's
     saved_modes = MODE.grad_enabled, MODE.in_backward
     MODE.grad_enabled, MODE.in_backward = create_graph, True
     try:
-        for t in reversed(order):
-            g = grads.pop(id(t), None)
-            if g is None:
-                continue
+        while True:
+            for parent, gp in incoming:
+                if gp is None or not parent.requires_grad:
+                    continue
+                got, wanted_array = gp.data, parent.data
+                if got.shape != wanted_array.shape or got.dtype != wanted_array.dtype:
+                    gp = fit_cotangent(gp, parent)
+                prev = grads.get(id(parent))
+                if prev is None:
+                    grads[id(parent)] = gp
+                    if parent._ctx is None:
+                        leaves.append(parent)
+                    else:
+                        heappush(pending, (-parent._seq, parent))
+                else:
+                    grads[id(parent)] = prev + gp
+            if not pending:
+                break
+            t = heappop(pending)[1]
+            g = grads.pop(id(t))
             if wanted:
                 slot = wanted.get(id(t))
                 if slot is not None:
                     results[slot] = g
             ctx = t._ctx
-            if ctx is None:
-                if accumulate:
-                    _accumulate_grad(t, g, create_graph, shared)
-                continue
+            if type(ctx) is _Freed:
+                raise RuntimeError(
+                    f"trying to backward through the graph a second time (at {ctx.name!r}): its saved tensors "
+                    "were released by the previous backward; pass retain_graph=True to the first backward() "
+                    "or grad() call"
+                )
             op, parents, attrs = ctx
-            cotangents = op.vjp(g, t, *parents, **attrs)
-            for parent, gp in zip(parents, cotangents):
-                if gp is None or not parent.requires_grad:
-                    continue
-                if gp.data.shape != parent.data.shape or gp.data.dtype != parent.data.dtype:
-                    gp = fit_cotangent(gp, parent)
-                prev = grads.get(id(parent))
-                grads[id(parent)] = gp if prev is None else prev + gp
+            incoming = zip(parents, op.vjp(g, t, *parents, **attrs) if attrs else op.vjp(g, t, *parents))
             if not retain_graph:
-                t._ctx = _Freed(op.name)
+                t._ctx = _FREED_MARKS.get(op.name) or _freed_mark(op.name)
     finally:
         MODE.grad_enabled, MODE.in_backward = saved_modes
+    # Memory a leaf may not keep as its .grad without a copy: the seeds', and what other leaves got.
+    shared = {id(s.data if s.data.base is None else s.data.base) for s in seeds}
+    for leaf in leaves:
+        g = grads.pop(id(leaf))
+        if wanted:
+            slot = wanted.get(id(leaf))
+            if slot is not None:
+                results[slot] = g
+        if accumulate:
+            _accumulate_grad(leaf, g, create_graph, shared)
     return results
 
 

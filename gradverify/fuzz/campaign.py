@@ -29,7 +29,7 @@ from hypothesis import seed as hypothesis_seed
 
 from gradverify.fuzz import jax_cache
 from gradverify.fuzz.graph import literal
-from gradverify.fuzz.oracles import ORACLES, REFERENCE_LIBRARIES, check_case, check_kinks
+from gradverify.fuzz.oracles import ORACLES, REFERENCE_LIBRARIES, check_case, check_kinks, check_saturation
 from gradverify.strategies import cases
 
 
@@ -246,7 +246,7 @@ def run_campaign(
     result = CampaignResult(seed, shard, max_nodes)
     examples = shard.graphs(graphs)
     strategy = cases(max_nodes=max_nodes, focus=focus)
-    for finding in check_kinks(seed):
+    for finding in check_kinks(seed) + check_saturation(seed):
         result.failures.append(Failure(None, [finding]))
         result.fired[finding.oracle] += 1
     if examples == 0:

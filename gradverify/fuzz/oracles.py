@@ -42,6 +42,12 @@ Oracles (a :class:`Finding` names the one that fired):
 ``kink_convention``   at kinks, the engine's one-sided choice against
                       PyTorch's, whose conventions the table adopts
                       (:func:`check_kinks`; the random graphs avoid kinks).
+``saturation``        entry by entry against the ground truth where outputs
+                      round to their limits (sigmoid and tanh at 1, a softmax
+                      probability at 1): there a rule built from the rounded
+                      output loses every digit of a tiny derivative, which a
+                      normwise comparison inside a larger graph cannot see
+                      (:func:`check_saturation`).
 """
 from __future__ import annotations
 
@@ -57,7 +63,7 @@ from gradverify.fuzz.backends import bind
 
 ORACLES = (
     "mpmath", "torch", "jax", "finite_difference", "complex_step", "forward_reverse", "second_order",
-    "structure", "exception", "kink_convention",
+    "structure", "exception", "kink_convention", "saturation",
 )
 REFERENCE_LIBRARIES = ("torch", "jax")
 TRUTH_DPS = 80
@@ -606,6 +612,71 @@ def check_kinks(seed: int = 0) -> list:
                     findings.append(Finding("kink_convention", f"{op} {quantity}", "engine",
                                             f"engine {np.asarray(a).tolist()}, torch {np.asarray(b).tolist()} "
                                             f"(convention: {TABLE[op].kink_convention})"))
+    return findings
+
+
+SATURATED_KINDS = ("unary", "normalize", "loss")
+"""Op kinds probed by :func:`check_saturation` (the ones whose derivatives vanish in the tails)."""
+SATURATION_RTOL = 1e-10
+"""Per-entry relative tolerance in the tails.  Generous: rounding x - max(x) at |x| ~ 90 alone costs
+about 100 ulps of a softmax probability, while a rule that cancels loses most or all of its digits."""
+
+
+def _saturating_args(opdef, rng):
+    """float64 inputs of ``opdef`` far in the tails (20 to 45 in magnitude, inside each input's domain),
+    and the op's arguments: input positions, with integer inputs (class indices) as constants."""
+    from gradverify.fuzz.graph import Const
+    from gradverify.ops.samples import CLASS_LOSS_SHAPES, sample_values
+
+    shapes = CLASS_LOSS_SHAPES[0] if any(d.integer for d in opdef.domains) else ((2, 3),) * len(opdef.domains)
+    inputs, args = [], []
+    for domain, shape in zip(opdef.domains, shapes):
+        if domain.integer:
+            args.append(Const(sample_values(domain, shape, np.float64, rng)))
+            continue
+        args.append(len(inputs))
+        # One entry per row leads the others by at least 20: a softmax over the row saturates.
+        values = rng.uniform(20.0, 45.0, shape) * rng.choice([-1.0, 1.0], shape)
+        values[..., 0] = np.abs(values[..., 0]) + 20.0
+        inputs.append(values if np.all(domain.contains(values)) else np.abs(values))
+    return inputs, tuple(args)
+
+
+def check_saturation(seed: int = 0) -> list:
+    """Findings where the engine's VJP misses the ground truth entry by entry at saturated inputs.
+
+    Each op of the table of a kind in :data:`SATURATED_KINDS`, with its default
+    attributes, in float64, at inputs from :func:`_saturating_args` and a random
+    cotangent; the 80-digit ground truth of :func:`ground_truth` is the reference.
+    """
+    from gradverify.fuzz.graph import Graph, OpNode
+    from gradverify.ops import TABLE
+
+    rng = np.random.default_rng(seed)
+    findings = []
+    for op, opdef in TABLE.items():
+        if opdef.kind not in SATURATED_KINDS:
+            continue
+        inputs, args = _saturating_args(opdef, rng)
+        graph = Graph(tuple(x.shape for x in inputs), "float64", (OpNode(op, args, tuple(opdef.attrs.items())),))
+        graph_fn = graph.compile()
+        out_shape = np.shape(bind(graph_fn, "numpy")(*inputs))
+        cotangent = rng.uniform(0.5, 1.5, out_shape) * rng.choice([-1.0, 1.0], out_shape)
+        tangents = [np.zeros_like(x) for x in inputs]
+        engine = library_derivatives("engine", graph_fn, inputs, cotangent, tangents, second_order=False)
+        truth = ground_truth(graph_fn, inputs, cotangent, tangents)
+        # The truth's differences carry the rounding of <v, f> at TRUTH_DPS digits, and f is large in the
+        # tails (exp(65) ~ 1e28), beyond the size ground_truth's own error estimate assumes.
+        projection = float(np.sum(np.abs(cotangent * np.asarray(truth.value, dtype=np.float64))))
+        floor = max(truth.error["vjp"], 10.0 ** (1 - TRUTH_DPS) * projection / float(TRUTH_STEP))
+        for k, (ours, exact) in enumerate(zip(engine.vjp, truth.vjp)):
+            bound = SATURATION_RTOL * np.abs(exact) + floor
+            miss = np.abs(np.asarray(ours, dtype=np.float64) - exact) > bound
+            if np.any(miss):
+                j = np.unravel_index(int(np.argmax(miss)), miss.shape)
+                findings.append(Finding("saturation", f"{op} vjp of input {k}", "engine",
+                                        f"entry {tuple(int(i) for i in j)} at x = {inputs[k][j]!r}: engine "
+                                        f"{np.asarray(ours)[j]!r}, ground truth {exact[j]!r}"))
     return findings
 
 

@@ -18,6 +18,7 @@ relu'(0) = 0, abs'(0) = 0, clip passes the gradient on the closed interval
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -90,10 +91,15 @@ def _sigmoid_derivative_forward(x):
     return (e / np.square(1.0 + e)).astype(x.dtype, copy=False)
 
 
+# cosh overflows beyond these; sech^2 has underflowed to 0 well before them.
+_COSH_ARGUMENT_CAP = {np.dtype(np.float32): np.float32(88.0), np.dtype(np.float64): np.float64(709.0)}
+
+
 def _tanh_derivative_forward(x):
-    # 1 - tanh(x)^2 == 4 e / (1 + e)^2 with e = exp(-2|x|): accurate in the tails where tanh rounds to ±1.
-    e = np.exp(-2.0 * np.abs(x))
-    return (4.0 * e / np.square(1.0 + e)).astype(x.dtype, copy=False)
+    # 1 - tanh(x)^2 as sech(x)^2: no cancellation, so full relative accuracy in the tails
+    # where tanh rounds to ±1 (and three times cheaper than 4e / (1 + e)^2 with e = exp(-2|x|)).
+    sech = np.reciprocal(np.cosh(np.minimum(np.abs(x), _COSH_ARGUMENT_CAP.get(x.dtype, 709.0))))
+    return sech * sech
 
 
 def _unary(name, forward, derivative, domain=REAL, **extra):
@@ -352,6 +358,44 @@ op(
     doc="numpy.matmul semantics: batched, with the 1-D cases as numpy treats them.",
 )
 
+
+
+def _linear_forward(x, weight, bias):
+    if weight.ndim != 2 or bias.shape != weight.shape[:1] or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"expected x (..., in), weight (out, in) and bias (out,); got {x.shape}, {weight.shape} and {bias.shape}"
+        )
+    out = np.matmul(x, weight.T)
+    # The bias goes into the product's fresh buffer unless that would round it to a narrower dtype.
+    return np.add(out, bias, out=out) if np.result_type(out, bias) == out.dtype else out + bias
+
+
+def _linear_vjp(g, out, x, weight, bias):
+    gx = F.matmul(g, weight) if F.needs_cotangent(x) else None
+    gw = None
+    if F.needs_cotangent(weight):
+        # The weight's cotangent sums over every leading axis of x: one (out, N) @ (N, in) product.
+        g2 = g if g.ndim == 2 else F.reshape(g, shape=(-1, weight.shape[0]))
+        x2 = x if x.ndim == 2 else F.reshape(x, shape=(-1, weight.shape[1]))
+        gw = F.matmul(F.swapaxes(g2, 0, 1), x2)
+    # The bias's cotangent is g summed over the leading axes, which the engine does for any broadcast input.
+    return gx, gw, g
+
+
+op(
+    "linear",
+    _linear_forward,
+    _linear_vjp,
+    lambda t, out, x, weight, bias: _tangent_sum(
+        None if t[0] is None else F.matmul(t[0], F.swapaxes(weight, 0, 1)),
+        None if t[1] is None else F.matmul(x, F.swapaxes(t[1], 0, 1)),
+        t[2],
+    ),
+    (REAL, REAL, REAL),
+    "linear",
+    doc="x @ weight.T + bias, as torch.nn.functional.linear: x (..., in), weight (out, in), bias (out,).",
+)
+
 # ----------------------------------------------------------------- reductions
 def _normalize_axes(axis, ndim):
     if axis is None:
@@ -371,14 +415,21 @@ def _keep(tensor, x, axis, keepdims):
 
 
 def _count(x, axis):
-    return int(np.prod([x.shape[a] for a in _normalize_axes(axis, x.ndim)], dtype=np.int64))
+    """How many entries of ``x`` (array or tensor) each reduction over ``axis`` combines."""
+    return math.prod(x.shape[a] for a in _normalize_axes(axis, x.ndim))
 
 
 REDUCE_ATTRS = {"axis": None, "keepdims": False}
 
+
+def _mean_forward(x, axis=None, keepdims=False):
+    # What np.mean computes (a pairwise sum in x's dtype, then one division), without its Python layers.
+    return np.add.reduce(x, axis=axis, keepdims=keepdims) / _count(x, axis)
+
+
 op(
     "sum",
-    lambda x, axis=None, keepdims=False: np.sum(x, axis=axis, keepdims=keepdims),
+    lambda x, axis=None, keepdims=False: np.add.reduce(x, axis=axis, keepdims=keepdims),
     lambda g, out, x, axis=None, keepdims=False: (F.broadcast_to(_keep(g, x, axis, keepdims), shape=x.shape),),
     lambda t, out, x, axis=None, keepdims=False: None if t[0] is None else F.sum(t[0], axis=axis, keepdims=keepdims),
     (REAL,),
@@ -387,7 +438,7 @@ op(
 )
 op(
     "mean",
-    lambda x, axis=None, keepdims=False: np.mean(x, axis=axis, keepdims=keepdims),
+    _mean_forward,
     lambda g, out, x, axis=None, keepdims=False: (
         F.broadcast_to(_keep(g, x, axis, keepdims), shape=x.shape) * (1.0 / _count(x, axis)),
     ),
@@ -433,21 +484,24 @@ def _extremum(name, forward, largest):
     )
 
 
-_extremum("amax", np.amax, True)
-_extremum("amin", np.amin, False)
+_extremum("amax", np.maximum.reduce, True)
+_extremum("amin", np.minimum.reduce, False)
 
 
 def _max_shift(x, axis):
     """The max over ``axis`` (kept), 0 where it is not finite: exp(x - shift) never overflows."""
-    m = np.amax(x, axis=axis, keepdims=True)
+    m = np.maximum.reduce(x, axis=axis, keepdims=True)
+    # One finite sum means every max is finite (an overflowing sum only takes the slower exact path).
+    if np.isfinite(np.add.reduce(m, axis=None)):
+        return m
     return np.where(np.isfinite(m), m, 0)
 
 
 def _logsumexp_forward(x, axis=None, keepdims=False):
     # An all -inf group stays -inf.
     m = _max_shift(x, axis)
-    out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
-    return out if keepdims else np.squeeze(out, axis=axis)
+    out = np.log(np.add.reduce(np.exp(x - m), axis=axis, keepdims=True)) + m
+    return out if keepdims else out.squeeze(axis)
 
 
 def _softmax_of(x, axis):
@@ -475,7 +529,7 @@ op(
 # ------------------------------------------------------------------ shape ops
 op(
     "reshape",
-    lambda x, shape: np.reshape(x, shape),
+    lambda x, shape: x.reshape(shape),
     lambda g, out, x, shape: (F.reshape(g, shape=x.shape),),
     lambda t, out, x, shape: None if t[0] is None else F.reshape(t[0], shape=shape),
     (REAL,),
@@ -489,7 +543,7 @@ def _inverse_permutation(axes):
 
 op(
     "permute",
-    lambda x, axes: np.transpose(x, axes),
+    lambda x, axes: x.transpose(axes),
     lambda g, out, x, axes: (F.permute(g, axes=_inverse_permutation(tuple(axes))),),
     lambda t, out, x, axes: None if t[0] is None else F.permute(t[0], axes=axes),
     (REAL,),
@@ -520,7 +574,7 @@ def sum_to_forward(x, shape):
     shape = tuple(shape)
     if x.shape == shape:
         return x
-    return np.sum(x, axis=sum_to_axes(x.shape, shape), keepdims=True).reshape(shape)
+    return np.add.reduce(x, axis=sum_to_axes(x.shape, shape), keepdims=True).reshape(shape)
 
 
 op(
@@ -542,7 +596,7 @@ op(
 )
 op(
     "squeeze",
-    lambda x, axis=None: np.squeeze(x, axis=axis),
+    lambda x, axis=None: x.squeeze(axis),
     lambda g, out, x, axis=None: (F.reshape(g, shape=x.shape),),
     lambda t, out, x, axis=None: None if t[0] is None else F.squeeze(t[0], axis),
     (REAL,),
@@ -630,12 +684,12 @@ op(
 # which exp(x - logsumexp) would turn into a relative error of |x| ulps in every entry.
 def _softmax_forward(x, axis=-1):
     e = np.exp(x - _max_shift(x, axis))
-    return e / np.sum(e, axis=axis, keepdims=True)
+    return e / np.add.reduce(e, axis=axis, keepdims=True)
 
 
 def _log_softmax_forward(x, axis=-1):
     shifted = x - _max_shift(x, axis)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+    return shifted - np.log(np.add.reduce(np.exp(shifted), axis=axis, keepdims=True))
 
 
 def _first_max_mask(x, axis):
@@ -698,20 +752,28 @@ def _one_hot(target, like):
 
 
 def _cross_entropy_forward(logits, target):
-    logp = _log_softmax_forward(logits, axis=1)
-    return -np.mean(logp[np.arange(logits.shape[0]), target])
+    # The mean of logsumexp(row) - row[target], with the row's max taken out of both terms.
+    shifted = logits - _max_shift(logits, 1)
+    total = np.log(np.add.reduce(np.exp(shifted), axis=1))
+    return np.add.reduce(total - shifted[np.arange(logits.shape[0]), target]) / logits.shape[0]
 
 
-def _cross_entropy_dlogits(logits, target):
-    """d loss / d logits = (softmax - one_hot) / N."""
-    return (F.softmax(logits, axis=1) - _one_hot(target, logits)) * (1.0 / logits.shape[0])
+def _cross_entropy_dlogits(logits, target, scale):
+    """``scale`` times d loss / d logits = (softmax - one_hot) / N.
+
+    At the target entry p - 1 is written as minus the sum of the other
+    probabilities: where p rounds to 1, p - 1 cancels to 0 (as in PyTorch).
+    """
+    hot = _one_hot(target, logits)
+    others = F.softmax(logits, axis=1) * F.constant(1.0 - hot.data)
+    return (others - hot * F.sum(others, axis=1, keepdims=True)) * (scale * (1.0 / logits.shape[0]))
 
 
 op(
     "cross_entropy",
     _cross_entropy_forward,
-    lambda g, out, logits, target: (g * _cross_entropy_dlogits(logits, target), None),
-    lambda t, out, logits, target: None if t[0] is None else F.sum(t[0] * _cross_entropy_dlogits(logits, target)),
+    lambda g, out, logits, target: (_cross_entropy_dlogits(logits, target, g), None),
+    lambda t, out, logits, target: None if t[0] is None else F.sum(_cross_entropy_dlogits(logits, target, t[0])),
     (Domain(sample=(-5.0, 5.0)), CLASS_INDEX),
     "loss",
     nondiff=(1,),
@@ -725,7 +787,7 @@ def _mse_dinput(x, y):
 
 op(
     "mse_loss",
-    lambda x, y: np.mean(np.square(x - y)),
+    lambda x, y: _mean_forward(np.square(x - y)),
     lambda g, out, x, y: (g * _mse_dinput(x, y), -g * _mse_dinput(x, y)),
     lambda t, out, x, y: _tangent_sum(
         None if t[0] is None else F.sum(t[0] * _mse_dinput(x, y)),
