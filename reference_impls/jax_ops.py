@@ -31,12 +31,12 @@ tanh = jnp.tanh
 sigmoid = jax.nn.sigmoid
 
 
-def tanh_derivative(x):
-    return 4 * jax.nn.sigmoid(2 * x) * jax.nn.sigmoid(-2 * x)
+def tanh_backward(g, x):
+    return g * (4 * jax.nn.sigmoid(2 * x) * jax.nn.sigmoid(-2 * x))
 
 
-def sigmoid_derivative(x):
-    return jax.nn.sigmoid(x) * jax.nn.sigmoid(-x)
+def sigmoid_backward(g, x):
+    return g * (jax.nn.sigmoid(x) * jax.nn.sigmoid(-x))
 softplus = jax.nn.softplus
 relu = jax.nn.relu
 

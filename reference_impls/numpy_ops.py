@@ -39,14 +39,14 @@ def sigmoid(x):
     return np.where(x.real >= 0, 1 / (1 + e), e / (1 + e))
 
 
-def sigmoid_derivative(x):
+def sigmoid_backward(g, x):
     e = np.exp(-_analytic_abs(x))
-    return e / (1 + e) ** 2
+    return g * (e / (1 + e) ** 2)
 
 
-def tanh_derivative(x):
+def tanh_backward(g, x):
     e = np.exp(-2 * _analytic_abs(x))
-    return 4 * e / (1 + e) ** 2
+    return g * (4 * e / (1 + e) ** 2)
 
 
 def softplus(x):

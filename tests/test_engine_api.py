@@ -198,6 +198,48 @@ def test_func_transforms_match_torch_func():
     close(product, hessian_t @ torch.tensor(v))
 
 
+def _compositions(lib, func, y, u, v, w):
+    """Forward and reverse transforms composed every way, for ``lib`` (ge or torch) with its ``func``."""
+    f = lambda a: _scalar_fn(lib, a, y)  # noqa: E731
+    g = lambda a: _vector_fn(lib, a)  # noqa: E731
+    first = lambda a: func.jvp(f, (a,), (u,))[1]  # noqa: E731  (a directional derivative)
+    second = lambda a: func.jvp(first, (a,), (v,))[1]  # noqa: E731
+    return {
+        "grad of jvp": lambda x: func.grad(first)(x),
+        "jvp of jvp": lambda x: func.jvp(first, (x,), (v,)),
+        "jvp of jvp of jvp": lambda x: func.jvp(second, (x,), (w,)),
+        "jvp of jvp, vector output": lambda x: func.jvp(lambda a: func.jvp(g, (a,), (u,))[1], (x,), (v,)),
+        "jvp of grad": lambda x: func.jvp(func.grad(f), (x,), (v,)),
+        "grad of jvp of jvp": lambda x: func.grad(second)(x),
+    }
+
+
+@pytest.mark.parametrize("composition", list(_compositions(ge, ge.func, *(None,) * 4)))
+def test_nested_transforms_match_torch_func(composition):
+    rng = np.random.default_rng(RNG_SEED)
+    xa, ya, u, v, w = (rng.standard_normal(3) for _ in range(5))
+    (x, xt), (y, yt), (u, ut), (v, vt), (w, wt) = (_pair(a) for a in (xa, ya, u, v, w))
+    ours = _compositions(ge, ge.func, y, u, v, w)[composition](x)
+    theirs = _compositions(torch, torch_func, yt, ut, vt, wt)[composition](xt)
+    for a, b in zip(ours if isinstance(ours, tuple) else (ours,), theirs if isinstance(theirs, tuple) else (theirs,)):
+        np.testing.assert_allclose(np.asarray(a), b.detach().numpy(), rtol=1e-11, atol=1e-13)
+    assert x._tangent is None and not x.requires_grad  # the caller's tensor is left alone
+
+
+def test_a_tangent_left_on_a_tensor_by_one_jvp_does_not_reach_the_next():
+    kept = []
+
+    def keep(a):
+        kept.append(a * 2.0)  # carries this call's tangent
+        return kept[-1].sum()
+
+    x = ge.tensor([1.0, 2.0], dtype=ge.float64)
+    ge.func.jvp(keep, (x,), (ge.ones(2, dtype=ge.float64),))
+    _, tangent = ge.func.jvp(lambda a: (a * kept[0]).sum(), (x,), (ge.ones(2, dtype=ge.float64),))
+    # d/dx sum(x * c) along ones, with c = 2x held constant: sum(c) = 6 (a leaked tangent would add 2 * 3).
+    assert tangent.item() == 6.0
+
+
 # ------------------------------------------------------------------------ nn
 def _build_model(lib):
     """The same small model for both libraries: a Sequential, a submodule and a bare parameter."""

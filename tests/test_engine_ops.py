@@ -279,6 +279,24 @@ def test_forward_over_reverse_agrees_with_reverse_over_reverse(op, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+def test_forward_over_forward_agrees_with_reverse_over_reverse(op, dtype):
+    """<v, f''[u, w]> two ways: a jvp of a jvp (the JVP rules run in forward mode) and <u, H_v w>."""
+    for case in cases(op, dtype):
+        u, w = ([case.random_like(p.shape) for p in case.primals()] for _ in range(2))
+
+        def directional(*inputs):
+            return ge.func.jvp(case.function("engine"), inputs, [ge.tensor(t) for t in u])[1]
+
+        _, second = engine_jvp_of(directional, case, w)
+        v = case.random_like(second.shape, second.dtype)
+        forward, forward_scale = _inner([second], [v])
+        reverse, reverse_scale = _inner(u, _engine_second_order(case, v, w)[:-1])
+        scale = max(forward_scale, reverse_scale, np.finfo(dtype).tiny)
+        assert abs(forward - reverse) <= case.tol * scale, f"{case}: forward-over-forward {forward!r}, {reverse!r}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
 def test_dtypes_are_kept_and_inputs_never_modified(op, dtype):
     """float32 graphs stay float32, gradients take their input's dtype, and no array is written to."""
     for case in cases(op, dtype):

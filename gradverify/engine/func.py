@@ -1,6 +1,8 @@
 """Function transforms in the style of ``torch.func``: grad, vjp, jvp, jacrev, jacfwd, hessian, hvp."""
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from . import autograd
@@ -15,14 +17,14 @@ def _as_inputs(args):
     connected, so the result must keep its graph (``create_graph``); forward
     tangents stay attached for forward-over-reverse.
     """
-    out, nested = [], MODE.forward_level > 0
+    out, nested = [], bool(MODE.forward_levels)
     for a in args:
         if isinstance(a, Tensor) and a.requires_grad:
             out.append(a)
             nested = True
         else:
             leaf = Tensor(a.data if isinstance(a, Tensor) else tensor(a).data, requires_grad=True)
-            leaf._tangent = a._tangent if isinstance(a, Tensor) else None
+            leaf._tangent = dict(a._tangent) if isinstance(a, Tensor) and a._tangent else None
             out.append(leaf)
     return out, nested
 
@@ -99,36 +101,44 @@ def vjp(fn, *primals):
     return output, vjp_fn
 
 
+_jvp_ids = itertools.count(1)
+
+
 def jvp(fn, primals, tangents):
-    """Forward mode: ``(fn(*primals), J · tangents)`` with ``torch.func.jvp``'s contract."""
+    """Forward mode: ``(fn(*primals), J · tangents)`` with ``torch.func.jvp``'s contract.
+
+    Composes with itself (jvp of jvp) and with the reverse-mode transforms in
+    either order (jvp of grad, grad of jvp).
+    """
     primals, tangents = tuple(primals), tuple(tangents)
     if len(primals) != len(tangents):
         raise ValueError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
-    if MODE.forward_level:
-        raise NotImplementedError("jvp: nested forward mode (jvp inside jvp) is not supported; use jvp of grad")
+    # A fresh id, not the nesting depth: tangents left on tensors by an earlier call never match a later one.
+    level = next(_jvp_ids)
     inputs = []
     for i, (p, t) in enumerate(zip(primals, tangents)):
-        x = p if isinstance(p, Tensor) else tensor(p)
-        x = Tensor(x.data, requires_grad=x.requires_grad) if x._ctx is None else _alias(x)
+        # An alias, recorded like any op: the caller's tensor gets no tangent, gradients of an enclosing
+        # grad still flow back to it, and the tangents of enclosing jvp calls carry over.
+        x = _alias(p if isinstance(p, Tensor) else tensor(p))
         t = t if isinstance(t, Tensor) else tensor(t, dtype=x.dtype)
         if t.shape != x.shape:
             raise ValueError(f"tangents[{i}] has shape {t.shape} but primals[{i}] has shape {x.shape}")
-        x._tangent = t
+        x._tangent = {**(x._tangent or {}), level: t}
         inputs.append(x)
-    MODE.forward_level += 1
+    outer = MODE.forward_levels
+    MODE.forward_levels = outer + (level,)
     try:
         output = fn(*inputs)
     finally:
-        MODE.forward_level -= 1
+        MODE.forward_levels = outer
     if not isinstance(output, Tensor):
         raise TypeError("jvp: the function must return one engine Tensor")
-    tangent = output._tangent
-    output._tangent = None
+    tangent = None if output._tangent is None else output._tangent.pop(level, None)
     return output, zeros_like(output) if tangent is None else tangent
 
 
 def _alias(x):
-    """A graph-connected alias of ``x`` that can carry its own tangent."""
+    """A graph-connected alias of ``x`` that can carry its own tangents."""
     return x.reshape(x.shape)
 
 

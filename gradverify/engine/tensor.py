@@ -20,7 +20,7 @@ class _Mode:
     """Process-wide autograd switches, as torch's grad mode (the engine is not thread-safe)."""
 
     grad_enabled = True
-    forward_level = 0
+    forward_levels: tuple = ()  # ids of the active jvp calls, outermost first
     in_backward = False
     default_dtype = np.dtype(np.float32)
 
@@ -272,24 +272,36 @@ def apply(op, inputs, attrs=_NO_ATTRS):
                 out._ctx = (op, inputs, attrs)
                 out._seq = _next_sequence_number()
                 break
-    if MODE.forward_level:
-        tangents = tuple([t._tangent for t in inputs])
-        if any(t is not None for t in tangents):
-            out._tangent = _run_jvp(op, tangents, out, inputs, attrs)
+    if MODE.forward_levels:
+        _propagate_tangents(op, out, inputs, attrs)
     return out
 
 
-def _run_jvp(op, tangents, out, inputs, attrs):
-    # The rule's own ops must not propagate tangents again (that would recurse forever).
-    level = MODE.forward_level
-    MODE.forward_level = 0
-    try:
-        tangent = op.jvp(tangents, out, *inputs, **attrs)
-    finally:
-        MODE.forward_level = level
-    if tangent is not None and tangent.data.shape != out.data.shape:
-        tangent = apply(TABLE["broadcast_to"], (tangent,), {"shape": out.data.shape})
-    return tangent
+def _propagate_tangents(op, out, inputs, attrs):
+    """Give ``out`` its tangent at each active forward level where an input has one.
+
+    A tensor's ``_tangent`` maps a level (the id of a jvp call) to its tangent.
+    The rule of a level runs with only the levels outside it active: its ops do
+    not propagate that level again (which would recurse forever), and its
+    result carries the outer levels' tangents, which nested jvp calls read.
+    Outer levels go first, as the rules read ``out``'s tangents.
+    """
+    levels = MODE.forward_levels
+    for depth, level in enumerate(levels):
+        tangents = tuple([None if t._tangent is None else t._tangent.get(level) for t in inputs])
+        if all(t is None for t in tangents):
+            continue
+        MODE.forward_levels = levels[:depth]
+        try:
+            tangent = op.jvp(tangents, out, *inputs, **attrs)
+            if tangent is not None and tangent.data.shape != out.data.shape:
+                tangent = apply(TABLE["broadcast_to"], (tangent,), {"shape": out.data.shape})
+        finally:
+            MODE.forward_levels = levels
+        if tangent is not None:
+            if out._tangent is None:
+                out._tangent = {}
+            out._tangent[level] = tangent
 
 
 def fit_cotangent(grad, target):

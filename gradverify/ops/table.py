@@ -84,22 +84,23 @@ def _stable_softplus(x):
     return (np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))).astype(x.dtype, copy=False)
 
 
-def _sigmoid_derivative_forward(x):
-    # e / (1 + e)^2 with e = exp(-|x|) equals s(x) s(-x); unlike y (1 - y) it keeps full
-    # relative accuracy where y rounds to 1 (large x), instead of becoming exactly 0.
+def _sigmoid_backward_forward(g, x):
+    # sigmoid'(x) as e / (1 + e)^2 with e = exp(-|x|), which equals s(x) s(-x); unlike y (1 - y)
+    # it keeps full relative accuracy where y rounds to 1 (large x), instead of becoming exactly 0.
     e = np.exp(-np.abs(x))
-    return (e / np.square(1.0 + e)).astype(x.dtype, copy=False)
+    return g * (e / np.square(1.0 + e))
 
 
 # cosh overflows beyond these; sech^2 has underflowed to 0 well before them.
 _COSH_ARGUMENT_CAP = {np.dtype(np.float32): np.float32(88.0), np.dtype(np.float64): np.float64(709.0)}
 
 
-def _tanh_derivative_forward(x):
-    # 1 - tanh(x)^2 as sech(x)^2: no cancellation, so full relative accuracy in the tails
-    # where tanh rounds to ±1 (and three times cheaper than 4e / (1 + e)^2 with e = exp(-2|x|)).
+def _tanh_backward_forward(g, x):
+    # tanh'(x) = 1 - tanh(x)^2 as sech(x)^2: no cancellation, so full relative accuracy in the
+    # tails where tanh rounds to ±1 (and cheaper than 4e / (1 + e)^2 with e = exp(-2|x|)).
     sech = np.reciprocal(np.cosh(np.minimum(np.abs(x), _COSH_ARGUMENT_CAP.get(x.dtype, 709.0))))
-    return sech * sech
+    sech *= sech
+    return g * sech
 
 
 def _unary(name, forward, derivative, domain=REAL, **extra):
@@ -122,22 +123,46 @@ _unary("log1p", np.log1p, lambda x, out: 1.0 / (1.0 + x), Domain(low=-1.0, sampl
 _unary("sqrt", np.sqrt, lambda x, out: 0.5 / out, POSITIVE)
 _unary("sin", np.sin, lambda x, out: F.cos(x))
 _unary("cos", np.cos, lambda x, out: -F.sin(x))
-_unary("tanh", np.tanh, lambda x, out: F.tanh_derivative(x))
-_unary("sigmoid", _stable_sigmoid, lambda x, out: F.sigmoid_derivative(x))
-# The derivatives of tanh and sigmoid are ops of their own: one accurate pass each in the
-# backward of the activations, and differentiable again for higher order.
-_unary(
-    "tanh_derivative",
-    _tanh_derivative_forward,
-    lambda x, out: -2.0 * out * F.tanh(x),
-    doc="1 - tanh(x)^2, accurate where tanh(x) rounds to ±1.",
-)
-_unary(
-    "sigmoid_derivative",
-    _sigmoid_derivative_forward,
-    lambda x, out: -out * F.tanh(0.5 * x),
-    doc="sigmoid(x) * (1 - sigmoid(x)), accurate where sigmoid(x) rounds to 1.",
-)
+
+
+def _activation(name, forward, backward, backward_forward, second, backward_doc):
+    """An activation whose backward ``g * f'(x)`` is an op of its own (as PyTorch's tanh_backward).
+
+    One accurate pass in the activation's backward instead of two ops, and the
+    backward op is differentiable again for higher order: ``second(x, out)`` is
+    d out / d x of ``out = g * f'(x)``.
+    """
+    op(
+        name,
+        forward,
+        lambda g, out, x: (getattr(F, backward)(g, x),),
+        lambda t, out, x: None if t[0] is None else getattr(F, backward)(t[0], x),
+        (REAL,),
+        "unary",
+    )
+    op(
+        backward,
+        backward_forward,
+        lambda g, out, gy, x: (
+            getattr(F, backward)(g, x) if F.needs_cotangent(gy) else None,
+            g * second(x, out) if F.needs_cotangent(x) else None,
+        ),
+        lambda t, out, gy, x: _tangent_sum(
+            None if t[0] is None else getattr(F, backward)(t[0], x), None if t[1] is None else t[1] * second(x, out)
+        ),
+        (REAL, REAL),
+        "binary",
+        broadcasts=True,
+        doc=backward_doc,
+    )
+
+
+# tanh'' = -2 tanh' tanh and sigmoid'' = -sigmoid' tanh(x / 2), so d(g f'(x))/dx is out times those factors.
+_activation("tanh", np.tanh, "tanh_backward", _tanh_backward_forward, lambda x, out: -2.0 * out * F.tanh(x),
+            "g * (1 - tanh(x)^2), the backward of tanh; accurate where tanh(x) rounds to ±1.")
+_activation("sigmoid", _stable_sigmoid, "sigmoid_backward", _sigmoid_backward_forward,
+            lambda x, out: -out * F.tanh(0.5 * x),
+            "g * sigmoid(x) (1 - sigmoid(x)), the backward of sigmoid; accurate where sigmoid(x) rounds to 1.")
 _unary("softplus", _stable_softplus, lambda x, out: F.sigmoid(x))
 _unary(
     "relu",
@@ -765,8 +790,8 @@ def _cross_entropy_dlogits(logits, target, scale):
     probabilities: where p rounds to 1, p - 1 cancels to 0 (as in PyTorch).
     """
     hot = _one_hot(target, logits)
-    others = F.softmax(logits, axis=1) * F.constant(1.0 - hot.data)
-    return (others - hot * F.sum(others, axis=1, keepdims=True)) * (scale * (1.0 / logits.shape[0]))
+    others = F.softmax(logits, axis=1) * F.constant((1.0 - hot.data) / logits.shape[0])
+    return (others - hot * F.sum(others, axis=1, keepdims=True)) * scale
 
 
 op(
