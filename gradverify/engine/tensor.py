@@ -231,15 +231,30 @@ def _wrap(value):
 _KIND_RANK = {"b": 0, "u": 1, "i": 1, "f": 2}
 
 
-def promote_kinds(a, b):
-    """``a`` and ``b`` with the one of lower kind (bool < integer < float) cast to the other's dtype.
+def promote(a, b, floating_result=False):
+    """``a`` and ``b`` cast as PyTorch casts the operands of a binary op, where numpy widens.
 
-    This is PyTorch's rule for mixing kinds (an int64 tensor times a float32
-    tensor is float32), where numpy would widen to float64.
+    Across kinds (bool < integer < float) the lower kind takes the other's
+    dtype: int64 times float32 is float32.  Within a kind, a 0-d tensor takes
+    the dtype of an operand with dimensions: a float32 vector times a float64
+    0-d tensor is float32.  Otherwise numpy's promotion is PyTorch's.  With
+    ``floating_result`` (true division) integers become the default dtype.
     """
-    if _KIND_RANK.get(a.data.dtype.kind, 3) < _KIND_RANK.get(b.data.dtype.kind, 3):
-        return _wrap(a.data.astype(b.data.dtype)), b
-    return a, _wrap(b.data.astype(a.data.dtype))
+    rank_a, rank_b = _KIND_RANK.get(a.data.dtype.kind, 3), _KIND_RANK.get(b.data.dtype.kind, 3)
+    if floating_result and max(rank_a, rank_b) < _KIND_RANK["f"]:
+        return _cast(a, MODE.default_dtype), _cast(b, MODE.default_dtype)
+    if rank_a < rank_b or (rank_a == rank_b and a.data.ndim == 0 and b.data.ndim):
+        return _cast(a, b.data.dtype), b
+    if rank_b < rank_a or (rank_a == rank_b and b.data.ndim == 0 and a.data.ndim):
+        return a, _cast(b, a.data.dtype)
+    return a, b
+
+
+def _cast(t, dtype):
+    """``t`` as ``dtype``: through the recorded astype op when derivatives must flow through the cast."""
+    if t.requires_grad or t._tangent is not None:
+        return apply(TABLE["astype"], (t,), {"dtype": dtype})
+    return _wrap(t.data.astype(dtype))
 
 
 def apply(op, inputs, attrs=_NO_ATTRS):
@@ -250,8 +265,8 @@ def apply(op, inputs, attrs=_NO_ATTRS):
     try:
         if len(inputs) == 2:
             first, second = inputs
-            if op.broadcasts and first.data.dtype.kind != second.data.dtype.kind:
-                inputs = first, second = promote_kinds(first, second)
+            if op.broadcasts and (first.data.dtype is not second.data.dtype or op.floating_result):
+                inputs = first, second = promote(first, second, op.floating_result)
             data = op.forward(first.data, second.data, **attrs) if attrs else op.forward(first.data, second.data)
         elif len(inputs) == 1:
             data = op.forward(inputs[0].data, **attrs) if attrs else op.forward(inputs[0].data)

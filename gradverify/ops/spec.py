@@ -85,6 +85,8 @@ class OpDef:
     ref: str = ""
     variadic: bool = False
     broadcasts: bool = False
+    #: Integer inputs give a floating result (true division); the engine casts them to its default dtype first.
+    floating_result: bool = False
     doc: str = ""
     attrs: dict = field(default_factory=dict)
 

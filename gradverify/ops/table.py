@@ -267,6 +267,7 @@ op(
     (REAL, NONZERO),
     "binary",
     broadcasts=True,
+    floating_result=True,
 )
 op(
     "pow",
