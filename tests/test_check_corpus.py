@@ -2,9 +2,10 @@
 
 Values near 1e12 and beyond, steep logs near 0, derivatives near 0, high
 frequency, inputs spanning twelve orders of magnitude, ill-conditioned
-matrices (condition numbers up to 1e6), saturated softmax, exp near
-overflow, cancellation, and the document's MLP in float32 (judged against
-float64) and float64.
+matrices (condition numbers up to 1e6 in the corpus, 1e9 for the inverse,
+where finite differences must follow the function to steps 2^-34 of the
+entries), saturated softmax, exp near overflow, cancellation, and the
+document's MLP in float32 (judged against float64) and float64.
 """
 import numpy as np
 import pytest
@@ -96,3 +97,39 @@ def test_engine_mlp_in_float32_passes():
     result = check_grad(loss, w1, w2, mode="fast")
     assert result.verdict == "pass", str(result)
     assert result.dtype == "float32"
+
+
+class InverseWithWrongBackward(torch.autograd.Function):
+    """inv(A) with its backward scaled by 1 + 1e-3."""
+
+    @staticmethod
+    def forward(ctx, a):
+        inverse = torch.linalg.inv(a)
+        ctx.save_for_backward(inverse)
+        return inverse
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inverse,) = ctx.saved_tensors
+        return -(inverse.T @ grad @ inverse.T) * (1 + 1e-3)
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+@pytest.mark.parametrize("condition", [1e8, 1e9])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_inverse_of_a_nearly_singular_matrix_passes_and_a_wrong_backward_fails(seed, condition, mode):
+    # The entries of A are ~0.3 and its smallest singular value 1/condition: steps of the usual
+    # size straddle the singularity, where the function has another slope (a false alarm before).
+    matrix = tensor(ill_conditioned(5, condition, np.random.default_rng(seed)))
+    result = check_grad(torch.linalg.inv, matrix, mode=mode)
+    assert result.verdict == "pass", str(result)
+    wrong = check_grad(InverseWithWrongBackward.apply, matrix, mode=mode)
+    assert wrong.verdict == "fail", str(wrong)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_an_unresolvable_derivative_is_inconclusive_not_failed(seed):
+    # At condition 1e10 even steps of 2^-34 of the entries are too coarse for some of them.
+    result = check_grad(torch.linalg.inv, tensor(ill_conditioned(5, 1e10, np.random.default_rng(seed))), mode="full")
+    assert result.verdict == "inconclusive", str(result)
+    assert "cannot be resolved by finite differences" in result.reason

@@ -64,6 +64,12 @@ FAST_DIRECTIONS = 1
 the projection by its full size; more directions guard against a spread error that happens to cancel."""
 REFINE_LADDER = (1 / 16, 16.0, 1 / 256, 1 / 4096)
 """Step multipliers tried when a first comparison fails, before judging."""
+DEEP_LADDER = (2.0**-16, 2.0**-20, 2.0**-24)
+"""Further step multipliers for entries whose estimates still move toward the analytical value at the
+smallest step of REFINE_LADDER: an ill-conditioned function (a matrix inverse at condition 1e8) varies
+on scales far below the usual steps, where a coarse step sees a smooth function with another slope."""
+DEEP_AGREEMENT = 1e-4
+"""Relative spread within which the estimates of DEEP_LADDER count as one converged value."""
 ONE_SIDED_LADDER = (1.0, 1 / 256)
 """Step multipliers of the one-sided derivatives that decide whether a failure sits on a kink."""
 AD_ROUNDING_ULPS = 256
@@ -409,13 +415,17 @@ KINK_COLUMNS = 32
 """Failing input elements examined for kinks in "full" mode (the rest stay failures)."""
 
 
-def _one_sided(problem, direction, weights):
+def _one_sided(problem, direction, weights, deep=False):
     """(left, right, spread): one-sided derivatives of ``weights @ f`` along ``direction`` and their error.
 
     ``weights`` is a matrix (one row per compared value) over the outputs.
+    ``deep`` scales the steps down to :data:`DEEP_LADDER`'s, for values that
+    only steps that small resolve.
     """
-    left = problem.estimate(direction, oracles.CENTRAL_STEP, 3, ladder=ONE_SIDED_LADDER, one_sided=-1)
-    right = problem.estimate(direction, oracles.CENTRAL_STEP, 3, ladder=ONE_SIDED_LADDER, one_sided=+1)
+    scale = DEEP_LADDER[-2] * oracles.RICHARDSON_STEP / oracles.CENTRAL_STEP if deep else 1.0
+    ladder = tuple(scale * factor for factor in ONE_SIDED_LADDER)
+    left = problem.estimate(direction, oracles.CENTRAL_STEP, 3, ladder=ladder, one_sided=-1)
+    right = problem.estimate(direction, oracles.CENTRAL_STEP, 3, ladder=ladder, one_sided=+1)
     spread = oracles.SAFETY * (np.abs(weights) @ (left.error + right.error))
     return weights @ left.value, weights @ right.value, spread
 
@@ -434,12 +444,12 @@ def _kink_status(analytical, left, right, spread, bound):
     return "kink", note + "; the analytical value lies outside them"
 
 
-def _judge_kinks(problem, status, notes, analytical, bound, direction, weights):
+def _judge_kinks(problem, status, notes, analytical, bound, direction, weights, deep=False):
     """Re-judge the failing entries of ``status`` (a 1-d array over ``weights``' rows) at a possible kink."""
     failing = np.flatnonzero(status == "fail")
     if not len(failing):
         return
-    left, right, spread = _one_sided(problem, direction, weights[failing])
+    left, right, spread = _one_sided(problem, direction, weights[failing], deep)
     for n, i in enumerate(failing):
         status[i], note = _kink_status(analytical[i], left[n], right[n], spread[n], bound[i])
         notes[i] = "; ".join(text for text in (notes[i], note) if text)
@@ -465,15 +475,24 @@ def _full(problem, rows, check_forward, directions):
         cotangent[i] = scale[i]
         analytical[i] = problem.vjp(cotangent) / scale[i]
 
-    def refine(j, ladder):
-        """Re-estimate column j over ``ladder``, its error widened by the disagreement between steps."""
+    def column_estimates(j, ladder):
+        """(values, errors, curvatures) of column j at each step of ``ladder`` that stays in the domain."""
         estimates = problem.estimates(problem.unit(j), oracles.RICHARDSON_STEP, 3, ladder=ladder)
         steps = [_flat(e.direction)[j] for e in estimates]
         values = [e.value / step for e, step in zip(estimates, steps)]
         errors = [e.error / abs(step) + summation[:, j] for e, step in zip(estimates, steps)]
+        return values, errors, [e.curvature / step**2 for e, step in zip(estimates, steps)]
+
+    def refine(j, ladder):
+        """Re-estimate column j over ``ladder``, its error widened by the disagreement between steps."""
+        values, errors, curvatures = column_estimates(j, ladder)
         best, widened = oracles.widened_best([analytical[:, j] - v for v in values], errors)
-        numerical[:, j], error[:, j] = values[best], widened
-        curvature[:, j] = estimates[best].curvature / steps[best] ** 2
+        numerical[:, j], error[:, j], curvature[:, j] = values[best], widened, curvatures[best]
+
+    def rounding_magnitude():
+        """(output per input, magnitude): the AD rounding allowance's scales (see below)."""
+        output_per_input = np.outer(problem.output_scale, 1.0 / scales) + curvature * scales
+        return output_per_input, _block_max(np.abs(numerical), problem.sizes) + output_per_input
 
     for j in np.flatnonzero(~np.all(np.isfinite(numerical), axis=0) & np.all(np.isfinite(problem.base))):
         refine(j, (1.0,))
@@ -481,21 +500,30 @@ def _full(problem, rows, check_forward, directions):
     # Rounding allowance: the largest entry of the input's block; the output's size per unit of input
     # (below the oracle's own noise, so it costs no power; it keeps subnormal or cancelling entries
     # fair); and the curvature times the input's size (ill-conditioned functions).
-    output_per_input = np.outer(problem.output_scale, 1.0 / scales) + curvature * scales
-    magnitude = _block_max(np.abs(numerical), problem.sizes) + output_per_input
+    output_per_input, magnitude = rounding_magnitude()
     status = _status(analytical, numerical, problem.bound(numerical, error, magnitude))
     for j in np.unique(np.nonzero(status == "fail")[1]):
         refine(j, (1.0,) + REFINE_LADDER)
     bound = problem.bound(numerical, error, magnitude)
     status = _status(analytical, numerical, bound)
     notes = np.full(status.shape, "", dtype=object)
+    deepened = np.zeros(status.shape[1], dtype=bool)
+    for j in np.unique(np.nonzero(status == "fail")[1])[:KINK_COLUMNS]:
+        deepened[j] = _follow_shrinking_steps(column_estimates(j, DEEP_LADDER), status[:, j], notes[:, j],
+                                              numerical[:, j], error[:, j], curvature[:, j])
+    output_per_input, magnitude = rounding_magnitude()
+    bound = problem.bound(numerical, error, magnitude)
+    status = np.where(status == "unresolved", status, _status(analytical, numerical, bound))
     reported = numerical.copy()
     for j in np.unique(np.nonzero(status == "fail")[1])[:KINK_COLUMNS]:
         _judge_kinks(problem, status[:, j], notes[:, j], analytical[:, j], bound[:, j], problem.unit(j),
-                     np.eye(n_out) / scales[j])
+                     np.eye(n_out) / scales[j], deepened[j])
         at_kink = np.isin(status[:, j], ["subgradient", "kink"])
         # Later checks reuse the numerical Jacobian: at a kink they take the analytical value as given.
         numerical[at_kink, j], error[at_kink, j] = analytical[at_kink, j], 0.0
+    # So do they where finite differences could not resolve the derivative (the verdict is inconclusive).
+    unresolved = status == "unresolved"
+    numerical[unresolved], error[unresolved] = analytical[unresolved], 0.0
 
     def jacobian_names(indices):
         return [(problem.output_name(i // n_in),) + problem.input_name(i % n_in) for i in indices]
@@ -519,6 +547,41 @@ def _full(problem, rows, check_forward, directions):
             )
             if not checked:
                 break
+
+
+def _follow_shrinking_steps(deep, status, notes, numerical, error, curvature):
+    """Re-judge a column with failing entries where much smaller steps contradict its estimate.
+
+    ``deep`` holds the column's (values, errors, curvatures) at the steps of
+    :data:`DEEP_LADDER`.  Estimates at its two smallest steps (16 times
+    apart) that agree bound both their truncation and their rounding error,
+    which grows 16 times per step: their gap is the error of the larger-step one where the
+    per-step estimate (from the measured evaluation noise, which correlated
+    rounding in nearby evaluations cancels) is more pessimistic.  Where the
+    middle one contradicts the current estimate beyond both errors, the
+    current one had not converged: the function varies on a scale below its
+    step (an ill-conditioned matrix).  Then the agreeing estimate replaces it,
+    or, if the deep estimates do not agree to :data:`DEEP_AGREEMENT`, the entry
+    is "unresolved" (inconclusive).  Other failures stand.  Arrays are
+    updated in place; returns whether any estimate was replaced.
+    """
+    values, errors, curvatures = deep
+    if len(values) < len(DEEP_LADDER):  # a step left the domain
+        return False
+    # The two smallest steps: the larger of them has the smaller rounding error.
+    middle, spread = values[-2], np.abs(values[-1] - values[-2])
+    deep_error = np.maximum(np.minimum(errors[-2], oracles.SAFETY * spread), spread)
+    contradicted = np.abs(middle - numerical) > deep_error + error
+    settled = spread <= DEEP_AGREEMENT * np.abs(middle)
+    # Passing entries of the column too: later checks (projections) reuse the whole column.
+    adopted = contradicted & settled
+    numerical[adopted], error[adopted], curvature[adopted] = middle[adopted], deep_error[adopted], curvatures[-2][adopted]
+    unsettled = contradicted & ~settled & (status == "fail")
+    status[unsettled] = "unresolved"
+    for i in np.flatnonzero(unsettled):
+        notes[i] = (f"steps {DEEP_LADDER[0]:g} to {DEEP_LADDER[-1]:g} times smaller give "
+                    + ", ".join(f"{v[i]:.6g}" for v in values) + f" against {numerical[i]:.6g}")
+    return bool(adopted.any())
 
 
 def _summation_noise(problem, numerical, scales):
@@ -563,11 +626,12 @@ def _jvp_or_none(problem, tangent):
 
 
 def _forward_and_consistency(problem, rows, tangent, numerical, error, magnitude, cotangent, vjp_flat,
-                             kink_direction=None, tangent_out=None):
+                             kink_direction=None, tangent_out=None, deep=False):
     """Compare J·u from forward mode with the numerical one and with the reverse-mode product.
 
     With ``kink_direction``, failing entries are re-judged with one-sided
-    derivatives along it.  Returns False when the function has no forward mode.
+    derivatives along it (at :data:`DEEP_LADDER`'s steps with ``deep``).
+    Returns False when the function has no forward mode.
     """
     if tangent_out is None:
         tangent_out = _jvp_or_none(problem, tangent)
@@ -577,7 +641,7 @@ def _forward_and_consistency(problem, rows, tangent, numerical, error, magnitude
     status = _status(tangent_out, numerical, bound)
     notes = np.full(status.shape, "", dtype=object)
     if kink_direction is not None:
-        _judge_kinks(problem, status, notes, tangent_out, bound, kink_direction, np.eye(len(numerical)))
+        _judge_kinks(problem, status, notes, tangent_out, bound, kink_direction, np.eye(len(numerical)), deep)
     rows.add("forward (random tangent)", tangent_out, numerical, bound, status,
              lambda indices: [(problem.output_name(i), "u", "projection") for i in indices], notes)
     forward_side, reverse_side = cotangent @ tangent_out, vjp_flat @ tangent
@@ -610,7 +674,19 @@ def _fast(problem, rows, check_forward, directions):
         analytical, numerical, bound = _projection(problem, estimate, cotangent, gradient, projection_error)
         status = _status([analytical], [numerical], [bound])
         notes = np.array([""], dtype=object)
-        _judge_kinks(problem, status, notes, [analytical], [bound], direction, cotangent[None, :])
+        deeper = None
+        if status[0] == "fail":
+            numerical, error, curvature, deeper = _deep_projection(
+                problem, direction, cotangent, gradient, status, notes,
+                (analytical, numerical, projection_error, np.abs(cotangent) @ estimate.curvature))
+            magnitude = np.sum(np.abs(gradient * _flat(estimate.direction))) + np.abs(cotangent) @ problem.output_scale
+            bound = float(problem.bound(numerical, error, magnitude + curvature))
+            status[status == "fail"] = _status([analytical], [numerical], [bound])[status == "fail"]
+            if deeper is not None:
+                estimate, forward_error = deeper, deeper.error
+                tangent_out = problem.jvp(_flat(estimate.direction)) if forward_available else None
+            forward_available &= status[0] != "unresolved"
+        _judge_kinks(problem, status, notes, [analytical], [bound], direction, cotangent[None, :], deeper is not None)
         rows.add("reverse (projection)", analytical, numerical, bound, status,
                  _constant_names("<c, f>", "all", f"direction {k}"), notes)
         if status[0] in ("fail", "kink"):
@@ -618,7 +694,7 @@ def _fast(problem, rows, check_forward, directions):
         if forward_available:
             _forward_and_consistency(problem, rows, _flat(estimate.direction), estimate.value, forward_error,
                                      _forward_magnitude(problem, estimate), cotangent, gradient,
-                                     kink_direction=direction, tangent_out=tangent_out)
+                                     kink_direction=direction, tangent_out=tangent_out, deep=deeper is not None)
 
 
 def _refined_projection(problem, direction, cotangent, gradient, forward_available):
@@ -693,20 +769,67 @@ def _localize(problem, rows, direction, cotangent, gradient):
     estimate = problem.estimate(unit, oracles.RICHARDSON_STEP, 3, ladder=(1.0,) + REFINE_LADDER)
     step = _flat(estimate.direction)[j]
     numerical = float(cotangent @ estimate.value) / step
-    magnitude = abs(gradient[j]) + np.abs(cotangent) @ (problem.output_scale + estimate.curvature) / abs(step)
-    bound = float(problem.bound(numerical, np.abs(cotangent) @ estimate.error / abs(step), magnitude))
+    base = abs(gradient[j]) + np.abs(cotangent) @ problem.output_scale / abs(step)
+    curvature = np.abs(cotangent) @ estimate.curvature / abs(step)
+    error = np.abs(cotangent) @ estimate.error / abs(step)
+    bound = float(problem.bound(numerical, error, base + curvature))
     status = _status([gradient[j]], [numerical], [bound])
     notes = np.array(["localised by bisection" + ("; other elements differ too" if both_halves_failed else "")],
                      dtype=object)
-    _judge_kinks(problem, status, notes, [gradient[j]], [bound], unit, cotangent[None, :] / _flat(problem.scales)[j])
+    deeper = None
+    if status[0] == "fail":
+        numerical, error, curvature, deeper = _deep_projection(problem, unit, cotangent, gradient, status, notes,
+                                                               (gradient[j], numerical, error, curvature), element=j)
+        bound = float(problem.bound(numerical, error, base + curvature))
+        status[status == "fail"] = _status([gradient[j]], [numerical], [bound])[status == "fail"]
+    _judge_kinks(problem, status, notes, [gradient[j]], [bound], unit, cotangent[None, :] / _flat(problem.scales)[j],
+                 deeper is not None)
     input_number, element = problem.input_name(j)
     rows.add("reverse (localised)", gradient[j], numerical, bound, status,
              _constant_names("<c, f>", input_number, element), notes)
 
 
+def _deep_projection(problem, direction, cotangent, gradient, status, notes, judged, element=None):
+    """:func:`_follow_shrinking_steps` for one failing projection ``<c, J v>`` along ``direction``.
+
+    ``judged`` is (analytical, numerical, error, curvature term) of the
+    comparison; with ``element`` the quantities are per unit of that input
+    element (a localised check).  Returns the new (numerical, error,
+    curvature term) and the deep :class:`~gradverify.check.oracles.Estimate`
+    that replaced the judged one (None if it was not replaced); ``status``
+    and ``notes`` are updated in place.
+    """
+    analytical = judged[0]
+    deep = ([], [], [])
+    estimates = problem.estimates(direction, oracles.RICHARDSON_STEP, 3, ladder=DEEP_LADDER)
+    for estimate in estimates:
+        if element is None:
+            # Each step has its own effective direction: compare along the judged one.
+            along, value, _ = _projection(problem, estimate, cotangent, gradient)
+            value, per = value + (analytical - along), 1.0
+        else:
+            per = _flat(estimate.direction)[element]
+            value = float(cotangent @ estimate.value) / per
+        for collected, quantity in zip(deep, (value, np.abs(cotangent) @ estimate.error / abs(per),
+                                              np.abs(cotangent) @ estimate.curvature / abs(per))):
+            collected.append(np.array([quantity]))
+    numerical, error, curvature = (np.array([q], dtype=np.float64) for q in judged[1:])
+    _follow_shrinking_steps(deep, status, notes, numerical, error, curvature)
+    adopted = None
+    if numerical[0] != judged[1]:
+        # The deep estimate of every output, with the same error rule, for the forward-mode checks.
+        middle, last = estimates[-2], estimates[-1]
+        gap = np.abs(last.value - middle.value)
+        adopted = oracles.Estimate(middle.value, np.maximum(np.minimum(middle.error, oracles.SAFETY * gap), gap),
+                                   middle.direction, middle.step, middle.evaluations, middle.curvature)
+    return float(numerical[0]), float(error[0]), float(curvature[0]), adopted
+
+
 # ------------------------------------------------------------------ verdict
 _INCONCLUSIVE = {"kink": "is at a kink", "nan-both": "has a NaN/Inf in both the analytical and the numerical "
                  "derivative (never counted as agreement)",
+                 "unresolved": "cannot be resolved by finite differences: the function varies faster than the "
+                 "smallest step (ill-conditioned?)",
                  "numerical-nonfinite": "has a non-finite numerical derivative (the function is not finite "
                  "near the point)"}
 
@@ -737,7 +860,7 @@ def _verdict(rows):
     if unsure:
         row = unsure[0]
         reason = f"{_describe(row)} {_INCONCLUSIVE[row.status]}"
-        if row.status == "kink":
+        if row.status in ("kink", "unresolved"):
             reason += f": {row.note} (analytical {row.analytical:.10g})"
         return "inconclusive", reason
     worst = max((_ratio(r) for r in rows if r.status == "pass"), default=0.0)
