@@ -2,9 +2,9 @@
 
 Values near 1e12 and beyond, steep logs near 0, derivatives near 0, high
 frequency, inputs spanning twelve orders of magnitude, ill-conditioned
-matrices (condition numbers up to 1e6 in the corpus, 1e9 for the inverse,
-where finite differences must follow the function to steps 2^-34 of the
-entries), saturated softmax, exp near overflow, cancellation, and the
+matrices (condition numbers up to 1e6 in the corpus, 1e10 for the inverse,
+where finite differences must follow the function to steps of 2^-34 to
+2^-42 of the entries), saturated softmax, exp near overflow, cancellation, and the
 document's MLP in float32 (judged against float64) and float64.
 """
 import numpy as np
@@ -115,7 +115,7 @@ class InverseWithWrongBackward(torch.autograd.Function):
 
 
 @pytest.mark.parametrize("mode", ["full", "fast"])
-@pytest.mark.parametrize("condition", [1e8, 1e9])
+@pytest.mark.parametrize("condition", [1e8, 1e9, 1e10])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_inverse_of_a_nearly_singular_matrix_passes_and_a_wrong_backward_fails(seed, condition, mode):
     # The entries of A are ~0.3 and its smallest singular value 1/condition: steps of the usual
@@ -123,13 +123,17 @@ def test_inverse_of_a_nearly_singular_matrix_passes_and_a_wrong_backward_fails(s
     matrix = tensor(ill_conditioned(5, condition, np.random.default_rng(seed)))
     result = check_grad(torch.linalg.inv, matrix, mode=mode)
     assert result.verdict == "pass", str(result)
+    if mode == "fast" and condition > 1e9:
+        return  # its rounding allowance there (from the curvature at tiny steps) exceeds 1e-3
     wrong = check_grad(InverseWithWrongBackward.apply, matrix, mode=mode)
     assert wrong.verdict == "fail", str(wrong)
 
 
+@pytest.mark.parametrize("condition", [1e11, 1e12])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_an_unresolvable_derivative_is_inconclusive_not_failed(seed):
-    # At condition 1e10 even steps of 2^-34 of the entries are too coarse for some of them.
-    result = check_grad(torch.linalg.inv, tensor(ill_conditioned(5, 1e10, np.random.default_rng(seed))), mode="full")
+def test_an_unresolvable_derivative_is_inconclusive_not_failed(seed, condition):
+    # Beyond condition 1e10 even steps of 2^-42 of the entries do not settle for some of them.
+    matrix = tensor(ill_conditioned(5, condition, np.random.default_rng(seed)))
+    result = check_grad(torch.linalg.inv, matrix, mode="full")
     assert result.verdict == "inconclusive", str(result)
     assert "cannot be resolved by finite differences" in result.reason

@@ -64,12 +64,20 @@ FAST_DIRECTIONS = 1
 the projection by its full size; more directions guard against a spread error that happens to cancel."""
 REFINE_LADDER = (1 / 16, 16.0, 1 / 256, 1 / 4096)
 """Step multipliers tried when a first comparison fails, before judging."""
-DEEP_LADDER = (2.0**-16, 2.0**-20, 2.0**-24)
+DEEP_LADDER = (2.0**-16, 2.0**-20, 2.0**-24, 2.0**-28, 2.0**-32)
 """Further step multipliers for entries whose estimates still move toward the analytical value at the
 smallest step of REFINE_LADDER: an ill-conditioned function (a matrix inverse at condition 1e8) varies
 on scales far below the usual steps, where a coarse step sees a smooth function with another slope."""
 DEEP_AGREEMENT = 1e-4
-"""Relative spread within which the estimates of DEEP_LADDER count as one converged value."""
+"""Relative gap within which two neighbouring estimates of DEEP_LADDER count as one converged value."""
+DEEP_CONTRADICTION = 1e-2
+"""Smallest relative difference by which a deep estimate can overturn the current one.  An unconverged
+estimate is off by orders of magnitude; requiring this much keeps rounding noise at the smallest steps
+from ever explaining away a small real error."""
+UNRESOLVED_AGREEMENT, UNRESOLVED_FACTOR = 0.1, 10.0
+"""A failure is "unresolved" when two neighbouring deep estimates agree to 10% (noise at steps 16 times
+apart almost never does) on a value 10 times the current estimate and its error: the steps have not
+converged, but neither have they settled to the 1e-4 that would replace the estimate."""
 ONE_SIDED_LADDER = (1.0, 1 / 256)
 """Step multipliers of the one-sided derivatives that decide whether a failure sits on a kink."""
 AD_ROUNDING_ULPS = 256
@@ -553,35 +561,43 @@ def _follow_shrinking_steps(deep, status, notes, numerical, error, curvature):
     """Re-judge a column with failing entries where much smaller steps contradict its estimate.
 
     ``deep`` holds the column's (values, errors, curvatures) at the steps of
-    :data:`DEEP_LADDER`.  Estimates at its two smallest steps (16 times
-    apart) that agree bound both their truncation and their rounding error,
-    which grows 16 times per step: their gap is the error of the larger-step one where the
-    per-step estimate (from the measured evaluation noise, which correlated
-    rounding in nearby evaluations cancels) is more pessimistic.  Where the
-    middle one contradicts the current estimate beyond both errors, the
-    current one had not converged: the function varies on a scale below its
-    step (an ill-conditioned matrix).  Then the agreeing estimate replaces it,
-    or, if the deep estimates do not agree to :data:`DEEP_AGREEMENT`, the entry
-    is "unresolved" (inconclusive).  Other failures stand.  Arrays are
-    updated in place; returns whether any estimate was replaced.
+    :data:`DEEP_LADDER`, each 16 times smaller than the last.  Two neighbours
+    that agree to :data:`DEEP_AGREEMENT` bound both their truncation and their
+    rounding error, which grows 16 times per step: their gap is the error of
+    the larger-step one wherever the per-step estimate (from the measured
+    evaluation noise, which correlated rounding in nearby evaluations cancels)
+    is more pessimistic.  Where such a pair contradicts the current estimate
+    (beyond both errors and by :data:`DEEP_CONTRADICTION` at least), the
+    current one had not converged (the function varies on a scale below its
+    step, as an ill-conditioned matrix inverse does), and the first such
+    pair's estimate replaces it.  A failing entry that no pair settles is
+    "unresolved" (inconclusive) where a pair agrees loosely on a far larger
+    value (:data:`UNRESOLVED_AGREEMENT`).  Other failures stand.  Arrays are updated in place;
+    returns whether any estimate was replaced.
     """
     values, errors, curvatures = deep
     if len(values) < len(DEEP_LADDER):  # a step left the domain
         return False
-    # The two smallest steps: the larger of them has the smaller rounding error.
-    middle, spread = values[-2], np.abs(values[-1] - values[-2])
-    deep_error = np.maximum(np.minimum(errors[-2], oracles.SAFETY * spread), spread)
-    contradicted = np.abs(middle - numerical) > deep_error + error
-    settled = spread <= DEEP_AGREEMENT * np.abs(middle)
-    # Passing entries of the column too: later checks (projections) reuse the whole column.
-    adopted = contradicted & settled
-    numerical[adopted], error[adopted], curvature[adopted] = middle[adopted], deep_error[adopted], curvatures[-2][adopted]
-    unsettled = contradicted & ~settled & (status == "fail")
+    replaced, contradicted_anywhere = np.zeros(numerical.shape, dtype=bool), np.zeros(numerical.shape, dtype=bool)
+    current, current_error = numerical.copy(), error.copy()
+    for k in range(len(values) - 1):
+        gap = np.abs(values[k + 1] - values[k])
+        pair_error = np.maximum(np.minimum(errors[k], oracles.SAFETY * gap), gap)
+        difference = np.abs(values[k] - current)
+        far = difference > DEEP_CONTRADICTION * np.abs(values[k])
+        contradicted_anywhere |= (gap <= UNRESOLVED_AGREEMENT * np.abs(values[k])) & (
+            difference > UNRESOLVED_FACTOR * (np.abs(current) + current_error))
+        # Passing entries of the column too: later checks (projections) reuse the whole column.
+        adopt = far & (difference > pair_error + current_error) & (gap <= DEEP_AGREEMENT * np.abs(values[k]))
+        adopt &= ~replaced
+        numerical[adopt], error[adopt], curvature[adopt] = values[k][adopt], pair_error[adopt], curvatures[k][adopt]
+        replaced |= adopt
+    unsettled = contradicted_anywhere & ~replaced & (status == "fail")
     status[unsettled] = "unresolved"
     for i in np.flatnonzero(unsettled):
         notes[i] = (f"steps {DEEP_LADDER[0]:g} to {DEEP_LADDER[-1]:g} times smaller give "
                     + ", ".join(f"{v[i]:.6g}" for v in values) + f" against {numerical[i]:.6g}")
-    return bool(adopted.any())
+    return bool(replaced.any())
 
 
 def _summation_noise(problem, numerical, scales):
