@@ -488,7 +488,9 @@ def _full(problem, rows, check_forward, directions):
         estimates = problem.estimates(problem.unit(j), oracles.RICHARDSON_STEP, 3, ladder=ladder)
         steps = [_flat(e.direction)[j] for e in estimates]
         values = [e.value / step for e, step in zip(estimates, steps)]
-        errors = [e.error / abs(step) + summation[:, j] for e, step in zip(estimates, steps)]
+        # The summation noise was sized for the default step; it scales inversely with the step taken.
+        errors = [e.error / abs(step) + summation[:, j] * (oracles.RICHARDSON_STEP / e.step)
+                  for e, step in zip(estimates, steps)]
         return values, errors, [e.curvature / step**2 for e, step in zip(estimates, steps)]
 
     def refine(j, ladder):
@@ -504,6 +506,11 @@ def _full(problem, rows, check_forward, directions):
 
     for j in np.flatnonzero(~np.all(np.isfinite(numerical), axis=0) & np.all(np.isfinite(problem.base))):
         refine(j, (1.0,))
+    # Steps relative to |x| are tiny for an element near 0, where rounding then swamps small errors:
+    # a step on the scale of its tensor competes, and the smaller error wins (widened by any disagreement).
+    wide = _wide_step_factors(problem)
+    for j in np.flatnonzero(wide > 1.0):
+        refine(j, (1.0, wide[j]))
 
     # Rounding allowance: the largest entry of the input's block; the output's size per unit of input
     # (below the oracle's own noise, so it costs no power; it keeps subnormal or cancelling entries
@@ -511,7 +518,7 @@ def _full(problem, rows, check_forward, directions):
     output_per_input, magnitude = rounding_magnitude()
     status = _status(analytical, numerical, problem.bound(numerical, error, magnitude))
     for j in np.unique(np.nonzero(status == "fail")[1]):
-        refine(j, (1.0,) + REFINE_LADDER)
+        refine(j, (1.0,) + REFINE_LADDER + ((wide[j],) if wide[j] > 1.0 else ()))
     bound = problem.bound(numerical, error, magnitude)
     status = _status(analytical, numerical, bound)
     notes = np.full(status.shape, "", dtype=object)
@@ -555,6 +562,20 @@ def _full(problem, rows, check_forward, directions):
             )
             if not checked:
                 break
+
+
+WIDE_STEP_RATIO = 16.0
+"""An element whose |x| is this many times below its tensor's median |x| also gets steps on that median."""
+
+
+def _wide_step_factors(problem):
+    """Per flat input element: its tensor's median scale over its own scale where that exceeds WIDE_STEP_RATIO, else 1."""
+    factors = []
+    for scale in problem.scales:
+        typical = float(np.median(scale)) if scale.size else 1.0
+        ratio = typical / scale.reshape(-1)
+        factors.append(np.where(ratio > WIDE_STEP_RATIO, ratio, 1.0))
+    return np.concatenate(factors) if factors else np.zeros(0)
 
 
 def _follow_shrinking_steps(deep, status, notes, numerical, error, curvature):
@@ -607,10 +628,14 @@ def _summation_noise(problem, numerical, scales):
     carries rounding noise of about eps * ||J_i * x||_2 even where the terms
     cancel to a small value; the differences of the oracle divide that noise
     by the step.  The 2-norm (random-walk rounding) keeps the allowance far
-    below a worst-case bound.
+    below a worst-case bound.  The largest term is left out: a sum of one
+    term (an elementwise function) rounds only its result, which the
+    evaluation noise already covers, and with it a small error of an
+    elementwise derivative would hide.
     """
     eps = float(np.finfo(problem.eval_dtype()).eps)
-    contributions = np.sqrt((numerical * scales) ** 2 @ np.ones(len(scales)))
+    squares = np.nan_to_num((numerical * scales) ** 2)
+    contributions = np.sqrt(np.maximum(squares.sum(axis=1) - squares.max(axis=1, initial=0.0), 0.0))
     final, _ = oracles.tableau_weights(3, 4.0)
     amplification = float(np.dot(np.abs(final), [2.0**k for k in range(3)])) / oracles.RICHARDSON_STEP
     return oracles.EVALUATION_ULPS * eps * amplification * np.outer(np.nan_to_num(contributions), 1.0 / scales)
@@ -734,8 +759,13 @@ def _refined_projection(problem, direction, cotangent, gradient, forward_availab
 
 
 def _forward_magnitude(problem, estimate):
-    """Rounding scale of forward-mode entries along a scaled direction: value, output size, curvature."""
-    return np.abs(estimate.value) + problem.output_scale + estimate.curvature
+    """Rounding scale of forward-mode entries along a scaled direction: value, output size, curvature.
+
+    The value's scale is the largest of its output tensor, as full mode's is its block's: an entry whose
+    terms cancel (log_softmax at a probability that rounds to 1) keeps their rounding, not its own size's.
+    """
+    largest = _block_max(np.abs(estimate.value)[None, :], problem.output_sizes)[0]
+    return largest + problem.output_scale + estimate.curvature
 
 
 def _fast_comparisons_fail(problem, estimate, cotangent, gradient, tangent_out):
