@@ -205,6 +205,13 @@ def _inner(xs, ys):
     return sum(float(np.sum(p)) for p in products), sum(float(np.sum(np.abs(p))) for p in products)
 
 
+def assert_inner_products_agree(case, dtype, first, second, what):
+    """``<first> == <second>`` (each an ``(xs, ys)`` pair for :func:`_inner`) to the case's tolerance of their scale."""
+    (a, a_scale), (b, b_scale) = _inner(*first), _inner(*second)
+    scale = max(a_scale, b_scale, np.finfo(dtype).tiny)
+    assert abs(a - b) <= case.tol * scale, f"{case}: {what} {a!r}, {b!r}"
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
 @pytest.mark.parametrize("op", OPS, ids=OP_IDS)
 def test_dot_product_identity(op, dtype):
@@ -213,9 +220,7 @@ def test_dot_product_identity(op, dtype):
         u = [case.random_like(p.shape) for p in case.primals()]
         _, ju = engine_jvp(case, u)
         v = case.random_like(ju.shape, ju.dtype)
-        (forward, forward_scale), (reverse, reverse_scale) = _inner([ju], [v]), _inner(u, engine_vjp(case, v))
-        scale = max(forward_scale, reverse_scale, np.finfo(dtype).tiny)
-        assert abs(forward - reverse) <= case.tol * scale, f"{case}: <Ju,v>={forward!r} <u,J^T v>={reverse!r}"
+        assert_inner_products_agree(case, dtype, ([ju], [v]), (u, engine_vjp(case, v)), "<Ju, v> and <u, J^T v>:")
 
 
 def _engine_second_order(case, cotangent, weights):
@@ -270,11 +275,9 @@ def test_forward_over_reverse_agrees_with_reverse_over_reverse(op, dtype):
             return F.concatenate(*[F.reshape(g, shape=(-1,)) for g in pullback(ge.tensor(v))])
 
         _, forward_over_reverse = engine_jvp_of(pulled_back, case, u)
-        reverse_over_reverse = _engine_second_order(case, v, w)[:-1]
-        forward, forward_scale = _inner([forward_over_reverse], [np.concatenate([x.reshape(-1) for x in w])])
-        reverse, reverse_scale = _inner(u, reverse_over_reverse)
-        scale = max(forward_scale, reverse_scale, np.finfo(dtype).tiny)
-        assert abs(forward - reverse) <= case.tol * scale, f"{case}: forward-over-reverse {forward!r}, {reverse!r}"
+        flat_w = np.concatenate([x.reshape(-1) for x in w])
+        assert_inner_products_agree(case, dtype, ([forward_over_reverse], [flat_w]),
+                                    (u, _engine_second_order(case, v, w)[:-1]), "forward-over-reverse")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
@@ -289,10 +292,8 @@ def test_forward_over_forward_agrees_with_reverse_over_reverse(op, dtype):
 
         _, second = engine_jvp_of(directional, case, w)
         v = case.random_like(second.shape, second.dtype)
-        forward, forward_scale = _inner([second], [v])
-        reverse, reverse_scale = _inner(u, _engine_second_order(case, v, w)[:-1])
-        scale = max(forward_scale, reverse_scale, np.finfo(dtype).tiny)
-        assert abs(forward - reverse) <= case.tol * scale, f"{case}: forward-over-forward {forward!r}, {reverse!r}"
+        assert_inner_products_agree(case, dtype, ([second], [v]), (u, _engine_second_order(case, v, w)[:-1]),
+                                    "forward-over-forward")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
