@@ -38,15 +38,8 @@ class _Freed:
         self.name = name
 
 
-_FREED_MARKS: dict = {}
-
-
-def _freed_mark(name):
-    """The one :class:`_Freed` marker of op ``name`` (built once, as freeing happens per node)."""
-    mark = _FREED_MARKS.get(name)
-    if mark is None:
-        mark = _FREED_MARKS[name] = _Freed(name)
-    return mark
+# One marker per op of the table, built once: freeing happens at every node of a backward.
+_FREED_MARKS = {name: _Freed(name) for name in TABLE}
 
 
 # Every recorded node gets the next number, so a node's number exceeds its inputs': reverse
@@ -389,7 +382,7 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
             op, parents, attrs = ctx
             incoming = zip(parents, op.vjp(g, t, *parents, **attrs) if attrs else op.vjp(g, t, *parents))
             if not retain_graph:
-                t._ctx = _FREED_MARKS.get(op.name) or _freed_mark(op.name)
+                t._ctx = _FREED_MARKS[op.name]
     finally:
         MODE.grad_enabled, MODE.in_backward = saved_modes
     # Memory a leaf may not keep as its .grad without a copy: the seeds', and what other leaves got.
