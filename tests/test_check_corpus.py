@@ -130,12 +130,14 @@ def test_inverse_of_a_nearly_singular_matrix_passes_and_a_wrong_backward_fails(s
     assert wrong.verdict == "fail", str(wrong)
 
 
-@pytest.mark.parametrize("condition", [1e11, 1e12])
+@pytest.mark.parametrize("mode", ["full", "fast"])
+@pytest.mark.parametrize("condition", [1e11, 1e12, 1e13])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_an_unresolvable_derivative_is_inconclusive_not_failed(seed, condition):
-    # Beyond condition 1e10 even steps of 2^-42 of the entries do not settle for some of them.
+def test_an_unresolvable_derivative_is_inconclusive_not_failed(seed, condition, mode):
+    # Beyond condition 1e10 even steps of 2^-42 of the entries do not settle for some of them; at 1e13
+    # the estimates still grow 256-fold per step 16 times smaller, as near a pole (a false failure before).
     matrix = tensor(ill_conditioned(5, condition, np.random.default_rng(seed)))
-    result = check_grad(torch.linalg.inv, matrix, mode="full")
+    result = check_grad(torch.linalg.inv, matrix, mode=mode)
     assert result.verdict == "inconclusive", str(result)
     assert "cannot be resolved by finite differences" in result.reason
 

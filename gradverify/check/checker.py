@@ -78,6 +78,11 @@ UNRESOLVED_AGREEMENT, UNRESOLVED_FACTOR = 0.1, 10.0
 """A failure is "unresolved" when two neighbouring deep estimates agree to 10% (noise at steps 16 times
 apart almost never does) on a value 10 times the current estimate and its error: the steps have not
 converged, but neither have they settled to the 1e-4 that would replace the estimate."""
+POLE_GROWTH = 64.0
+"""A failure is also "unresolved" when three deep estimates in a row, of one sign and beyond 10 times the
+current estimate, each grow this much from the last.  Near a pole at distance d far below the step h a
+central difference is -1/(d^2 - h^2) ~ 1/h^2: 256 times larger for each step 16 times smaller (a matrix
+inverse at condition 1e13).  Rounding noise grows 16 times per step, with random signs."""
 ONE_SIDED_LADDER = (1.0, 1 / 256)
 """Step multipliers of the one-sided derivatives that decide whether a failure sits on a kink."""
 AD_ROUNDING_ULPS = 256
@@ -591,26 +596,35 @@ def _follow_shrinking_steps(deep, status, notes, numerical, error, curvature):
     (beyond both errors and by :data:`DEEP_CONTRADICTION` at least), the
     current one had not converged (the function varies on a scale below its
     step, as an ill-conditioned matrix inverse does), and the first such
-    pair's estimate replaces it.  A failing entry that no pair settles is
-    "unresolved" (inconclusive) where a pair agrees loosely on a far larger
-    value (:data:`UNRESOLVED_AGREEMENT`).  Other failures stand.  Arrays are updated in place;
-    returns whether any estimate was replaced.
+    pair's estimate replaces it, provided the next step stays within
+    :data:`UNRESOLVED_AGREEMENT` of it (a lone agreeing pair at the smallest
+    steps can be a coincidence of rounding).  A failing entry that no pair
+    settles is "unresolved" (inconclusive) where a pair agrees loosely on a
+    far larger value (:data:`UNRESOLVED_AGREEMENT`) or the estimates grow as
+    near a pole (:data:`POLE_GROWTH`).  Other failures stand.  Arrays are
+    updated in place; returns whether any estimate was replaced.
     """
     values, errors, curvatures = deep
     if len(values) < len(DEEP_LADDER):  # a step left the domain
         return False
     replaced, contradicted_anywhere = np.zeros(numerical.shape, dtype=bool), np.zeros(numerical.shape, dtype=bool)
     current, current_error = numerical.copy(), error.copy()
+    beyond = [np.abs(v - current) > UNRESOLVED_FACTOR * (np.abs(current) + current_error) for v in values]
     for k in range(len(values) - 1):
         gap = np.abs(values[k + 1] - values[k])
         pair_error = np.maximum(np.minimum(errors[k], oracles.SAFETY * gap), gap)
         difference = np.abs(values[k] - current)
         far = difference > DEEP_CONTRADICTION * np.abs(values[k])
-        contradicted_anywhere |= (gap <= UNRESOLVED_AGREEMENT * np.abs(values[k])) & (
-            difference > UNRESOLVED_FACTOR * (np.abs(current) + current_error))
+        contradicted_anywhere |= (gap <= UNRESOLVED_AGREEMENT * np.abs(values[k])) & beyond[k]
+        confirmed = np.zeros(gap.shape, dtype=bool)
+        if k + 2 < len(values):
+            confirmed = np.abs(values[k + 2] - values[k]) <= UNRESOLVED_AGREEMENT * np.abs(values[k])
+            with np.errstate(divide="ignore", invalid="ignore"):  # a zero estimate is simply not a pole's
+                growth = [values[i + 1] / values[i] for i in (k, k + 1)]
+            contradicted_anywhere |= beyond[k] & (growth[0] >= POLE_GROWTH) & (growth[1] >= POLE_GROWTH)
         # Passing entries of the column too: later checks (projections) reuse the whole column.
         adopt = far & (difference > pair_error + current_error) & (gap <= DEEP_AGREEMENT * np.abs(values[k]))
-        adopt &= ~replaced
+        adopt &= confirmed & ~replaced
         numerical[adopt], error[adopt], curvature[adopt] = values[k][adopt], pair_error[adopt], curvatures[k][adopt]
         replaced |= adopt
     unsettled = contradicted_anywhere & ~replaced & (status == "fail")
