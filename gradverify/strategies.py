@@ -170,8 +170,15 @@ def _unary_attrs(draw, op, value):
     return ()
 
 
+def _suits_some(ops, position):
+    """A pool-value predicate: inside the domain of one of ``ops`` at argument ``position``."""
+    return lambda value: any(_in_domain(op, position, value.data) for op in ops)
+
+
 def _unary(draw, pool, ops=UNARY, operand=None):
-    index = _pick(draw, pool) if operand is None else operand
+    index = _pick(draw, pool, _suits_some(ops, 0)) if operand is None else operand
+    if index is None:
+        return None
     candidates = [op for op in ops if _in_domain(op, 0, pool[index].data)]
     while candidates:
         op = draw(st.sampled_from(candidates))
@@ -198,7 +205,9 @@ def _partner(draw, pool, a):
 
 
 def _binary(draw, pool, ops=BINARY):
-    a = _pick(draw, pool)
+    a = _pick(draw, pool, _suits_some(ops, 0))
+    if a is None:
+        return None
     b = _partner(draw, pool, a)
     options = [built for op in ops if (built := _try_op(op, pool, (a, b), ())) is not None]
     return draw(st.sampled_from(options)) if options else None
@@ -229,15 +238,18 @@ def _matmul(draw, pool, ops=None):
 
 def _linear(draw, pool, ops=None):
     def weight_of(x):
-        return lambda w: len(w.shape) == 2 and w.shape[1] == x.shape[-1] and any(
-            b.shape == w.shape[:1] for b in pool
-        )
+        return lambda w: len(w.shape) == 2 and w.shape[1] == x.shape[-1]
 
     x = _pick(draw, pool, lambda v: bool(v.shape) and any(weight_of(v)(w) for w in pool))
     if x is None:
         return None
     w = _pick(draw, pool, weight_of(pool[x]))
+    # A bias of shape (out,) among the values is rare (it needs a square frame): else a constant one.
     b = _pick(draw, pool, lambda v: v.shape == pool[w].shape[:1])
+    if b is None:
+        out = pool[w].shape[0]
+        b = Const(np.array(draw(st.lists(st.floats(-2, 2, width=32), min_size=out, max_size=out)),
+                           dtype=pool[w].dtype))
     return _try_op("linear", pool, (x, w, b), ())
 
 

@@ -11,9 +11,10 @@ from hypothesis import given
 
 from gradverify.cli import main
 from gradverify.fuzz import mutants
-from gradverify.fuzz.campaign import Shard, check, run_campaign
+from gradverify.fuzz.campaign import Shard, check, cover_every_op, draw_cases, run_campaign
 from gradverify.fuzz.graph import Graph, OpNode
 from gradverify.fuzz.oracles import ORACLES, check_case, check_kinks, check_saturation
+from gradverify.ops import TABLE
 from gradverify.strategies import cases
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,6 +96,18 @@ def test_a_rule_built_from_a_rounded_output_is_caught_at_saturation(mutant, op):
         findings = check_saturation()
     assert [f.quantity for f in findings] == [f"{op} vjp of input 0"]
     assert findings[0].oracle == "saturation" and findings[0].blamed == "engine"
+
+
+@pytest.mark.parametrize("seed", [1, 7])
+def test_a_campaign_checks_every_op_of_the_table(seed):
+    # Uniform draws leave ops that need particular operands (linear, pow, squeeze ...) out of 100 graphs.
+    drawn = draw_cases(cases(max_nodes=8), seed, 100)
+    before = set().union(*(case.graph.ops_covered() for case in drawn))
+    covered = cover_every_op(drawn, seed, max_nodes=8)
+    after = set().union(*(case.graph.ops_covered() for case in covered))
+    assert before < set(TABLE) and after == set(TABLE)
+    # One focused graph may bring in several missing ops.
+    assert len(covered) == len(drawn) and sum(a is not b for a, b in zip(drawn, covered)) <= len(TABLE) - len(before)
 
 
 def test_shrunk_reproducer_fails_as_a_separate_script(tmp_path):

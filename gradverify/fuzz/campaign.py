@@ -9,7 +9,9 @@ graph into a standalone Python script which fails on its own.
 
 The graphs a seed yields are fixed for given versions of hypothesis and of
 this code base: besides the seed, hypothesis mixes in constants it finds in
-the project's loaded modules.
+the project's loaded modules.  An unfocused campaign then trades a few of
+its graphs for focused ones, so that every op of the table is checked
+(:func:`cover_every_op`).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from hypothesis import seed as hypothesis_seed
 from gradverify.fuzz import jax_cache
 from gradverify.fuzz.graph import literal
 from gradverify.fuzz.oracles import ORACLES, REFERENCE_LIBRARIES, check_case, check_kinks, check_saturation
+from gradverify.ops import TABLE
 from gradverify.strategies import cases
 
 
@@ -173,6 +176,37 @@ def draw_cases(strategy, seed: int, examples: int) -> list:
     return drawn
 
 
+COVERAGE_TRIES = 16
+"""Focused draws tried for an op that a campaign's graphs leave out, before it is left uncovered."""
+
+
+def cover_every_op(drawn: list, seed: int, max_nodes: int) -> list:
+    """``drawn`` with graphs that only repeat covered ops swapped for focused graphs of the ops none uses.
+
+    Ops are drawn uniformly, but those that need operands of a particular
+    shape or sign (linear, pow, squeeze ...) are often left out of a few
+    hundred graphs.  Each missing op gets the first of :data:`COVERAGE_TRIES`
+    focused draws that uses it, in place of the last graph whose ops all
+    appear in other graphs (so no op is lost); the count stays the same.
+    """
+    uses = Counter(op for case in drawn for op in case.graph.ops_covered())
+    replaceable = list(range(len(drawn) - 1, -1, -1))
+    result = list(drawn)
+    for op in TABLE:
+        if uses[op]:
+            continue
+        found = next((case for case in draw_cases(cases(max_nodes=max_nodes, focus=op), seed, COVERAGE_TRIES)
+                      if op in case.graph.ops_covered()), None)
+        slot = next((i for i in replaceable if all(uses[o] > 1 for o in result[i].graph.ops_covered())), None)
+        if found is None or slot is None:
+            continue
+        replaceable.remove(slot)
+        uses.subtract(result[slot].graph.ops_covered())
+        uses.update(found.graph.ops_covered())
+        result[slot] = found
+    return result
+
+
 def _warm_up():
     """Import every library and run each oracle once, so that timing measures graphs, not start-up."""
     check(draw_cases(cases(max_nodes=2), 0, 1)[0])
@@ -255,6 +289,8 @@ def run_campaign(
     # Drawn before any worker starts, so that the graphs do not depend on the number of workers.
     drawing = time.perf_counter()
     drawn = draw_cases(strategy, shard.seed(seed), examples)
+    if focus is None:
+        drawn = cover_every_op(drawn, shard.seed(seed), max_nodes)
     drawn_at = time.perf_counter()
     with _checker(workers) as check_all:
         started = time.perf_counter()
