@@ -7,6 +7,7 @@ from gradverify.ops import TABLE
 
 from . import api
 from . import functional as F
+from .inplace import IN_PLACE, SET_ITEM
 from .tensor import Tensor, apply, lift
 
 _ADD, _SUB, _MUL, _DIV = TABLE["add"], TABLE["sub"], TABLE["mul"], TABLE["div"]
@@ -104,6 +105,7 @@ METHODS = {
     "__pow__": _pow,
     "__rpow__": _rpow,
     "__getitem__": _getitem,
+    "__setitem__": lambda self, index, value: SET_ITEM(self, _index_arg(index), value),
     "__lt__": _compare(np.less),
     "__le__": _compare(np.less_equal),
     "__gt__": _compare(np.greater),
@@ -150,6 +152,8 @@ METHODS = {
 }
 for _name in ("exp", "log", "log1p", "sqrt", "sin", "cos", "tanh", "sigmoid", "relu", "abs", "neg", "softplus"):
     METHODS[_name] = getattr(api, _name)
+
+METHODS.update(IN_PLACE)
 
 for _name, _method in METHODS.items():
     setattr(Tensor, _name, _method)

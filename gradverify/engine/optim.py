@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .nn.module import zero_grads
+from .tensor import mark_modified
 
 
 class Optimizer:
@@ -26,6 +27,7 @@ class Optimizer:
         for p in self.params:
             if p.grad is not None:
                 self._update(p, p.grad.data, self.state.setdefault(id(p), {}))
+                mark_modified(p)
 
     def _update(self, p, grad, state):
         raise NotImplementedError

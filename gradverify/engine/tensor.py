@@ -9,6 +9,7 @@ op's JVP rule runs right after the forward.
 from __future__ import annotations
 
 import itertools
+import weakref
 from heapq import heappop, heappush
 
 import numpy as np
@@ -23,6 +24,7 @@ class _Mode:
     forward_levels: tuple = ()  # ids of the active jvp calls, outermost first
     in_backward = False
     default_dtype = np.dtype(np.float32)
+    latest_modification = 0  # number of the last in-place change (0: none yet)
 
 
 MODE = _Mode()
@@ -45,6 +47,35 @@ _FREED_MARKS = {name: _Freed(name) for name in TABLE}
 # Every recorded node gets the next number, so a node's number exceeds its inputs': reverse
 # accumulation visits nodes by decreasing number, and no separate topological sort is needed.
 _next_sequence_number = itertools.count(1).__next__
+
+
+# In-place changes, by the memory they changed: id(owning array) -> (weak reference to it, number).
+# Numbers come from the same counter as the nodes', so a node numbered below a change of memory it
+# reads was recorded before it, and would differentiate stale values (PyTorch's version counters).
+_MODIFIED: dict = {}
+
+
+def _owner(array):
+    return array if array.base is None else array.base
+
+
+def mark_modified(t):
+    """Record that ``t``'s memory (shared with its views) has just been changed in place."""
+    owner = _owner(t.data)
+    key = id(owner)
+    number = _next_sequence_number()
+    _MODIFIED[key] = (weakref.ref(owner, lambda _ref, key=key: _MODIFIED.pop(key, None)), number)
+    MODE.latest_modification = number
+
+
+def _changed_since(tensors, number):
+    """The first of ``tensors`` whose memory was changed in place after node ``number`` was recorded."""
+    for t in tensors:
+        owner = _owner(t.data)
+        entry = _MODIFIED.get(id(owner))
+        if entry is not None and entry[1] > number and entry[0]() is owner:
+            return t
+    return None
 
 
 def is_floating(dtype) -> bool:
@@ -169,11 +200,6 @@ class Tensor:
                 f"only floating-point tensors can require gradients; this tensor has dtype {self.data.dtype}"
             )
         self.requires_grad = bool(requires_grad)
-        return self
-
-    def zero_(self):
-        """Fill with zeros in place (used on ``.grad`` tensors)."""
-        self.data = np.zeros_like(self.data)
         return self
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False):
@@ -345,6 +371,7 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
     # its negated number) with its first cotangent term, and runs when every later node has.
     grads, pending, leaves = {}, [], []
     incoming = zip(roots, seeds)  # (tensor, cotangent term) pairs to add in: the seeds, then each node's
+    latest_change = MODE.latest_modification
     saved_modes = MODE.grad_enabled, MODE.in_backward
     MODE.grad_enabled, MODE.in_backward = create_graph, True
     try:
@@ -380,6 +407,11 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
                     "or grad() call"
                 )
             op, parents, attrs = ctx
+            if t._seq < latest_change and _changed_since((t,) + tuple(parents), t._seq) is not None:
+                raise RuntimeError(
+                    f"a tensor the backward of {op.name!r} needs was changed by an in-place operation after "
+                    "it was used; compute the gradient first, or change a copy (x.clone())"
+                )
             incoming = zip(parents, op.vjp(g, t, *parents, **attrs) if attrs else op.vjp(g, t, *parents))
             if not retain_graph:
                 t._ctx = _FREED_MARKS[op.name]
