@@ -383,3 +383,86 @@ def test_optimizer_steps_match_torch_optim(name, options):
         np.testing.assert_allclose(engine_w, torch_w, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(engine_b, torch_b, rtol=1e-12, atol=1e-14)
     assert not np.allclose(trajectories[ge][-1][1], w0)
+
+
+SURFACE = {
+    "var": lambda lib, F, x, t: x.var(dim=0),
+    "var unbiased=False, all": lambda lib, F, x, t: x.var(unbiased=False),
+    "std keepdim": lambda lib, F, x, t: x.std(dim=1, keepdim=True),
+    "norm": lambda lib, F, x, t: x.norm(),
+    "norm p=1 dim": lambda lib, F, x, t: x.norm(p=1, dim=1),
+    "square": lambda lib, F, x, t: x.square(),
+    "nll_loss": lambda lib, F, x, t: F.nll_loss(F.log_softmax(x, dim=1), t),
+    "nll_loss sum": lambda lib, F, x, t: F.nll_loss(F.log_softmax(x, dim=1), t, reduction="sum"),
+    "leaky_relu": lambda lib, F, x, t: F.leaky_relu(x, 0.2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SURFACE))
+def test_composite_functions_match_torch_in_value_and_gradient(name):
+    import gradverify.engine.nn.functional as gF
+    import torch.nn.functional as tF
+
+    rng = np.random.default_rng(3)
+    x, target = rng.standard_normal((4, 5)), np.array([0, 4, 2, 2])
+    cotangent = None
+    results = []
+    for lib, F in ((ge, gF), (torch, tF)):
+        leaf = lib.tensor(x, requires_grad=True)
+        out = SURFACE[name](lib, F, leaf, lib.tensor(target))
+        cotangent = rng.standard_normal(tuple(out.shape)) if cotangent is None else cotangent
+        out.backward(lib.tensor(cotangent))
+        results.append((out.detach().numpy(), leaf.grad.numpy()))
+    (ours, our_grad), (theirs, their_grad) = results
+    assert ours.shape == theirs.shape
+    np.testing.assert_allclose(ours, theirs, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(our_grad, their_grad, rtol=1e-12, atol=1e-15)
+
+
+def test_index_reductions_factories_and_dtype_aliases_follow_torch():
+    x = np.random.default_rng(4).standard_normal((3, 4))
+    for call in (lambda lib: lib.argmax(lib.tensor(x)), lambda lib: lib.tensor(x).argmax(dim=1),
+                 lambda lib: lib.tensor(x).argmin(dim=0, keepdim=True)):
+        ours, theirs = call(ge), call(torch)
+        assert ours.dtype == np.int64 and ours.tolist() == theirs.tolist()
+    for call in (lambda lib: lib.full((2, 3), 1.5), lambda lib: lib.eye(3, 2), lambda lib: lib.linspace(0, 1, 5),
+                 lambda lib: lib.empty(2, 2).zero_(), lambda lib: lib.full((2,), 7)):
+        ours, theirs = call(ge), call(torch)
+        assert str(ours.dtype) == str(theirs.dtype).removeprefix("torch.") and ours.tolist() == theirs.tolist()
+    assert ge.tensor([1.7, -2.2]).long().tolist() == [1, -2] and ge.long == ge.int64
+    assert ge.tensor([0.0, 2.0]).bool().tolist() == [False, True]
+    assert ge.allclose(ge.tensor([1.0, 2.0]), ge.tensor([1.0, 2.0 + 1e-9]))
+    assert not ge.allclose(ge.tensor([1.0]), ge.tensor([1.1]))
+
+
+def test_dropout_zeroes_and_rescales_while_training_and_is_the_identity_in_eval():
+    ge.manual_seed(0)
+    layer = ge.nn.Dropout(0.25)
+    x = ge.ones(10_000, dtype=ge.float64, requires_grad=True)
+    out = layer(x)
+    kept = out.detach().numpy() != 0
+    assert abs(kept.mean() - 0.75) < 0.02
+    np.testing.assert_allclose(out.detach().numpy()[kept], 1 / 0.75)
+    out.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), out.detach().numpy())
+    layer.eval()
+    assert layer(x) is x
+    with pytest.raises(ValueError, match=r"p: dropout probability must lie in \[0, 1\]"):
+        ge.nn.Dropout(1.5)
+
+
+def test_init_functions_fill_parameters_in_place_with_torchs_bounds():
+    ge.manual_seed(0)
+    layer = ge.nn.Linear(300, 200)
+    weight = layer.weight
+    assert ge.nn.init.xavier_uniform_(weight) is weight and weight.is_leaf and weight.requires_grad
+    bound = np.sqrt(6 / (300 + 200))
+    assert np.abs(weight.detach().numpy()).max() <= bound and np.abs(weight.detach().numpy()).max() > 0.99 * bound
+    ge.nn.init.kaiming_normal_(weight, nonlinearity="relu")
+    assert abs(weight.detach().numpy().std() - np.sqrt(2 / 300)) < 0.05 * np.sqrt(2 / 300)
+    ge.nn.init.zeros_(layer.bias)
+    assert not layer.bias.detach().numpy().any()
+    assert ge.nn.init.calculate_gain("tanh") == torch.nn.init.calculate_gain("tanh")
+    assert ge.nn.init.calculate_gain("leaky_relu", 0.2) == torch.nn.init.calculate_gain("leaky_relu", 0.2)
+    with pytest.raises(ValueError, match="at least 2 dimensions"):
+        ge.nn.init.xavier_uniform_(layer.bias)

@@ -11,9 +11,9 @@ from . import functional as F
 from .tensor import MODE, Tensor
 
 __all__ = [
-    "float32", "float64", "double", "int64", "bool_", "tensor", "as_tensor", "from_numpy", "set_default_dtype",
+    "float32", "float64", "double", "int64", "long", "int32", "bool_", "tensor", "as_tensor", "from_numpy", "set_default_dtype",
     "get_default_dtype", "manual_seed", "zeros", "ones", "randn", "rand", "zeros_like", "ones_like", "randn_like",
-    "arange", "is_grad_enabled", "no_grad", "enable_grad", "exp", "log", "log1p", "sqrt", "sin", "cos", "tanh",
+    "arange", "empty", "full", "eye", "linspace", "argmax", "argmin", "allclose", "square", "var", "std", "norm", "is_grad_enabled", "no_grad", "enable_grad", "exp", "log", "log1p", "sqrt", "sin", "cos", "tanh",
     "sigmoid", "relu", "abs", "neg", "softplus", "maximum", "minimum", "matmul", "add", "sub", "mul", "div", "pow",
     "where", "clamp", "clip", "sum", "mean", "amax", "amin", "logsumexp", "max", "min", "reshape", "permute",
     "transpose", "broadcast_to", "unsqueeze", "squeeze", "flatten", "cat", "concatenate", "stack", "softmax",
@@ -23,6 +23,8 @@ __all__ = [
 float32 = np.dtype(np.float32)
 float64 = np.dtype(np.float64)
 int64 = np.dtype(np.int64)
+long = int64
+int32 = np.dtype(np.int32)
 bool_ = np.dtype(np.bool_)
 double = float64
 
@@ -111,6 +113,7 @@ def _factory(fill):
 
 zeros = _factory(np.zeros)
 ones = _factory(np.ones)
+empty = _factory(np.zeros)  # zeros: numpy's uninitialised memory would make runs irreproducible
 randn = _factory(lambda size: _RNG[0].standard_normal(size))
 rand = _factory(lambda size: _RNG[0].random(size))
 
@@ -130,6 +133,29 @@ def randn_like(x, dtype=None, requires_grad=False):
 def arange(*args, dtype=None):
     values = np.arange(*args)
     return Tensor(values.astype(_dtype_arg(dtype) or values.dtype))
+
+
+def full(size, fill_value, dtype=None, requires_grad=False):
+    """A tensor of ``size`` filled with ``fill_value`` (the default dtype for a Python float, as torch)."""
+    if dtype is None:
+        dtype = MODE.default_dtype if isinstance(fill_value, float) else np.asarray(fill_value).dtype
+    return Tensor(np.full(tuple(size), fill_value, dtype=_dtype_arg(dtype)), requires_grad=requires_grad)
+
+
+def eye(n, m=None, dtype=None, requires_grad=False):
+    """The n x m identity matrix."""
+    return Tensor(np.eye(n, m, dtype=_dtype_arg(dtype) or MODE.default_dtype), requires_grad=requires_grad)
+
+
+def linspace(start, end, steps, dtype=None, requires_grad=False):
+    """``steps`` evenly spaced values from ``start`` to ``end`` inclusive."""
+    values = np.linspace(start, end, steps).astype(_dtype_arg(dtype) or MODE.default_dtype)
+    return Tensor(values, requires_grad=requires_grad)
+
+
+def allclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """Whether every element of ``a`` is within ``atol + rtol * |b|`` of ``b`` (torch.allclose)."""
+    return bool(np.allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol, equal_nan=equal_nan))
 
 
 def is_grad_enabled():
@@ -238,6 +264,52 @@ def _extreme(reducer, arg):
 
 max = _extreme(amax, np.argmax)
 min = _extreme(amin, np.argmin)
+
+
+def _arg_extreme(numpy_arg):
+    def arg(x, dim=None, keepdim=False):
+        if dim is None:
+            return Tensor(np.asarray(numpy_arg(x.data), dtype=np.int64))
+        return Tensor(numpy_arg(x.data, axis=dim, keepdims=keepdim).astype(np.int64))
+
+    arg.__doc__ = "Index of the first extreme over ``dim`` (of the flattened tensor when None); not differentiable."
+    return arg
+
+
+argmax = _arg_extreme(np.argmax)
+argmin = _arg_extreme(np.argmin)
+
+
+def square(x):
+    """``x * x``."""
+    return x * x
+
+
+def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """Variance over ``dim`` (all axes when None) with Bessel's correction by default, as torch.var."""
+    if unbiased is not None and correction is not None:
+        raise TypeError("var: pass unbiased or correction, not both")
+    correction = (1 if unbiased is None or unbiased else 0) if correction is None else correction
+    axis = _axis(dim, None)
+    count = x.data.size if axis is None else int(np.prod([x.shape[a] for a in np.atleast_1d(axis)]))
+    centred = x - F.mean(x, axis=axis, keepdims=True)
+    # (max, min, sum and abs are the engine's in this module: plain arithmetic here.)
+    return F.sum(centred * centred, axis=axis, keepdims=bool(keepdim)) / float(count - correction)
+
+
+def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """Standard deviation: the square root of :func:`var`."""
+    return F.sqrt(var(x, dim, unbiased, keepdim, correction=correction))
+
+
+def norm(x, p=2, dim=None, keepdim=False):
+    """The p-norm over ``dim`` (all elements when None) for p = 1 or 2, as torch.norm / torch.linalg.vector_norm."""
+    axis = _axis(dim, None)
+    if p == 1:
+        return F.sum(F.abs(x), axis=axis, keepdims=bool(keepdim))
+    if p == 2:
+        return F.sqrt(F.sum(x * x, axis=axis, keepdims=bool(keepdim)))
+    raise ValueError(f"norm: p must be 1 or 2, got {p!r}")
 
 
 # ------------------------------------------------------------------ shape ops

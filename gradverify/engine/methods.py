@@ -118,6 +118,9 @@ METHODS = {
     "to": _to,
     "double": lambda self: _to(self, api.float64),
     "float": lambda self: _to(self, api.float32),
+    "long": lambda self: _to(self, api.int64),
+    "int": lambda self: _to(self, api.int32),
+    "bool": lambda self: _to(self, api.bool_),
     "type": lambda self, dtype=None: str(self.dtype) if dtype is None else _to(self, dtype),
     "size": _size,
     "dim": lambda self: self.ndim,
@@ -150,7 +153,8 @@ METHODS = {
     "any": lambda self: bool(np.any(self.data)),
     "all": lambda self: bool(np.all(self.data)),
 }
-for _name in ("exp", "log", "log1p", "sqrt", "sin", "cos", "tanh", "sigmoid", "relu", "abs", "neg", "softplus"):
+for _name in ("exp", "log", "log1p", "sqrt", "sin", "cos", "tanh", "sigmoid", "relu", "abs", "neg", "softplus",
+              "argmax", "argmin", "square", "var", "std", "norm"):
     METHODS[_name] = getattr(api, _name)
 
 METHODS.update(IN_PLACE)

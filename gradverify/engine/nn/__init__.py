@@ -1,9 +1,10 @@
 """``ge.nn``: modules, layers and losses shaped like ``torch.nn``."""
-from . import functional
-from .layers import CrossEntropyLoss, Linear, LogSoftmax, MSELoss, ReLU, Sequential, Sigmoid, Softmax, Softplus, Tanh
+from . import functional, init
+from .layers import (CrossEntropyLoss, Dropout, LeakyReLU, Linear, LogSoftmax, MSELoss, ReLU, Sequential, Sigmoid,
+                     Softmax, Softplus, Tanh)
 from .module import Module, Parameter
 
 __all__ = [
-    "functional", "Module", "Parameter", "Linear", "ReLU", "Sigmoid", "Tanh", "Softplus", "Softmax",
-    "LogSoftmax", "Sequential", "MSELoss", "CrossEntropyLoss",
+    "functional", "init", "Module", "Parameter", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softplus",
+    "Softmax", "LogSoftmax", "Dropout", "Sequential", "MSELoss", "CrossEntropyLoss",
 ]

@@ -53,3 +53,30 @@ def cross_entropy(input, target, reduction="mean"):
         raise ValueError(f"cross_entropy: class indices must lie in [0, {input.shape[1]}), got {target_data}")
     target = target if isinstance(target, Tensor) else Tensor(target_data)
     return _reduce(_ops.cross_entropy(input, target), input.shape[0], reduction)
+
+
+def nll_loss(input, target, reduction="mean"):
+    """Negative log-likelihood of (N, C) log-probabilities at (N,) class indices (after log_softmax)."""
+    target_data = target.data if isinstance(target, Tensor) else np.asarray(target)
+    if input.ndim != 2 or target_data.shape != input.shape[:1] or target_data.dtype.kind not in "iu":
+        raise ValueError(f"nll_loss: expected (N, C) input and N integer class indices, got shapes {input.shape} "
+                         f"and {target_data.shape} (dtype {target_data.dtype})")
+    picked = input[np.arange(input.shape[0]), target_data]
+    return _reduce(-api.mean(picked), input.shape[0], reduction)
+
+
+def leaky_relu(input, negative_slope=0.01):
+    """x where x > 0, else negative_slope * x (the slope at 0 is negative_slope, as torch)."""
+    return api.where(input > 0, input, input * negative_slope)
+
+
+def dropout(input, p=0.5, training=True):
+    """Zero each element with probability ``p`` and scale the others by 1 / (1 - p) (identity unless training)."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: p must lie in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return input
+    keep = api.generator().random(input.shape) >= p
+    scale = np.zeros(input.shape) if p == 1.0 else keep / (1.0 - p)
+    return input * Tensor(scale.astype(input.dtype))
+

@@ -47,6 +47,30 @@ Tanh = _activation("Tanh", F.tanh)
 Softplus = _activation("Softplus", F.softplus)
 
 
+class LeakyReLU(Module):
+    """Applies leaky_relu with ``negative_slope``."""
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = negative_slope
+
+    def forward(self, x):
+        return F.leaky_relu(x, self.negative_slope)
+
+
+class Dropout(Module):
+    """Zeroes elements with probability ``p`` while training (see ``train()``/``eval()``)."""
+
+    def __init__(self, p=0.5):
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p: dropout probability must lie in [0, 1], got {p}")
+        self.p = p
+
+    def forward(self, x):
+        return F.dropout(x, self.p, self.training)
+
+
 class Softmax(Module):
     """Softmax along ``dim``."""
 
