@@ -142,6 +142,30 @@ def test_order_two_finds_a_wrong_double_backward():
     assert check_grad(WrongSecondDerivative.apply, x, order=2).verdict == "fail"
 
 
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_order_two_checks_the_hessians_symmetry_without_finite_differences(mode):
+    class DetachedPartner(torch.autograd.Function):
+        """x * y whose backward treats x as a constant in y's cotangent: d/dy of df/dx is right, d/dx of df/dy not."""
+
+        @staticmethod
+        def forward(ctx, x, y):
+            ctx.save_for_backward(x, y)
+            return x * y
+
+        @staticmethod
+        def backward(ctx, grad):
+            x, y = ctx.saved_tensors
+            return grad * y, grad * x.detach()
+
+    x, y = torch64(RNG.uniform(-2, 2, 3)), torch64(RNG.uniform(-2, 2, 3))
+    symmetry = "order 2: symmetry <u, H v> = <v, H u>"
+    for fn, expected in ((DetachedPartner.apply, "fail"), (lambda a, b: a * b, "pass")):
+        result = check_grad(fn, x, y, order=2, mode=mode)
+        rows = result.to_frame()
+        assert symmetry in result.checks
+        assert set(rows[rows.check == symmetry].status) == {expected}, str(result)
+
+
 def test_float32_is_judged_against_a_float64_reference_with_a_float32_bound():
     x = torch.tensor(A, dtype=torch.float32)
     result = check_grad(lambda x: torch.tanh(x).sum(dim=0), x)

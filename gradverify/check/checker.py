@@ -85,6 +85,8 @@ central difference is -1/(d^2 - h^2) ~ 1/h^2: 256 times larger for each step 16 
 inverse at condition 1e13).  Rounding noise grows 16 times per step, with random signs."""
 ONE_SIDED_LADDER = (1.0, 1 / 256)
 """Step multipliers of the one-sided derivatives that decide whether a failure sits on a kink."""
+SYMMETRY_JITTER_ULPS = 4.0
+"""Relative size, in ulps, of the input changes that measure the rounding of the Hessian-symmetry sides."""
 AD_ROUNDING_ULPS = 256
 """The checker's rounding allowance for an AD result, in ulps of its dtype (oracles.ULPS is the fuzz
 campaign's, for single ops): chains of library kernels lose a few hundred ulps (logcumsumexp's JVP,
@@ -298,9 +300,10 @@ class _Problem:
         return room
 
     # ------------------------------------------------------------- analytical
-    def vjp(self, cotangent_flat):
+    def vjp(self, cotangent_flat, arrays=None):
+        """J^T c at the point (or at ``arrays``), flat over the inputs."""
         cotangents = _split(cotangent_flat, self.output_shapes, self.output_dtypes())
-        _, grads = self.backend.vjp(self.fn, self.arrays, cotangents)
+        _, grads = self.backend.vjp(self.fn, self.arrays if arrays is None else arrays, cotangents)
         return _flat(grads)
 
     def jvp(self, tangent_flat):
@@ -901,8 +904,8 @@ def _ratio(row):
 
 
 def _describe(row):
-    where = "the projection <c, f>" if row.output == "<c, f>" else f"output {row.output}"
-    at = str(row.element) if row.input in ("all", "u") else f"input {row.input} element {row.element}"
+    where = f"the projection {row.output}" if row.output.startswith("<") else f"output {row.output}"
+    at = str(row.element) if row.input in ("all", "u", "u, v") else f"input {row.input} element {row.element}"
     return f"{row.check}: {where} w.r.t. {at}"
 
 
@@ -993,24 +996,60 @@ def check_grad(fn, *inputs, mode="auto", order=1, backend="auto", atol=None, rto
     evaluations, notes, records = problem.evaluations, list(problem.notes), list(rows.records)
     checks = list(rows.checks)
     if order == 2:
-        second = _second_order(problem, be, inputs, chosen, atol, rtol, seed, domains, directions, check_forward)
-        records += [entry._replace(check=f"order 2: {entry.check}") for entry in second.records]
+        second, symmetry = _second_order(problem, be, inputs, chosen, atol, rtol, seed, domains, directions,
+                                         check_forward)
+        records += [entry._replace(check=f"order 2: {entry.check}") for entry in second.records + symmetry.records]
         evaluations += second.evaluations
         notes += [f"order 2: {n}" for n in second.notes]
-        checks += [f"order 2: {c}" for c in second.checks]
+        checks += [f"order 2: {c}" for c in second.checks + symmetry.checks]
     verdict, reason = _verdict(records)
     return CheckResult(verdict, reason, records, chosen, order, be.name, str(problem.dtype), evaluations, checks,
                        notes)
 
 
 def _second_order(problem, be, inputs, mode, atol, rtol, seed, domains, directions, check_forward):
+    """(result of checking x -> J(x)^T c like any function, rows of its Hessian's symmetry)."""
     cotangents = _split(problem.random_cotangent(), problem.output_shapes, problem.output_dtypes())
     try:
         derivative = be.derivative_function(problem.fn, cotangents)
     except NotImplementedError as unavailable:
         raise NotImplementedError(f"order=2: {unavailable}") from None
-    return check_grad(derivative, *inputs, mode=mode, order=1, backend=be, atol=atol, rtol=rtol, seed=seed + 1,
-                      domains=domains, directions=directions, check_forward=check_forward)
+    result = check_grad(derivative, *inputs, mode=mode, order=1, backend=be, atol=atol, rtol=rtol, seed=seed + 1,
+                        domains=domains, directions=directions, check_forward=check_forward)
+    symmetry = _Rows()
+    _hessian_symmetry(_Problem(derivative, inputs, be, atol, rtol, seed + 2, domains), symmetry, directions)
+    return result, symmetry
+
+
+def _hessian_symmetry(problem, rows, directions):
+    """An identity free of finite differences: the Jacobian H of x -> J(x)^T c is the Hessian of <c, f>.
+
+    So <u, H v> = <v, H u> for any u, v, each side from one VJP of the
+    derivative (reverse over reverse).  A second-order rule that treats a
+    saved value as a constant breaks it wherever that value has a partner
+    (d/dy of df/dx stays right while d/dx of df/dy loses a term), even where
+    finite differences cannot resolve the derivatives.
+    """
+    scales = _flat(problem.scales)
+    eps = float(np.finfo(problem.dtype).eps)
+    for k in range(directions):
+        u, v = problem.random_signs() * scales, problem.random_signs() * scales
+        sides = []
+        # At the point, then at two points a few ulps away: how far the two sides move there is the
+        # rounding an ill-conditioned function (a matrix inverse) puts into them, ~ eps * condition.
+        for jitter in (0.0, SYMMETRY_JITTER_ULPS, -SYMMETRY_JITTER_ULPS):
+            point = [a * (1 + jitter * eps * problem.rng.choice([-1.0, 1.0], a.shape)) for a in problem.arrays]
+            hu, hv = problem.vjp(u, point), problem.vjp(v, point)  # H^T u and H^T v
+            sides.append((float(v @ hu), float(u @ hv)))
+            if not jitter:
+                # As for forward/reverse consistency: the derivative's size bounds the rounding of its terms.
+                magnitude = (np.abs(v) @ np.abs(hu) + np.abs(u) @ np.abs(hv)
+                             + (np.abs(u) + np.abs(v)) @ problem.output_scale)
+        (left, right), moved = sides[0], sides[1:]
+        spread = max(abs(side - at_point) for other in moved for side, at_point in zip(other, sides[0]))
+        bound = problem.bound(right, oracles.SAFETY * spread, magnitude)
+        rows.add("symmetry <u, H v> = <v, H u>", left, right, bound, _status([left], [right], bound),
+                 _constant_names("<u, H v>", "u, v", f"direction {k}"))
 
 
 def assert_grad(fn, *inputs, **options):
