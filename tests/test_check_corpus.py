@@ -151,3 +151,25 @@ def test_torchs_softmax_backward_at_saturated_logits_is_flagged():
     result = check_grad(softmax, logits, mode="fast", seed=42)
     assert result.verdict == "fail" and result.reason.startswith("consistency"), str(result)
     assert torch.autograd.gradcheck(softmax, (logits.clone().requires_grad_(),))
+
+
+def test_a_rounding_residue_where_nothing_gives_a_scale_passes_and_a_real_error_there_fails():
+    # layer_norm over one element is 0 whatever x and the weight: every value, derivative and curvature
+    # the checker sees is 0, yet torch's weight gradient is x - mean(x) as it rounds it (1e-13).  Moving
+    # the point by a few ulps redraws that residue; it does not move a wrong derivative.
+    x, weight = tensor(np.array([-4.827])), tensor(np.array([-4.827]))
+    layer_norm = lambda x, w: torch.native_layer_norm(x, (1,), w, None, 1e-5)[0]  # noqa: E731
+    for mode in ("full", "fast"):
+        assert check_grad(layer_norm, x, weight, mode=mode).verdict == "pass"
+
+    class ConstantWithSlope(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 0
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * 1e-9
+
+    for mode in ("full", "fast"):
+        assert check_grad(ConstantWithSlope.apply, tensor(np.array([-4.8, 0.3, 1.7])), mode=mode).verdict == "fail"

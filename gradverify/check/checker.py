@@ -85,8 +85,9 @@ central difference is -1/(d^2 - h^2) ~ 1/h^2: 256 times larger for each step 16 
 inverse at condition 1e13).  Rounding noise grows 16 times per step, with random signs."""
 ONE_SIDED_LADDER = (1.0, 1 / 256)
 """Step multipliers of the one-sided derivatives that decide whether a failure sits on a kink."""
-SYMMETRY_JITTER_ULPS = 4.0
-"""Relative size, in ulps, of the input changes that measure the rounding of the Hessian-symmetry sides."""
+AD_JITTER_ULPS = 4.0
+"""Relative size, in ulps, of the input changes that measure the rounding of an AD result (see
+:meth:`_Problem.ad_spread`): where an entry fails, or for the FD-free Hessian symmetry."""
 AD_ROUNDING_ULPS = 256
 """The checker's rounding allowance for an AD result, in ulps of its dtype (oracles.ULPS is the fuzz
 campaign's, for single ops): chains of library kernels lose a few hundred ulps (logcumsumexp's JVP,
@@ -194,6 +195,7 @@ class _Problem:
         self.output_scale = np.abs(self.base)
         self.noise = None
         self.evaluations = 3
+        self._jittered = None
 
     def measure_noise(self):
         """Measure the evaluation noise per output (once); later oracle lines account for it."""
@@ -306,10 +308,40 @@ class _Problem:
         _, grads = self.backend.vjp(self.fn, self.arrays if arrays is None else arrays, cotangents)
         return _flat(grads)
 
-    def jvp(self, tangent_flat):
+    def jvp(self, tangent_flat, arrays=None):
+        """J u at the point (or at ``arrays``), flat over the outputs."""
         tangents = _split(tangent_flat, self.shapes, [a.dtype for a in self.arrays])
-        _, tangent_outputs = self.backend.jvp(self.fn, self.arrays, tangents)
+        _, tangent_outputs = self.backend.jvp(self.fn, self.arrays if arrays is None else arrays, tangents)
         return _flat(tangent_outputs)
+
+    def ad_spread(self, side):
+        """How far the AD quantity ``side(arrays)`` moves when each input moves by :data:`AD_JITTER_ULPS` ulps.
+
+        The rounding of an AD result is not always visible in the function's
+        values, derivatives or curvature: layer_norm over one element is 0
+        whatever its weight, yet the weight's gradient is x - mean(x) as torch
+        rounds it (1e-13).  Moving the point by a few ulps redraws that
+        rounding, while it moves a smooth derivative by a few ulps only.
+        """
+        if self._jittered is None:
+            self._jittered = [[(a * (1 + sign * AD_JITTER_ULPS * np.finfo(a.dtype).eps
+                                     * self.rng.choice([-1.0, 1.0], a.shape))).astype(a.dtype) for a in self.arrays]
+                              for sign in (1.0, -1.0)]
+        at_point = np.asarray(side(self.arrays), dtype=np.float64)
+        return np.maximum.reduce([np.abs(np.asarray(side(point), dtype=np.float64) - at_point)
+                                  for point in self._jittered])
+
+    def widen_failures(self, status, analytical, numerical, bound, side):
+        """``bound`` plus twice the measured rounding of ``side`` (the analytical values) where ``status`` fails.
+
+        Failing entries are re-judged in place; the widened bound is returned.
+        """
+        failing = np.asarray(status) == "fail"
+        if not failing.any():
+            return bound
+        bound = np.where(failing, bound + oracles.SAFETY * self.ad_spread(side), bound)
+        status[failing] = _status(np.asarray(analytical)[failing], np.asarray(numerical)[failing], bound[failing])
+        return bound
 
     def eval_dtype(self):
         """The coarsest dtype the numerical oracle evaluates fn in."""
@@ -548,6 +580,18 @@ def _full(problem, rows, check_forward, directions):
     unresolved = status == "unresolved"
     numerical[unresolved], error[unresolved] = analytical[unresolved], 0.0
 
+    failing_rows = np.unique(np.nonzero(status == "fail")[0])
+    if len(failing_rows):
+        def analytical_rows(point):
+            values = np.zeros_like(analytical)
+            for i in failing_rows:
+                unit = np.zeros(n_out)
+                unit[i] = scale[i]
+                values[i] = problem.vjp(unit, point) / scale[i]
+            return values
+
+        bound = problem.widen_failures(status, analytical, reported, bound, analytical_rows)
+
     def jacobian_names(indices):
         return [(problem.output_name(i // n_in),) + problem.input_name(i % n_in) for i in indices]
 
@@ -559,7 +603,9 @@ def _full(problem, rows, check_forward, directions):
     reverse = cotangent @ numerical
     bound = problem.bound(reverse, np.abs(cotangent) @ error,
                           np.abs(cotangent) @ (np.abs(numerical) + output_per_input))
-    rows.add("reverse (random cotangent)", dense, reverse, bound, _status(dense, reverse, bound),
+    status = _status(dense, reverse, bound)
+    bound = problem.widen_failures(status, dense, reverse, bound, lambda point: problem.vjp(cotangent, point))
+    rows.add("reverse (random cotangent)", dense, reverse, bound, status,
              lambda indices: [("<c, f>",) + problem.input_name(j) for j in indices])
     if check_forward and problem.backend.has_jvp:
         for _ in range(directions):
@@ -700,6 +746,7 @@ def _forward_and_consistency(problem, rows, tangent, numerical, error, magnitude
     notes = np.full(status.shape, "", dtype=object)
     if kink_direction is not None:
         _judge_kinks(problem, status, notes, tangent_out, bound, kink_direction, np.eye(len(numerical)), deep)
+    bound = problem.widen_failures(status, tangent_out, numerical, bound, lambda point: problem.jvp(tangent, point))
     rows.add("forward (random tangent)", tangent_out, numerical, bound, status,
              lambda indices: [(problem.output_name(i), "u", "projection") for i in indices], notes)
     forward_side, reverse_side = cotangent @ tangent_out, vjp_flat @ tangent
@@ -707,9 +754,13 @@ def _forward_and_consistency(problem, rows, tangent, numerical, error, magnitude
     # the AD's intermediate terms even where the products themselves cancel (softmax of large logits).
     scale = (np.abs(cotangent) @ np.abs(tangent_out) + np.abs(vjp_flat) @ np.abs(tangent)
              + np.abs(cotangent) @ magnitude)
-    bound = problem.bound(reverse_side, 0.0, scale)
-    rows.add("consistency <c, Ju> = <J^T c, u>", forward_side, reverse_side, bound,
-             _status([forward_side], [reverse_side], bound), _constant_names("<c, f>", "u", "projection"))
+    bound = np.array([problem.bound(reverse_side, 0.0, scale)], dtype=np.float64).reshape(1)
+    status = _status([forward_side], [reverse_side], bound)
+    # Both sides are AD results: what jitter measures is the rounding of their difference.
+    bound = problem.widen_failures(status, [forward_side - reverse_side], [0.0], bound, lambda point: [
+        cotangent @ problem.jvp(tangent, point) - problem.vjp(cotangent, point) @ tangent])
+    rows.add("consistency <c, Ju> = <J^T c, u>", forward_side, reverse_side, bound, status,
+             _constant_names("<c, f>", "u", "projection"))
     return True
 
 
@@ -745,6 +796,9 @@ def _fast(problem, rows, check_forward, directions):
                 tangent_out = problem.jvp(_flat(estimate.direction)) if forward_available else None
             forward_available &= status[0] != "unresolved"
         _judge_kinks(problem, status, notes, [analytical], [bound], direction, cotangent[None, :], deeper is not None)
+        effective = _flat(estimate.direction)
+        bound = problem.widen_failures(status, [analytical], [numerical], np.atleast_1d(bound),
+                                       lambda point: [problem.vjp(cotangent, point) @ effective])
         rows.add("reverse (projection)", analytical, numerical, bound, status,
                  _constant_names("<c, f>", "all", f"direction {k}"), notes)
         if status[0] in ("fail", "kink"):
@@ -847,6 +901,8 @@ def _localize(problem, rows, direction, cotangent, gradient):
         status[status == "fail"] = _status([gradient[j]], [numerical], [bound])[status == "fail"]
     _judge_kinks(problem, status, notes, [gradient[j]], [bound], unit, cotangent[None, :] / _flat(problem.scales)[j],
                  deeper is not None)
+    bound = problem.widen_failures(status, [gradient[j]], [numerical], np.atleast_1d(bound),
+                                   lambda point: [problem.vjp(cotangent, point)[j]])
     input_number, element = problem.input_name(j)
     rows.add("reverse (localised)", gradient[j], numerical, bound, status,
              _constant_names("<c, f>", input_number, element), notes)
@@ -1031,22 +1087,14 @@ def _hessian_symmetry(problem, rows, directions):
     finite differences cannot resolve the derivatives.
     """
     scales = _flat(problem.scales)
-    eps = float(np.finfo(problem.dtype).eps)
     for k in range(directions):
         u, v = problem.random_signs() * scales, problem.random_signs() * scales
-        sides = []
-        # At the point, then at two points a few ulps away: how far the two sides move there is the
-        # rounding an ill-conditioned function (a matrix inverse) puts into them, ~ eps * condition.
-        for jitter in (0.0, SYMMETRY_JITTER_ULPS, -SYMMETRY_JITTER_ULPS):
-            point = [a * (1 + jitter * eps * problem.rng.choice([-1.0, 1.0], a.shape)) for a in problem.arrays]
-            hu, hv = problem.vjp(u, point), problem.vjp(v, point)  # H^T u and H^T v
-            sides.append((float(v @ hu), float(u @ hv)))
-            if not jitter:
-                # As for forward/reverse consistency: the derivative's size bounds the rounding of its terms.
-                magnitude = (np.abs(v) @ np.abs(hu) + np.abs(u) @ np.abs(hv)
-                             + (np.abs(u) + np.abs(v)) @ problem.output_scale)
-        (left, right), moved = sides[0], sides[1:]
-        spread = max(abs(side - at_point) for other in moved for side, at_point in zip(other, sides[0]))
+        hu, hv = problem.vjp(u), problem.vjp(v)  # H^T u and H^T v
+        left, right = float(v @ hu), float(u @ hv)
+        # As for forward/reverse consistency: the derivative's size bounds the rounding of its terms; an
+        # ill-conditioned function (a matrix inverse) rounds them ~ eps * condition, which jitter measures.
+        magnitude = np.abs(v) @ np.abs(hu) + np.abs(u) @ np.abs(hv) + (np.abs(u) + np.abs(v)) @ problem.output_scale
+        spread = problem.ad_spread(lambda point: [v @ problem.vjp(u, point) - u @ problem.vjp(v, point)])[0]
         bound = problem.bound(right, oracles.SAFETY * spread, magnitude)
         rows.add("symmetry <u, H v> = <v, H u>", left, right, bound, _status([left], [right], bound),
                  _constant_names("<u, H v>", "u, v", f"direction {k}"))
