@@ -1101,7 +1101,7 @@ def _hessian_symmetry(problem, rows, directions):
         # As for forward/reverse consistency: the derivative's size bounds the rounding of its terms; an
         # ill-conditioned function (a matrix inverse) rounds them ~ eps * condition, which jitter measures.
         magnitude = np.abs(v) @ np.abs(hu) + np.abs(u) @ np.abs(hv) + (np.abs(u) + np.abs(v)) @ problem.output_scale
-        spread = problem.ad_spread(lambda point: [v @ problem.vjp(u, point) - u @ problem.vjp(v, point)])[0]
+        spread = problem.ad_spread(lambda point: [v @ problem.vjp(u, point), u @ problem.vjp(v, point)]).sum()
         bound = problem.bound(right, oracles.SAFETY * spread, magnitude)
         rows.add("symmetry <u, H v> = <v, H u>", left, right, bound, _status([left], [right], bound),
                  _constant_names("<u, H v>", "u, v", f"direction {k}"))
