@@ -321,8 +321,9 @@ class _Problem:
         _, tangent_outputs = self.backend.jvp(self.fn, self.arrays if arrays is None else arrays, tangents)
         return _flat(tangent_outputs)
 
-    def ad_spread(self, side):
-        """How far the AD quantity ``side(arrays)`` moves when each input moves by :data:`AD_JITTER_ULPS` ulps.
+    def ad_spread(self, side, at_point):
+        """How far the AD quantity ``side(arrays)``, ``at_point`` at the point, moves when each input moves by
+        :data:`AD_JITTER_ULPS` ulps.
 
         The rounding of an AD result is not always visible in the function's
         values, derivatives or curvature: layer_norm over one element is 0
@@ -334,19 +335,20 @@ class _Problem:
             self._jittered = [[(a * (1 + sign * AD_JITTER_ULPS * np.finfo(a.dtype).eps
                                      * self.rng.choice([-1.0, 1.0], a.shape))).astype(a.dtype) for a in self.arrays]
                               for sign in (1.0, -1.0)]
-        at_point = np.asarray(side(self.arrays), dtype=np.float64)
+        at_point = np.asarray(at_point, dtype=np.float64)
         return np.maximum.reduce([np.abs(np.asarray(side(point), dtype=np.float64) - at_point)
                                   for point in self._jittered])
 
     def widen_failures(self, status, analytical, numerical, bound, side):
-        """``bound`` plus twice the measured rounding of ``side`` (the analytical values) where ``status`` fails.
+        """``bound`` plus twice the measured rounding of ``side`` (the ``analytical`` values, at the point)
+        where ``status`` fails (entries of ``side`` elsewhere may be anything).
 
         Failing entries are re-judged in place; the widened bound is returned.
         """
         failing = np.asarray(status) == "fail"
         if not failing.any():
             return bound
-        bound = np.where(failing, bound + oracles.SAFETY * self.ad_spread(side), bound)
+        bound = np.where(failing, bound + oracles.SAFETY * self.ad_spread(side, analytical), bound)
         status[failing] = _status(np.asarray(analytical)[failing], np.asarray(numerical)[failing], bound[failing])
         return bound
 
@@ -590,7 +592,7 @@ def _full(problem, rows, check_forward, directions):
     failing_rows = np.unique(np.nonzero(status == "fail")[0])
     if len(failing_rows):
         def analytical_rows(point):
-            values = np.zeros_like(analytical)
+            values = analytical.copy()  # rows that pass keep their values: only failing entries are widened
             for i in failing_rows:
                 unit = np.zeros(n_out)
                 unit[i] = scale[i]
@@ -805,7 +807,7 @@ def _fast(problem, rows, check_forward, directions):
         _judge_kinks(problem, status, notes, [analytical], [bound], direction, cotangent[None, :], deeper is not None)
         effective = _flat(estimate.direction)
         bound = problem.widen_failures(status, [analytical], [numerical], np.atleast_1d(bound),
-                                       lambda point: [problem.vjp(cotangent, point) @ effective])
+                                       lambda point: [np.sum(problem.vjp(cotangent, point) * effective)])
         rows.add("reverse (projection)", analytical, numerical, bound, status,
                  _constant_names("<c, f>", "all", f"direction {k}"), notes)
         if status[0] in ("fail", "kink"):
@@ -1101,7 +1103,8 @@ def _hessian_symmetry(problem, rows, directions):
         # As for forward/reverse consistency: the derivative's size bounds the rounding of its terms; an
         # ill-conditioned function (a matrix inverse) rounds them ~ eps * condition, which jitter measures.
         magnitude = np.abs(v) @ np.abs(hu) + np.abs(u) @ np.abs(hv) + (np.abs(u) + np.abs(v)) @ problem.output_scale
-        spread = problem.ad_spread(lambda point: [v @ problem.vjp(u, point), u @ problem.vjp(v, point)]).sum()
+        spread = problem.ad_spread(lambda point: [v @ problem.vjp(u, point), u @ problem.vjp(v, point)],
+                                   [left, right]).sum()
         bound = problem.bound(right, oracles.SAFETY * spread, magnitude)
         rows.add("symmetry <u, H v> = <v, H u>", left, right, bound, _status([left], [right], bound),
                  _constant_names("<u, H v>", "u, v", f"direction {k}"))
