@@ -466,3 +466,11 @@ def test_init_functions_fill_parameters_in_place_with_torchs_bounds():
     assert ge.nn.init.calculate_gain("leaky_relu", 0.2) == torch.nn.init.calculate_gain("leaky_relu", 0.2)
     with pytest.raises(ValueError, match="at least 2 dimensions"):
         ge.nn.init.xavier_uniform_(layer.bias)
+
+
+def test_nll_loss_checks_its_targets_like_cross_entropy():
+    log_probs = ge.nn.functional.log_softmax(ge.randn(2, 3), dim=1)
+    with pytest.raises(ValueError, match=r"nll_loss: class indices must lie in \[0, 3\)"):
+        ge.nn.functional.nll_loss(log_probs, ge.tensor([0, 3]))
+    with pytest.raises(ValueError, match="nll_loss: target must hold 2 integer class indices"):
+        ge.nn.functional.nll_loss(log_probs, ge.tensor([0.0, 1.0]))

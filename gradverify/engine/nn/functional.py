@@ -39,28 +39,31 @@ def mse_loss(input, target, reduction="mean"):
     return _reduce(_ops.mse_loss(input, target), input.data.size, reduction)
 
 
-def cross_entropy(input, target, reduction="mean"):
-    """Cross-entropy of (N, C) logits against (N,) integer class indices."""
+def _class_indices(name, input, target, scores):
+    """``target`` as an array of class indices for (N, C) ``input``, checked like torch checks it."""
     target_data = target.data if isinstance(target, Tensor) else np.asarray(target)
     if input.ndim != 2:
-        raise ValueError(f"cross_entropy: input must be (N, C) logits, got shape {input.shape}")
+        raise ValueError(f"{name}: input must be (N, C) {scores}, got shape {input.shape}")
     if target_data.shape != input.shape[:1] or target_data.dtype.kind not in "iu":
         raise ValueError(
-            f"cross_entropy: target must hold {input.shape[0]} integer class indices, "
+            f"{name}: target must hold {input.shape[0]} integer class indices, "
             f"got shape {target_data.shape} and dtype {target_data.dtype}"
         )
     if target_data.size and (target_data.min() < 0 or target_data.max() >= input.shape[1]):
-        raise ValueError(f"cross_entropy: class indices must lie in [0, {input.shape[1]}), got {target_data}")
+        raise ValueError(f"{name}: class indices must lie in [0, {input.shape[1]}), got {target_data}")
+    return target_data
+
+
+def cross_entropy(input, target, reduction="mean"):
+    """Cross-entropy of (N, C) logits against (N,) integer class indices."""
+    target_data = _class_indices("cross_entropy", input, target, "logits")
     target = target if isinstance(target, Tensor) else Tensor(target_data)
     return _reduce(_ops.cross_entropy(input, target), input.shape[0], reduction)
 
 
 def nll_loss(input, target, reduction="mean"):
     """Negative log-likelihood of (N, C) log-probabilities at (N,) class indices (after log_softmax)."""
-    target_data = target.data if isinstance(target, Tensor) else np.asarray(target)
-    if input.ndim != 2 or target_data.shape != input.shape[:1] or target_data.dtype.kind not in "iu":
-        raise ValueError(f"nll_loss: expected (N, C) input and N integer class indices, got shapes {input.shape} "
-                         f"and {target_data.shape} (dtype {target_data.dtype})")
+    target_data = _class_indices("nll_loss", input, target, "log-probabilities")
     picked = input[np.arange(input.shape[0]), target_data]
     return _reduce(-api.mean(picked), input.shape[0], reduction)
 
