@@ -407,10 +407,12 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
                     "or grad() call"
                 )
             op, parents, attrs = ctx
-            if t._seq < latest_change and _changed_since((t,) + tuple(parents), t._seq) is not None:
+            changed = _changed_since((t,) + tuple(parents), t._seq) if t._seq < latest_change else None
+            if changed is not None:
                 raise RuntimeError(
-                    f"a tensor the backward of {op.name!r} needs was changed by an in-place operation after "
-                    "it was used; compute the gradient first, or change a copy (x.clone())"
+                    f"a tensor of shape {changed.data.shape} that the backward of {op.name!r} needs was changed by "
+                    "an in-place operation after it was used; compute the gradient first, or change a copy "
+                    "(x.clone())"
                 )
             incoming = zip(parents, op.vjp(g, t, *parents, **attrs) if attrs else op.vjp(g, t, *parents))
             if not retain_graph:
