@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import weakref
-from heapq import heappop, heappush
+from heapq import heappop, heappush, heapreplace
 
 import numpy as np
 
@@ -376,24 +376,38 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
     MODE.grad_enabled, MODE.in_backward = create_graph, True
     try:
         while True:
+            # Of the nodes that got their first term just now, the latest stays out of the heap: in a
+            # chain it runs next, and the heap's push and pop are saved.
+            latest = None
             for parent, gp in incoming:
                 if gp is None or not parent.requires_grad:
                     continue
                 got, wanted_array = gp.data, parent.data
-                if got.shape != wanted_array.shape or got.dtype != wanted_array.dtype:
+                if got.shape != wanted_array.shape or (
+                    got.dtype is not wanted_array.dtype and got.dtype != wanted_array.dtype
+                ):
                     gp = fit_cotangent(gp, parent)
                 prev = grads.get(id(parent))
                 if prev is None:
                     grads[id(parent)] = gp
                     if parent._ctx is None:
                         leaves.append(parent)
+                    elif latest is None:
+                        latest = parent
                     else:
+                        if parent._seq > latest._seq:
+                            parent, latest = latest, parent
                         heappush(pending, (-parent._seq, parent))
                 else:
                     grads[id(parent)] = prev + gp
-            if not pending:
+            if latest is not None and (not pending or latest._seq > -pending[0][0]):
+                t = latest
+            elif latest is not None:
+                t = heapreplace(pending, (-latest._seq, latest))[1]
+            elif pending:
+                t = heappop(pending)[1]
+            else:
                 break
-            t = heappop(pending)[1]
             g = grads.pop(id(t))
             if wanted:
                 slot = wanted.get(id(t))
