@@ -3,6 +3,9 @@ import numpy as np
 import pytest
 
 import gradverify.engine as ge
+import reference_impls
+from gradverify.engine import functional as F
+from gradverify.ops import TABLE
 
 torch = pytest.importorskip("torch")
 torch_func = pytest.importorskip("torch.func")
@@ -73,6 +76,46 @@ def test_result_dtypes_follow_torch_for_every_pair_of_dtypes_and_ranks(op):
                 np.testing.assert_array_equal(ours.numpy(), expected.numpy(), err_msg=case)
                 checked += 1
     assert checked >= 60  # of 100 pairs; torch refuses bool subtraction
+
+
+FLOATING_UNARY_OPS = [name for name, op in TABLE.items() if op.floating_result and len(op.domains) == 1]
+
+
+@pytest.mark.parametrize("name", FLOATING_UNARY_OPS)
+def test_integer_input_of_a_floating_op_is_taken_in_the_default_dtype(name):
+    # np.exp of int64 is float64 and a sigmoid written for floats truncates back to 0; torch
+    # computes in its default dtype.  Where torch refuses integers (softmax, mean), so may we not.
+    attrs, ints = TABLE[name].attrs, np.array([[1, 2, 3], [4, 5, 6]])
+    engine_fn = getattr(F, name)
+    assert engine_fn(ge.tensor(ints), **attrs).dtype == ge.float32
+    previous = ge.get_default_dtype()
+    ge.set_default_dtype(ge.float64)
+    try:
+        ours = engine_fn(ge.tensor(ints), **attrs)
+    finally:
+        ge.set_default_dtype(previous)
+    assert ours.dtype == ge.float64
+    np.testing.assert_array_equal(ours.numpy(), engine_fn(ge.tensor(ints.astype(np.float64)), **attrs).numpy())
+    try:
+        expected = reference_impls.get("torch", TABLE[name].ref)(torch.tensor(ints), **attrs)
+    except RuntimeError:  # not implemented for integers in torch
+        return
+    assert expected.dtype == torch.float32
+    np.testing.assert_allclose(engine_fn(ge.tensor(ints), **attrs).numpy(), expected.numpy(), rtol=1e-6)
+
+
+def test_the_table_marks_its_transcendental_ops_floating_and_keeps_integer_ops_integer():
+    assert {"exp", "log", "tanh", "sigmoid", "softplus", "softmax", "mean", "logsumexp"} <= set(FLOATING_UNARY_OPS)
+    for name in ("relu", "abs", "neg", "sum"):
+        assert getattr(F, name)(ge.tensor([1, -2])).dtype == np.int64, name
+
+
+def test_an_integer_tensor_to_a_float_power_is_floating_as_in_torch():
+    ints = np.array([1, 2, 3])
+    for exponent in (0.5, 2.0, 2, np.float64(1.5)):
+        ours, expected = ge.tensor(ints) ** exponent, torch.tensor(ints) ** exponent
+        assert str(ours.dtype) == str(expected.dtype).removeprefix("torch."), exponent
+        np.testing.assert_allclose(ours.numpy(), expected.numpy(), rtol=1e-6)
 
 
 def test_a_0d_float64_factor_keeps_a_float32_graph_float32_and_gets_its_gradient():

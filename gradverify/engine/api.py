@@ -198,6 +198,9 @@ def pow(x, exponent):
         return F.pow(x, exponent)
     if not isinstance(x, Tensor):
         raise TypeError(f"pow: the base must be a Tensor when the exponent is a number, got {type(x).__name__}")
+    if isinstance(exponent, (float, np.floating)) and x.data.dtype.kind != "f":
+        # An integer tensor to a float power is floating in PyTorch (int ** 0.5 is not truncated).
+        x = F.astype(x, dtype=MODE.default_dtype)
     return F.pow_scalar(x, exponent=exponent)
 
 

@@ -288,6 +288,8 @@ def apply(op, inputs, attrs=_NO_ATTRS):
                 inputs = first, second = promote(first, second, op.floating_result)
             data = op.forward(first.data, second.data, **attrs) if attrs else op.forward(first.data, second.data)
         elif len(inputs) == 1:
+            if op.floating_result and inputs[0].data.dtype.kind != "f":
+                inputs = (_cast(inputs[0], MODE.default_dtype),)
             data = op.forward(inputs[0].data, **attrs) if attrs else op.forward(inputs[0].data)
         else:
             data = op.forward(*[t.data for t in inputs], **attrs)

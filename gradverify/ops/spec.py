@@ -85,7 +85,8 @@ class OpDef:
     ref: str = ""
     variadic: bool = False
     broadcasts: bool = False
-    #: Integer inputs give a floating result (true division); the engine casts them to its default dtype first.
+    #: Integer inputs give a floating result (true division, exp, softmax, mean ...); the engine casts them to its
+    #: default dtype first, as PyTorch does.
     floating_result: bool = False
     doc: str = ""
     attrs: dict = field(default_factory=dict)

@@ -103,8 +103,12 @@ def _tanh_backward_forward(g, x):
     return g / cosh / cosh
 
 
-def _unary(name, forward, derivative, domain=REAL, **extra):
-    """An elementwise unary op given its derivative f'(x) (as engine ops of x and out)."""
+def _unary(name, forward, derivative, domain=REAL, floating_result=True, **extra):
+    """An elementwise unary op given its derivative f'(x) (as engine ops of x and out).
+
+    Its result is floating, so integer input is taken in the default dtype (as torch.exp of an
+    integer tensor), unless ``floating_result`` is false (relu and abs keep integers).
+    """
     return op(
         name,
         forward,
@@ -112,6 +116,7 @@ def _unary(name, forward, derivative, domain=REAL, **extra):
         lambda t, out, x: None if t[0] is None else t[0] * derivative(x, out),
         (domain,),
         "unary",
+        floating_result=floating_result,
         **extra,
     )
 
@@ -139,6 +144,7 @@ def _activation(name, forward, backward, backward_forward, second, backward_doc)
         lambda t, out, x: None if t[0] is None else getattr(F, backward)(t[0], x),
         (REAL,),
         "unary",
+        floating_result=True,
     )
     op(
         backward,
@@ -168,6 +174,7 @@ _unary(
     "relu",
     lambda x: np.maximum(x, 0).astype(x.dtype, copy=False),
     lambda x, out: _mask(x.data > 0, x),
+    floating_result=False,
     kink_gap=lambda x: x,
     kink_convention="relu'(0) = 0",
 )
@@ -175,6 +182,7 @@ _unary(
     "abs",
     np.abs,
     lambda x, out: _mask(np.sign(x.data), x),
+    floating_result=False,
     kink_gap=lambda x: x,
     kink_convention="abs'(0) = 0",
 )
@@ -472,6 +480,7 @@ op(
     (REAL,),
     "reduction",
     attrs=REDUCE_ATTRS,
+    floating_result=True,
 )
 
 
@@ -550,6 +559,7 @@ op(
     (Domain(sample=(-5.0, 5.0)),),
     "reduction",
     attrs=REDUCE_ATTRS,
+    floating_result=True,
 )
 
 # ------------------------------------------------------------------ shape ops
@@ -741,6 +751,7 @@ op(
     (Domain(sample=(-5.0, 5.0)),),
     "normalize",
     attrs={"axis": -1},
+    floating_result=True,
 )
 def _log_softmax_vjp(g, out, x, axis=-1):
     # g - p * sum(g) with p = exp(out).  At the largest entry p rounds to 1 and that form cancels;
@@ -768,6 +779,7 @@ op(
     (Domain(sample=(-5.0, 5.0)),),
     "normalize",
     attrs={"axis": -1},
+    floating_result=True,
 )
 
 
