@@ -75,9 +75,17 @@ def _mask(condition, like):
 
 # ---------------------------------------------------------------- elementwise
 def _stable_sigmoid(x):
-    # exp of -|x| never overflows; both branches keep full relative accuracy.
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
+    # exp(min(x, 0)) / (1 + e) with e = exp(-|x|) is 1 / (1 + e) for x >= 0 and e / (1 + e) for
+    # x < 0: nothing overflows and both sides keep full relative accuracy.  The buffers are
+    # reused, as a large batch's fresh ones cost more than the arithmetic.
+    denominator = np.abs(x, out=np.empty_like(x))
+    np.negative(denominator, out=denominator)
+    np.exp(denominator, out=denominator)
+    denominator += 1.0
+    out = np.minimum(x, 0.0, out=np.empty_like(x))
+    np.exp(out, out=out)
+    out /= denominator
+    return out
 
 
 def _stable_softplus(x):
