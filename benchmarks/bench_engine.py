@@ -6,7 +6,8 @@ Workloads (float32, value and gradient every call):
 
 - W1: f(x, y) = (x + y)^2 at (2, 3), fresh leaf tensors each call.
 - W2: MLP 784-128-10 at batch 64, hidden activation then cross-entropy, forward + backward.
-- W4: a 300-op chain on 100-element vectors: 100 x (tanh, mul, add), summed, gradient w.r.t. the input.
+- W4: a 300-op chain on 100-element vectors: 100 x (tanh, mul, add), summed, gradient w.r.t. the input;
+  also against the same chain and its backward written by hand in numpy.
 - W5: MLP 784-512-10 at batch 1024, forward + backward, also against a hand-written numpy backprop
   of the same network (the floor for any numpy-backed engine).
 
@@ -88,6 +89,25 @@ def tanh_chain(lib, length=100, size=100):
     return step
 
 
+def numpy_tanh_chain(length=100, size=100):
+    """W4 written by hand in numpy, with the engine's tanh' = 1 / cosh^2: the floor for a numpy-backed engine."""
+    rng = np.random.default_rng(4)
+    a, b, x0 = (rng.uniform(-1.0, 1.0, size).astype(np.float32) for _ in range(3))
+
+    def step():
+        h, inputs = x0, []
+        for _ in range(length):
+            inputs.append(h)
+            h = np.tanh(h) * a + b
+        g = np.ones_like(h)
+        for z in reversed(inputs):
+            cosh = np.cosh(z)
+            g = g * a / cosh / cosh
+        return h.sum(), g
+
+    return step
+
+
 def mlp_arrays(batch, n_hidden, n_in=784, n_out=10, seed=0):
     """float32 input, class targets and torch-initialised weights (W1, b1, W2, b2) of an n_in-n_hidden-n_out MLP."""
     rng = np.random.default_rng(seed)
@@ -153,7 +173,7 @@ def workloads(hidden):
             "torch": mlp(torch, torch.nn.functional, w2, hidden),
             "numpy": numpy_mlp(w2, hidden),
         },
-        "W4": {"engine": tanh_chain(ge), "torch": tanh_chain(torch)},
+        "W4": {"engine": tanh_chain(ge), "torch": tanh_chain(torch), "numpy": numpy_tanh_chain()},
         "W5": {
             "engine": mlp(ge, ge.nn.functional, w5, hidden),
             "torch": mlp(torch, torch.nn.functional, w5, hidden),
