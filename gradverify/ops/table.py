@@ -74,13 +74,18 @@ def _mask(condition, like):
 
 
 # ---------------------------------------------------------------- elementwise
+def _exp_minus_abs(x):
+    """exp(-|x|) in one fresh buffer (never overflows); reusing it matters on a large batch."""
+    e = np.abs(x, out=np.empty_like(x))
+    np.negative(e, out=e)
+    return np.exp(e, out=e)
+
+
 def _stable_sigmoid(x):
     # exp(min(x, 0)) / (1 + e) with e = exp(-|x|) is 1 / (1 + e) for x >= 0 and e / (1 + e) for
     # x < 0: nothing overflows and both sides keep full relative accuracy.  The buffers are
     # reused, as a large batch's fresh ones cost more than the arithmetic.
-    denominator = np.abs(x, out=np.empty_like(x))
-    np.negative(denominator, out=denominator)
-    np.exp(denominator, out=denominator)
+    denominator = _exp_minus_abs(x)
     denominator += 1.0
     out = np.minimum(x, 0.0, out=np.empty_like(x))
     np.exp(out, out=out)
@@ -96,9 +101,7 @@ def _sigmoid_backward_forward(g, x):
     # sigmoid'(x) as e / (1 + e)^2 with e = exp(-|x|), which equals s(x) s(-x); unlike y (1 - y)
     # it keeps full relative accuracy where y rounds to 1 (large x), instead of becoming exactly 0.
     # In reused buffers, as in _stable_sigmoid (3x faster on a large float64 batch).
-    e = np.abs(x, out=np.empty_like(x))
-    np.negative(e, out=e)
-    np.exp(e, out=e)
+    e = _exp_minus_abs(x)
     denominator = np.add(e, 1.0, out=np.empty_like(e))
     np.multiply(denominator, denominator, out=denominator)
     e /= denominator
