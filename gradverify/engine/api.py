@@ -8,7 +8,7 @@ from collections import namedtuple
 import numpy as np
 
 from . import functional as F
-from .tensor import MODE, Tensor
+from .tensor import MODE, Tensor, lift, promote
 
 __all__ = [
     "float32", "float64", "double", "int64", "long", "int32", "bool_", "tensor", "as_tensor", "from_numpy", "set_default_dtype",
@@ -213,12 +213,41 @@ def where(condition, input, other):
 
 
 def clamp(x, min=None, max=None):
-    """Clip into ``[min, max]`` (either bound may be None)."""
+    """Clip into ``[min, max]`` (either bound may be None, a number or a tensor), as torch.clamp.
+
+    The input gets the gradient where it lies in the closed interval, a tensor bound where it
+    replaced the input; with ``min > max`` the result is ``max``.  An integer tensor clamped to a
+    float bound is floating.
+    """
     if min is None and max is None:
         raise ValueError("clamp: at least one of min and max must be given")
+    if x.data.dtype.kind != "f" and any(isinstance(b, (float, np.floating)) for b in (min, max)):
+        x = F.astype(x, dtype=MODE.default_dtype)
+    if isinstance(min, Tensor) or isinstance(max, Tensor):
+        return _clamp_to_tensors(x, min, max)
     lo = -np.inf if min is None else min
     hi = np.inf if max is None else max
     return F.clip(x, lo=lo, hi=hi)
+
+
+def _clamp_to_tensors(x, min, max):
+    # Two selects give torch's clamp_backward_min_max: the input's gradient on [min, max], a bound's
+    # where it was taken (and `max` everywhere when min > max).  `x < min` keeps a NaN input NaN.
+    if min is not None:
+        x = F.where((x.data < _array_of(min)), *_same_dtype(min, x))
+    if max is not None:
+        x = F.where((x.data > _array_of(max)), *_same_dtype(max, x))
+    return x
+
+
+def _array_of(bound):
+    return bound.data if isinstance(bound, Tensor) else bound
+
+
+def _same_dtype(bound, x):
+    """``(bound, x)`` as tensors of their common dtype (a number bound takes ``x``'s dtype)."""
+    bound = lift(bound, x)
+    return promote(bound, x)
 
 
 clip = clamp
@@ -229,7 +258,10 @@ def _axis(dim, axis):
     if dim is not None and axis is not None:
         raise TypeError("pass dim or axis, not both")
     value = dim if dim is not None else axis
-    return tuple(value) if isinstance(value, list) else value
+    if isinstance(value, (list, tuple)):
+        # torch reads an empty dim list as every dim (numpy's axis=() reduces none).
+        return tuple(value) or None
+    return value
 
 
 def _reduction(name):
@@ -255,14 +287,27 @@ def _extreme(reducer, arg):
     def pick(x, dim=None, keepdim=False):
         if dim is None:
             return reducer(x)
-        values = reducer(x, dim, keepdim)
-        indices = arg(x.data, axis=dim)
-        if keepdim:
-            indices = np.expand_dims(indices, dim)
+        if x.data.ndim == 0:
+            # torch accepts dim 0 or -1 on a 0-d tensor: the value itself, at index 0.
+            return MaxResult(reducer(x, dim, keepdim), Tensor(np.zeros((), dtype=np.int64)))
+        indices = np.expand_dims(arg(x.data, axis=dim), dim)
+        # The values are gathered at the returned indices, so on ties the gradient goes to the
+        # index reported, as in torch (amax would split it).
+        values = F.getitem(x, index=_along_axis(indices, dim))
+        if not keepdim:
+            indices = np.squeeze(indices, dim)
+            values = F.reshape(values, shape=indices.shape)
         return MaxResult(values, Tensor(indices))
 
-    pick.__doc__ = "With ``dim``: (values, indices), as torch; without: the overall extreme."
+    pick.__doc__ = "With ``dim``: (values, indices), as torch; without: the overall extreme (ties share its gradient)."
     return pick
+
+
+def _along_axis(indices, dim):
+    """The integer-array index that picks ``indices`` (with keepdim's shape) along ``dim``, as take_along_axis."""
+    grids = list(np.ogrid[tuple(slice(n) for n in indices.shape)])
+    grids[dim] = indices
+    return tuple(grids)
 
 
 max = _extreme(amax, np.argmax)
@@ -301,8 +346,15 @@ def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
 
 
 def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
-    """Standard deviation: the square root of :func:`var`."""
-    return F.sqrt(var(x, dim, unbiased, keepdim, correction=correction))
+    """Standard deviation: the square root of :func:`var` (gradient 0 where it is 0, as torch)."""
+    return _sqrt_of_square_sum(var(x, dim, unbiased, keepdim, correction=correction))
+
+
+def _sqrt_of_square_sum(s):
+    # sqrt(s) for a sum of squares s >= 0, whose gradient is 0 where s = 0 (torch's norm and std
+    # backward), not 0 * inf = NaN: the select sends no cotangent into sqrt's pole.
+    positive = s.data > 0
+    return F.where(positive, F.sqrt(F.where(positive, s, 1.0)), 0.0)
 
 
 def norm(x, p=2, dim=None, keepdim=False):
@@ -311,7 +363,7 @@ def norm(x, p=2, dim=None, keepdim=False):
     if p == 1:
         return F.sum(F.abs(x), axis=axis, keepdims=bool(keepdim))
     if p == 2:
-        return F.sqrt(F.sum(x * x, axis=axis, keepdims=bool(keepdim)))
+        return _sqrt_of_square_sum(F.sum(x * x, axis=axis, keepdims=bool(keepdim)))
     raise ValueError(f"norm: p must be 1 or 2, got {p!r}")
 
 

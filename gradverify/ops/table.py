@@ -73,6 +73,21 @@ def _mask(condition, like):
     return F.constant(condition.astype(like.data.dtype))
 
 
+def _pass_where(condition, g):
+    """``g`` where ``condition`` holds and 0 elsewhere: the derivative of an op that lets its input through.
+
+    A select, not ``g * mask``, so an infinite cotangent gives 0 where the input is cut off
+    (sqrt(relu(x)) at x = 0), as PyTorch's threshold_backward and clamp_backward do.
+    """
+    return None if g is None else F.where(F.constant(condition), g, _zero(g.data.dtype))
+
+
+@functools.lru_cache(maxsize=None)
+def _zero(dtype):
+    """A constant 0-d zero of ``dtype``, made once: the rules select against it on every backward."""
+    return F.constant(np.zeros((), dtype))
+
+
 # ---------------------------------------------------------------- elementwise
 def _exp_minus_abs(x):
     """exp(-|x|) in one fresh buffer (never overflows); reusing it matters on a large batch."""
@@ -190,11 +205,13 @@ _activation("sigmoid", _stable_sigmoid, "sigmoid_backward", _sigmoid_backward_fo
             lambda x, out: -out * F.tanh(0.5 * x),
             "g * sigmoid(x) (1 - sigmoid(x)), the backward of sigmoid; accurate where sigmoid(x) rounds to 1.")
 _unary("softplus", _stable_softplus, lambda x, out: F.sigmoid(x))
-_unary(
+op(
     "relu",
     lambda x: np.maximum(x, 0).astype(x.dtype, copy=False),
-    lambda x, out: _mask(x.data > 0, x),
-    floating_result=False,
+    lambda g, out, x: (_pass_where(x.data > 0, g),),
+    lambda t, out, x: _pass_where(x.data > 0, t[0]),
+    (REAL,),
+    "unary",
     kink_gap=lambda x: x,
     kink_convention="relu'(0) = 0",
 )
@@ -230,15 +247,15 @@ def _clip_forward(x, lo, hi):
     return np.clip(x, lo, hi).astype(x.dtype, copy=False)
 
 
-def _clip_mask(x, lo, hi):
-    return _mask((x.data >= lo) & (x.data <= hi), x)
+def _inside(x, lo, hi):
+    return (x.data >= lo) & (x.data <= hi)
 
 
 op(
     "clip",
     _clip_forward,
-    lambda g, out, x, lo, hi: (g * _clip_mask(x, lo, hi),),
-    lambda t, out, x, lo, hi: None if t[0] is None else t[0] * _clip_mask(x, lo, hi),
+    lambda g, out, x, lo, hi: (_pass_where(_inside(x, lo, hi), g),),
+    lambda t, out, x, lo, hi: _pass_where(_inside(x, lo, hi), t[0]),
     (REAL,),
     "unary",
     kink_gap=lambda x, lo, hi: np.minimum(np.abs(x - lo), np.abs(x - hi)),
@@ -297,13 +314,26 @@ op(
     broadcasts=True,
     floating_result=True,
 )
+def _pow_dbase(x, y):
+    # y x^(y-1), and 0 where y = 0 (even at x = 0, where x^-1 is infinite), as PyTorch's pow_backward_self.
+    return F.where(y.data != 0, y * F.pow(x, y - 1.0), 0.0)
+
+
+def _pow_dexponent(out, x, y):
+    # x^y log x, and 0 at x = 0 for y >= 0 (the limit; 0 * log 0 would be NaN), as PyTorch's pow_backward_exponent.
+    return F.where((x.data == 0) & (y.data >= 0), 0.0, out * F.log(x))
+
+
 op(
     "pow",
     np.power,
-    lambda g, out, x, y: (g * y * F.pow(x, y - 1.0), g * out * F.log(x)),
+    lambda g, out, x, y: (
+        g * _pow_dbase(x, y) if F.needs_cotangent(x) else None,
+        g * _pow_dexponent(out, x, y) if F.needs_cotangent(y) else None,
+    ),
     lambda t, out, x, y: _tangent_sum(
-        None if t[0] is None else t[0] * y * F.pow(x, y - 1.0),
-        None if t[1] is None else t[1] * out * F.log(x),
+        None if t[0] is None else t[0] * _pow_dbase(x, y),
+        None if t[1] is None else t[1] * _pow_dexponent(out, x, y),
     ),
     (POSITIVE, Domain(sample=(-2.0, 2.0))),
     "binary",
@@ -316,17 +346,22 @@ def _select_weights(x, y, pick_x):
     """Weights (w_x, w_y) of maximum/minimum: 1 for the chosen side, 1/2 each at ties."""
     xd, yd = np.broadcast_arrays(x.data, y.data)
     wx = np.where(pick_x(xd, yd), 1.0, np.where(xd == yd, 0.5, 0.0)).astype(np.result_type(xd, yd))
-    return F.constant(wx), F.constant(1.0 - wx)
+    return wx, 1.0 - wx
+
+
+def _weighted(g, weight):
+    """``g * weight``, and 0 where the weight is 0 even when ``g`` is infinite (the side that lost)."""
+    return None if g is None else _pass_where(weight != 0, g * F.constant(weight))
 
 
 def _minmax(name, forward, pick_x):
     def vjp(g, out, x, y):
         wx, wy = _select_weights(x, y, pick_x)
-        return g * wx, g * wy
+        return _weighted(g, wx), _weighted(g, wy)
 
     def jvp(t, out, x, y):
         wx, wy = _select_weights(x, y, pick_x)
-        return _tangent_sum(None if t[0] is None else t[0] * wx, None if t[1] is None else t[1] * wy)
+        return _tangent_sum(_weighted(t[0], wx), _weighted(t[1], wy))
 
     op(
         name,
@@ -345,6 +380,31 @@ _minmax("maximum", np.maximum, np.greater)
 _minmax("minimum", np.minimum, np.less)
 
 
+_SAME_WIDTH_INTEGER = {np.dtype(np.float32): np.dtype(np.int32), np.dtype(np.float64): np.dtype(np.int64)}
+
+
+def _where_forward(condition, x, y):
+    # np.where branches per element: on an unpredictable mask (a relu's) it is 20x slower than a
+    # multiply.  Selecting between an array and a zero of its dtype is a bitwise AND with an
+    # all-ones / all-zeros mask instead: the same bits, without branches.
+    for kept, zero, condition_kept in ((x, y, condition), (y, x, None)):
+        integer = _SAME_WIDTH_INTEGER.get(kept.dtype)
+        if (
+            integer is not None
+            and zero.ndim == 0
+            and zero.dtype == kept.dtype
+            and condition.dtype == np.bool_
+            and kept.shape == condition.shape
+            and zero.view(integer).item() == 0  # +0.0 only: -0.0 has its sign bit set
+        ):
+            mask = condition.astype(integer)
+            np.negative(mask, out=mask)
+            if condition_kept is None:
+                np.invert(mask, out=mask)
+            return np.bitwise_and(kept.view(integer), mask, out=mask).view(kept.dtype)
+    return np.where(condition, x, y)
+
+
 def _where_vjp(g, out, cond, x, y):
     zero = F.zeros_like(g)
     return None, F.where(cond, g, zero), F.where(cond, zero, g)
@@ -360,7 +420,7 @@ def _where_jvp(t, out, cond, x, y):
 
 op(
     "where",
-    np.where,
+    _where_forward,
     _where_vjp,
     _where_jvp,
     (CONDITION, REAL, REAL),
@@ -593,8 +653,9 @@ op(
 )
 @functools.lru_cache(maxsize=256)
 def _inverse_permutation(axes):
-    # Cached: every backward through x.T asks for the same few permutations.
-    return tuple(int(a) for a in np.argsort(axes))
+    # Cached: every backward through x.T asks for the same few permutations.  Axes may be negative,
+    # as in torch's x.permute(-1, 0, 1), so they are taken modulo the rank before inverting.
+    return tuple(int(a) for a in np.argsort([a % len(axes) for a in axes]))
 
 
 op(
