@@ -2,17 +2,21 @@
 
 They change the tensor's memory, as PyTorch's do: the tensor keeps its
 identity (a parameter updated with ``p -= lr * p.grad`` is still the model's
-parameter) and its views see the change.  The engine records no in-place
-operation, so while gradients are recorded they are refused for tensors that
-take part in the graph (a leaf that requires grad is refused by PyTorch too);
-under ``ge.no_grad()`` they are always allowed.  A backward through a node
-recorded before such a change raises, as PyTorch's version counters make it.
+parameter) and its views see the change.  While gradients are recorded, a
+change to a tensor in the graph (``y = x.clone(); y[mask] = 0; y += b``) is
+recorded as PyTorch records it: the tensor becomes the node of the out-of-place
+op applied to its value before the change.  A leaf that requires grad is
+refused, as in PyTorch.  A backward through a node recorded before such a
+change (one that read the old values) raises, as PyTorch's version counters
+make it.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .tensor import MODE, Tensor, mark_modified
+from . import api
+from . import functional as F
+from .tensor import MODE, Tensor, _next_sequence_number, lift, mark_modified
 
 
 def _value(x):
@@ -26,28 +30,62 @@ def _takes_part(x):
     return (MODE.grad_enabled and x.requires_grad) or (bool(MODE.forward_levels) and x._tangent is not None)
 
 
-def _check_allowed(self, name, operands):
+def _must_record(self, name, operands):
+    """Whether the change must be recorded in the graph (it is refused on a leaf that requires grad)."""
     if MODE.grad_enabled and self.requires_grad and self._ctx is None:
         raise RuntimeError(
             f"{name}: a leaf tensor that requires grad cannot be changed in place while gradients are recorded; "
             "update it under `with ge.no_grad():`, as in PyTorch"
         )
-    if _takes_part(self) or any(_takes_part(x) for x in operands):
-        raise RuntimeError(
-            f"{name}: the engine does not record in-place operations on tensors that take part in a graph; "
-            "write the out-of-place form (y = y + x) or run it under `with ge.no_grad():`"
-        )
+    return _takes_part(self) or any(_takes_part(x) for x in operands)
 
 
-def in_place(name, change):
-    """A method running ``change(array, *operand values, **options)`` on the tensor's own memory."""
+def _value_before(t):
+    """A tensor standing in ``t``'s place in the graph with a copy of its values before a change."""
+    before = Tensor(t.data.copy(), requires_grad=False)
+    before.requires_grad, before._ctx, before._tangent = t.requires_grad, t._ctx, t._tangent
+    if t._ctx is not None:
+        before._seq = t._seq
+    return before
+
+
+def _record(self, recorded, operands, options):
+    """Change ``self`` to ``recorded(value before, *operands, **options)``, which engine ops compute and record.
+
+    ``self`` keeps its memory (its views and aliases see the new values) and becomes the result's
+    node; the value before the change is a copy, so the rules of the ops that read it stay right.
+    """
+    result = recorded(_value_before(self), *operands, **options)
+    if result.data.shape != self.data.shape:
+        raise ValueError(f"the result has shape {result.data.shape}, which does not fit in place")
+    if result.data.dtype != self.data.dtype:
+        if np.can_cast(result.data.dtype, self.data.dtype, casting="same_kind"):
+            result = F.astype(result, dtype=self.data.dtype)
+        else:
+            raise TypeError(f"cannot cast the result of dtype {result.data.dtype} in place")
+    np.copyto(self.data, result.data)
+    mark_modified(self)
+    self.requires_grad, self._ctx, self._tangent = result.requires_grad, result._ctx, result._tangent
+    if result._ctx is not None:
+        # Numbered after the change, so that the backward of this node does not see it as stale.
+        self._seq = _next_sequence_number()
+
+
+def in_place(name, change, recorded):
+    """A method running ``change(array, *operand values, **options)`` on the tensor's own memory.
+
+    While gradients are recorded and the tensor or an operand takes part in the graph, the
+    change is ``recorded(value before, *operands, **options)`` computed with engine ops instead.
+    """
 
     def method(self, *operands, **options):
-        _check_allowed(self, name, operands + tuple(options.values()))
         if not self.data.flags.writeable:
             raise ValueError(f"{name}: this tensor's memory is read-only (a broadcast view, from expand() or "
                              "broadcast_to()); clone() it first")
         try:
+            if _must_record(self, name, operands + tuple(options.values())):
+                _record(self, recorded, operands, options)
+                return self
             change(self.data, *[_value(x) for x in operands], **options)
         except (TypeError, ValueError) as err:
             shapes = ", ".join(str(np.shape(_value(x))) for x in operands)
@@ -78,25 +116,51 @@ def _clamp(array, min=None, max=None):
     np.clip(array, _value(min), _value(max), out=array)
 
 
+def _recorded_binary(function):
+    def recorded(before, other, alpha=1):
+        return function(before, other if alpha == 1 else other * alpha)
+
+    return recorded
+
+
+def _filled(before, value):
+    """``value`` broadcast to ``before``'s shape: what copy_ and fill_ leave (differentiable in ``value``)."""
+    return F.broadcast_to(lift(value, before), shape=before.data.shape)
+
+
+def _put(before, index, value):
+    """``before`` with ``value`` at ``index``: x[index] = value as an op (each side gets its part of the gradient)."""
+    chosen = np.zeros(before.data.shape, dtype=bool)
+    chosen[index] = True
+    target_shape = before.data[index].shape
+    if np.count_nonzero(chosen) != int(np.prod(target_shape)):
+        raise ValueError("the index repeats an element, so the value written last is not defined for the gradient")
+    value = F.broadcast_to(lift(value, before), shape=target_shape)
+    return F.where(F.constant(chosen), F.scatter_add(value, index=index, shape=before.data.shape), before)
+
+
 _ADD, _SUB = _ufunc_in_place(np.add), _ufunc_in_place(np.subtract)
 _MUL, _DIV, _POW = _ufunc_in_place(np.multiply), _ufunc_in_place(np.true_divide), _ufunc_in_place(np.power)
+_RECORDED_ADD, _RECORDED_SUB = _recorded_binary(api.add), _recorded_binary(api.sub)
+_RECORDED_MUL, _RECORDED_DIV = _recorded_binary(api.mul), _recorded_binary(api.div)
+_RECORDED_POW = _recorded_binary(api.pow)
 
 IN_PLACE = {
-    "add_": in_place("add_", _ADD),
-    "sub_": in_place("sub_", _SUB),
-    "mul_": in_place("mul_", _MUL),
-    "div_": in_place("div_", _DIV),
-    "pow_": in_place("pow_", _POW),
-    "__iadd__": in_place("+=", _ADD),
-    "__isub__": in_place("-=", _SUB),
-    "__imul__": in_place("*=", _MUL),
-    "__itruediv__": in_place("/=", _DIV),
-    "__ipow__": in_place("**=", _POW),
-    "clamp_": in_place("clamp_", _clamp),
-    "clip_": in_place("clip_", _clamp),
-    "copy_": in_place("copy_", lambda array, src: np.copyto(array, src, casting="unsafe")),
-    "fill_": in_place("fill_", lambda array, value: array.fill(value)),
-    "zero_": in_place("zero_", lambda array: array.fill(0)),
+    "add_": in_place("add_", _ADD, _RECORDED_ADD),
+    "sub_": in_place("sub_", _SUB, _RECORDED_SUB),
+    "mul_": in_place("mul_", _MUL, _RECORDED_MUL),
+    "div_": in_place("div_", _DIV, _RECORDED_DIV),
+    "pow_": in_place("pow_", _POW, _RECORDED_POW),
+    "__iadd__": in_place("+=", _ADD, _RECORDED_ADD),
+    "__isub__": in_place("-=", _SUB, _RECORDED_SUB),
+    "__imul__": in_place("*=", _MUL, _RECORDED_MUL),
+    "__itruediv__": in_place("/=", _DIV, _RECORDED_DIV),
+    "__ipow__": in_place("**=", _POW, _RECORDED_POW),
+    "clamp_": in_place("clamp_", _clamp, api.clamp),
+    "clip_": in_place("clip_", _clamp, api.clamp),
+    "copy_": in_place("copy_", lambda array, src: np.copyto(array, src, casting="unsafe"), _filled),
+    "fill_": in_place("fill_", lambda array, value: array.fill(value), _filled),
+    "zero_": in_place("zero_", lambda array: array.fill(0), lambda before: F.zeros_like(before)),
 }
-SET_ITEM = in_place("__setitem__", lambda array, index, value: array.__setitem__(index, value))
+SET_ITEM = in_place("__setitem__", lambda array, index, value: array.__setitem__(index, value), _put)
 """``x[index] = value`` given an index already in numpy's terms."""
