@@ -1,0 +1,80 @@
+"""ge.nn and ge.optim behave like torch.nn and torch.optim: shared parameters, state_dict storage,
+Sequential, implicit softmax dims, the losses' options and the optimizers' parameter groups."""
+import warnings
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+
+import gradverify.engine as ge
+
+LIBS = (ge, torch)
+
+
+# ------------------------------------------------------------------ modules
+def _tied_model(lib):
+    lin = lib.nn.Linear(3, 3).double()
+    return lin, lib.nn.Sequential(lin, lib.nn.Tanh(), lib.nn.Sequential(lin))
+
+
+def test_a_shared_layer_is_listed_once_by_parameters_and_every_time_by_state_dict():
+    for lib in LIBS:
+        _, model = _tied_model(lib)
+        assert [n for n, _ in model.named_parameters()] == ["0.weight", "0.bias"]
+        assert len(list(model.parameters())) == 2
+        assert [n for n, _ in model.named_parameters(remove_duplicate=False)] == [
+            "0.weight", "0.bias", "2.0.weight", "2.0.bias"]
+        assert list(model.state_dict()) == ["0.weight", "0.bias", "2.0.weight", "2.0.bias"]
+        assert [n for n, _ in model.named_modules()] == ["", "0", "1", "2"]
+        assert len(list(model.modules())) == 4
+
+
+def test_sgd_steps_a_tied_layer_once_per_step_like_torch():
+    rng = np.random.default_rng(0)
+    w0, b0, x = rng.standard_normal((3, 3)), rng.standard_normal(3), rng.standard_normal((4, 3))
+    finals = []
+    for lib in LIBS:
+        lin, model = _tied_model(lib)
+        lin.load_state_dict({"weight": lib.tensor(w0), "bias": lib.tensor(b0)})
+        optimizer = lib.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        for _ in range(3):
+            optimizer.zero_grad()
+            model(lib.tensor(x)).square().sum().backward()
+            optimizer.step()
+        finals.append(lin.weight.detach().numpy().copy())
+    np.testing.assert_allclose(finals[0], finals[1], rtol=1e-12)
+
+
+def test_state_dict_shares_the_parameters_memory_and_load_copies_into_it():
+    for lib in LIBS:
+        lib.manual_seed(0)
+        model = lib.nn.Linear(2, 2).double()
+        weight = model.weight
+        state = model.state_dict()
+        assert not state["weight"].requires_grad
+        with lib.no_grad():
+            state["weight"].zero_()
+        assert model.weight.tolist() == [[0.0, 0.0], [0.0, 0.0]]
+        alias = model.weight.detach()
+        model.load_state_dict({"weight": lib.ones(2, 2, dtype=lib.float64) * 3, "bias": lib.zeros(2)})
+        assert alias.tolist() == [[3.0, 3.0], [3.0, 3.0]]
+        assert model.weight is weight and model.weight.requires_grad and model.bias.dtype == lib.float64
+
+
+def test_an_optimizer_keeps_updating_the_model_after_load_state_dict():
+    for lib in LIBS:
+        model = lib.nn.Linear(2, 1).double()
+        optimizer = lib.optim.SGD(model.parameters(), lr=0.5)
+        model.load_state_dict({"weight": lib.tensor([[1.0, 2.0]]), "bias": lib.tensor([0.5])})
+        model(lib.tensor([[1.0, 1.0]], dtype=lib.float64)).sum().backward()
+        optimizer.step()
+        assert model.weight.tolist() == [[0.5, 1.5]] and model.bias.tolist() == [0.0]
+
+
+def test_load_state_dict_refuses_a_backward_through_a_graph_recorded_before_it():
+    model = ge.nn.Linear(2, 1).double()
+    loss = model(ge.ones(1, 2, dtype=ge.float64)).sum()
+    model.load_state_dict({k: v.detach().clone() for k, v in model.state_dict().items()})
+    with pytest.raises(RuntimeError, match="changed by an in-place operation"):
+        loss.backward()
