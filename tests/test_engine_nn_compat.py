@@ -78,3 +78,33 @@ def test_load_state_dict_refuses_a_backward_through_a_graph_recorded_before_it()
     model.load_state_dict({k: v.detach().clone() for k, v in model.state_dict().items()})
     with pytest.raises(RuntimeError, match="changed by an in-place operation"):
         loss.backward()
+
+
+def _three_layers(lib):
+    lib.manual_seed(0)
+    return lib.nn.Sequential(lib.nn.Linear(2, 2), lib.nn.ReLU(), lib.nn.Linear(2, 1))
+
+
+@pytest.mark.parametrize("index", [slice(0, 2), slice(1, None), slice(None, None, -1), slice(5, 9)])
+def test_sequential_slices_are_sequentials_keeping_the_names(index):
+    for lib in LIBS:
+        model = _three_layers(lib)
+        part = model[index]
+        assert type(part) is lib.nn.Sequential
+        assert list(part._modules) == [str(i) for i in range(3)][index]
+        assert list(part) == list(model)[index]
+
+
+def test_sequential_indexing_iteration_and_append_follow_torch():
+    for lib in LIBS:
+        model = _three_layers(lib)
+        assert len(model) == 3 and model[-1] is model[2] and model[-3] is model[0]
+        assert [type(m).__name__ for m in model] == ["Linear", "ReLU", "Linear"]
+        for index in (3, -4):
+            with pytest.raises(IndexError, match=f"index {index} is out of range"):
+                model[index]
+        tanh = lib.nn.Tanh()
+        assert model.append(tanh) is model and model[3] is tanh and list(model._modules)[-1] == "3"
+        named = lib.nn.Sequential(OrderedDict([("fc", lib.nn.Linear(2, 2)), ("act", lib.nn.ReLU())]))
+        assert list(named._modules) == ["fc", "act"] and [n for n, _ in named.named_parameters()] == [
+            "fc.weight", "fc.bias"]

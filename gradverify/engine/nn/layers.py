@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import operator
+from collections import OrderedDict
 
 from .. import api
 from . import functional as F
@@ -90,23 +92,42 @@ class LogSoftmax(Softmax):
 
 
 class Sequential(Module):
-    """Modules applied in order; children are named "0", "1", ... as in torch."""
+    """Modules applied in order; children are named "0", "1", ... as in torch, or by an OrderedDict's keys."""
 
     def __init__(self, *modules):
         super().__init__()
-        for i, m in enumerate(modules):
-            setattr(self, str(i), m)
+        if len(modules) == 1 and isinstance(modules[0], OrderedDict):
+            for name, m in modules[0].items():
+                setattr(self, name, m)
+        else:
+            for i, m in enumerate(modules):
+                setattr(self, str(i), m)
 
     def forward(self, x):
         for m in self._modules.values():
             x = m(x)
         return x
 
-    def __getitem__(self, i):
-        return list(self._modules.values())[i]
+    def __getitem__(self, index):
+        """The module at ``index`` (negative counts from the end), or a Sequential of a slice (names kept)."""
+        if isinstance(index, slice):
+            return type(self)(OrderedDict(list(self._modules.items())[index]))
+        size = len(self)
+        index = operator.index(index)
+        if not -size <= index < size:
+            raise IndexError(f"index {index} is out of range for a Sequential of {size} modules")
+        return list(self._modules.values())[index]
 
     def __len__(self):
         return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module):
+        """Add ``module`` at the end (named by its position) and return this Sequential."""
+        setattr(self, str(len(self)), module)
+        return self
 
 
 class MSELoss(Module):
