@@ -108,3 +108,33 @@ def test_sequential_indexing_iteration_and_append_follow_torch():
         named = lib.nn.Sequential(OrderedDict([("fc", lib.nn.Linear(2, 2)), ("act", lib.nn.ReLU())]))
         assert list(named._modules) == ["fc", "act"] and [n for n, _ in named.named_parameters()] == [
             "fc.weight", "fc.bias"]
+
+
+@pytest.mark.parametrize("shape", [(5,), (2, 3), (2, 3, 4), (2, 3, 4, 2)])
+@pytest.mark.parametrize("layer", ["Softmax", "LogSoftmax"])
+def test_softmax_without_dim_uses_torchs_implicit_dim_and_warns(layer, shape):
+    x = np.random.default_rng(1).standard_normal(shape)
+    results = []
+    for lib in LIBS:
+        leaf = lib.tensor(x, requires_grad=True)
+        with pytest.warns(UserWarning, match=f"Implicit dimension choice for {layer.lower().replace('log', 'log_')}"):
+            out = getattr(lib.nn, layer)()(leaf)
+        (out * lib.tensor(np.arange(out.numel()).reshape(shape))).sum().backward()
+        results.append((out.detach().numpy(), leaf.grad.numpy()))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-12, atol=1e-14)
+
+
+def test_softmax_of_a_0d_tensor_without_dim_normalises_over_dim_0():
+    for lib in LIBS:
+        with pytest.warns(UserWarning, match="Implicit dimension choice for softmax"):
+            assert lib.nn.Softmax()(lib.tensor(2.5)).item() == 1.0
+        with pytest.warns(UserWarning, match="Implicit dimension choice for log_softmax"):
+            assert lib.nn.functional.log_softmax(lib.tensor(2.5)).item() == 0.0
+
+
+def test_softmax_with_a_dim_does_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = ge.nn.Softmax(dim=-1)(ge.tensor([[0.0, 0.0]]))
+    assert out.tolist() == [[0.5, 0.5]]

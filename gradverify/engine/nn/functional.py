@@ -1,6 +1,8 @@
 """``ge.nn.functional``: the torch.nn.functional subset built on the op table."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .. import api
@@ -11,8 +13,26 @@ relu = api.relu
 sigmoid = api.sigmoid
 tanh = api.tanh
 softplus = api.softplus
-softmax = api.softmax
-log_softmax = api.log_softmax
+
+
+def _implicit_softmax_dim(name, ndim):
+    """PyTorch's deprecated choice of dim when none is given: 0 for 0-, 1- and 3-D input, else 1."""
+    warnings.warn(
+        f"Implicit dimension choice for {name} has been deprecated. Change the call to include dim=X as an argument.",
+        UserWarning,
+        stacklevel=4,
+    )
+    return 0 if ndim in (0, 1, 3) else 1
+
+
+def softmax(input, dim=None):
+    """Softmax along ``dim``; without it, PyTorch's deprecated implicit dim (with its warning)."""
+    return api.softmax(input, dim=_implicit_softmax_dim("softmax", input.ndim) if dim is None else dim)
+
+
+def log_softmax(input, dim=None):
+    """Log-softmax along ``dim``; without it, PyTorch's deprecated implicit dim (with its warning)."""
+    return api.log_softmax(input, dim=_implicit_softmax_dim("log_softmax", input.ndim) if dim is None else dim)
 
 
 def linear(input, weight, bias=None):

@@ -74,9 +74,9 @@ class Dropout(Module):
 
 
 class Softmax(Module):
-    """Softmax along ``dim``."""
+    """Softmax along ``dim``; without ``dim``, PyTorch's deprecated implicit choice (with its warning)."""
 
-    def __init__(self, dim=-1):
+    def __init__(self, dim=None):
         super().__init__()
         self.dim = dim
 
@@ -85,7 +85,7 @@ class Softmax(Module):
 
 
 class LogSoftmax(Softmax):
-    """Log-softmax along ``dim``."""
+    """Log-softmax along ``dim``; without ``dim``, PyTorch's deprecated implicit choice (with its warning)."""
 
     def forward(self, x):
         return F.log_softmax(x, dim=self.dim)
