@@ -138,3 +138,155 @@ def test_softmax_with_a_dim_does_not_warn():
         warnings.simplefilter("error")
         out = ge.nn.Softmax(dim=-1)(ge.tensor([[0.0, 0.0]]))
     assert out.tolist() == [[0.5, 0.5]]
+
+
+# -------------------------------------------------------------------- optim
+def _regression_problem(lib, seed=0):
+    rng = np.random.default_rng(seed)
+    w, b = lib.tensor(rng.standard_normal((3, 4)), requires_grad=True), lib.tensor(rng.standard_normal(3), requires_grad=True)
+    x, target = lib.tensor(rng.standard_normal((6, 4))), lib.tensor(rng.standard_normal((6, 3)))
+
+    def loss():
+        return ((lib.tanh(x @ w.T + b) - target) ** 2).mean()
+
+    return w, b, loss
+
+
+def _run(optimizer, loss, steps, schedule=None):
+    for number in range(steps):
+        if schedule:
+            schedule(optimizer, number)
+        optimizer.zero_grad()
+        loss().backward()
+        optimizer.step()
+
+
+def _halve_the_first_groups_lr(optimizer, number):
+    optimizer.param_groups[0]["lr"] *= 0.5
+
+
+GROUPED = [
+    ("SGD", lambda w, b: [{"params": [w]}, {"params": [b], "lr": 0.5}], dict(lr=0.1)),
+    ("SGD", lambda w, b: [{"params": [w], "momentum": 0.9, "nesterov": True}, {"params": b}], dict(lr=0.05)),
+    ("Adam", lambda w, b: [{"params": [w], "amsgrad": True}, {"params": [b], "betas": (0.5, 0.9)}], dict(lr=0.05)),
+]
+
+
+@pytest.mark.parametrize("name, groups, options", GROUPED)
+@pytest.mark.parametrize("schedule", [None, _halve_the_first_groups_lr])
+def test_parameter_groups_take_their_own_options_and_follow_lr_edits_like_torch(name, groups, options, schedule):
+    finals = []
+    for lib in LIBS:
+        w, b, loss = _regression_problem(lib)
+        optimizer = getattr(lib.optim, name)(groups(w, b), **options)
+        _run(optimizer, loss, 6, schedule)
+        finals.append((w.detach().numpy().copy(), b.detach().numpy().copy(), loss().item()))
+    for ours, theirs in zip(*finals):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-14)
+
+
+def _torch_layout(state_dict, hyper_parameters):
+    """A state_dict reduced to plain values and to the hyper-parameters the engine's optimizers have."""
+    state = {index: {key: np.asarray(value).tolist() for key, value in values.items()}
+             for index, values in state_dict["state"].items()}
+    groups = [{key: group[key] for key in (*hyper_parameters, "params")} for group in state_dict["param_groups"]]
+    return state, groups
+
+
+OPTIMIZER_STATES = [
+    ("SGD", dict(lr=0.1, momentum=0.9, dampening=0.1), ["lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize"]),
+    ("SGD", dict(lr=0.1), ["lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize"]),
+    ("Adam", dict(lr=0.05, amsgrad=True), ["lr", "betas", "eps", "weight_decay", "amsgrad", "maximize"]),
+]
+
+
+@pytest.mark.parametrize("name, options, hyper_parameters", OPTIMIZER_STATES)
+def test_state_dict_has_torchs_layout_and_values(name, options, hyper_parameters):
+    layouts = []
+    for lib in LIBS:
+        w, b, loss = _regression_problem(lib)
+        optimizer = getattr(lib.optim, name)([{"params": [w]}, {"params": [b], "lr": 0.01}], **options)
+        _run(optimizer, loss, 3)
+        layouts.append(_torch_layout(optimizer.state_dict(), hyper_parameters))
+    (our_state, our_groups), (their_state, their_groups) = layouts
+    assert our_groups == their_groups
+    assert our_state.keys() == their_state.keys()
+    for index, values in their_state.items():
+        assert our_state[index].keys() == values.keys()
+        for key, value in values.items():
+            np.testing.assert_allclose(our_state[index][key], value, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("source", LIBS, ids=["from engine", "from torch"])
+@pytest.mark.parametrize("name, options", [("SGD", dict(lr=0.1, momentum=0.9)), ("Adam", dict(lr=0.05, amsgrad=True))])
+def test_a_loaded_optimizer_state_continues_the_trajectory(source, name, options):
+    """Three steps, save, load into a fresh optimizer (and parameters), three more: as six steps in torch."""
+    w, b, loss = _regression_problem(torch)
+    reference = getattr(torch.optim, name)([w, b], **options)
+    _run(reference, loss, 6)
+
+    w, b, loss = _regression_problem(source)
+    first = getattr(source.optim, name)([w, b], **options)
+    _run(first, loss, 3)
+    saved, values = first.state_dict(), (w.detach().numpy().copy(), b.detach().numpy().copy())
+    w, b, loss = _regression_problem(ge)
+    with ge.no_grad():
+        w.copy_(ge.tensor(values[0]))
+        b.copy_(ge.tensor(values[1]))
+    resumed = getattr(ge.optim, name)([w, b], lr=1.0)
+    resumed.load_state_dict(saved)
+    assert resumed.param_groups[0]["lr"] == options["lr"] and resumed.param_groups[0]["params"] == [w, b]
+    _run(resumed, loss, 3)
+    np.testing.assert_allclose(w.detach().numpy(), reference.param_groups[0]["params"][0].detach().numpy(),
+                               rtol=1e-12)
+
+
+def test_load_state_dict_copies_the_state_and_casts_it_to_the_parameters_dtype():
+    w = ge.zeros(2, requires_grad=True)
+    saved = {"state": {0: {"momentum_buffer": np.array([1.0, 2.0])}},
+             "param_groups": [{"lr": 0.1, "momentum": 0.5, "dampening": 0.0, "weight_decay": 0.0, "nesterov": False,
+                               "maximize": False, "params": [0]}]}
+    optimizer = ge.optim.SGD([w])
+    optimizer.load_state_dict(saved)
+    buffer = optimizer.state[w]["momentum_buffer"]
+    assert buffer.dtype == ge.float32 and buffer.tolist() == [1.0, 2.0]
+    saved["state"][0]["momentum_buffer"][0] = 5.0
+    assert buffer.tolist() == [1.0, 2.0] and optimizer.param_groups[0]["momentum"] == 0.5
+
+
+def test_optimizer_options_and_groups_are_checked():
+    w, b = ge.zeros(2, requires_grad=True), ge.zeros(1, requires_grad=True)
+    with pytest.raises(ValueError, match="some parameters appear in more than one parameter group"):
+        ge.optim.SGD([{"params": [w]}, {"params": [w, b]}], lr=0.1)
+    with pytest.raises(ValueError, match="lr: must be >= 0, got -0.5"):
+        ge.optim.SGD([{"params": [w]}, {"params": [b], "lr": -0.5}], lr=0.1)
+    with pytest.raises(ValueError, match=r"betas: expected two numbers in \[0, 1\), got \(0.9, 1.0\)"):
+        ge.optim.Adam([w], betas=(0.9, 1.0))
+    with pytest.raises(ValueError, match="nesterov: requires momentum > 0 and dampening == 0"):
+        ge.optim.SGD([{"params": [w], "nesterov": True}], lr=0.1)
+    with pytest.raises(TypeError, match="params: expected an iterable of tensors or of dicts, got a single Tensor"):
+        ge.optim.SGD(w, lr=0.1)
+    with pytest.warns(UserWarning, match="duplicate parameters"):
+        ge.optim.SGD([w, w], lr=0.1)
+    optimizer = ge.optim.SGD([w, b], lr=0.1)
+    with pytest.raises(ValueError, match="state_dict: has 2 parameter groups, this optimizer 1"):
+        optimizer.load_state_dict(ge.optim.SGD([{"params": [w]}, {"params": [b]}]).state_dict())
+    with pytest.raises(ValueError, match="state_dict: parameter group 0 has 1 parameters, this optimizer's has 2"):
+        optimizer.load_state_dict(ge.optim.SGD([w]).state_dict())
+
+
+def test_add_param_group_does_not_change_the_callers_dict_and_step_returns_the_closures_loss():
+    w, b, loss = _regression_problem(ge)
+    optimizer = ge.optim.SGD([w], lr=0.1)
+    group = {"params": [b]}
+    optimizer.add_param_group(group)
+    assert group == {"params": [b]} and optimizer.param_groups[1]["lr"] == 0.1
+
+    def closure():
+        optimizer.zero_grad()
+        value = loss()
+        value.backward()
+        return value
+
+    first = optimizer.step(closure).item()
+    assert first > optimizer.step(closure).item()

@@ -22,7 +22,7 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
 
-def _to_array(value, name):
+def state_array(value, name):
     """A numpy array from an engine tensor, a torch tensor or anything array-like."""
     if isinstance(value, Tensor):
         return value.data
@@ -158,7 +158,7 @@ class Module:
         for name, value in state_dict.items():
             if name not in own:
                 continue
-            array = _to_array(value, name)
+            array = state_array(value, name)
             p = own[name]
             if array.shape != p.data.shape:
                 raise ValueError(
