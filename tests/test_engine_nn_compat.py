@@ -290,3 +290,168 @@ def test_add_param_group_does_not_change_the_callers_dict_and_step_returns_the_c
 
     first = optimizer.step(closure).item()
     assert first > optimizer.step(closure).item()
+
+
+# ------------------------------------------------------------------- losses
+REDUCTIONS = ["none", "mean", "sum"]
+
+# (input shape, target: "index" or "probability", options, how many targets become ignore_index)
+CLASS_LOSS_CASES = {
+    "batch": ((4, 5), "index", {}, 0),
+    "unbatched": ((5,), "index", {}, 0),
+    "spatial": ((3, 4, 2, 2), "index", {}, 0),
+    "ignore_index default": ((4, 5), "index", {}, 2),
+    "ignore_index inside the classes": ((4, 5), "index", {"ignore_index": 2}, 2),
+    "ignore_index spatial": ((3, 4, 5), "index", {}, 4),
+    "ignore_index unbatched": ((5,), "index", {}, 1),
+    "all ignored": ((4, 5), "index", {}, 4),
+    "weight": ((4, 5), "index", {"weight": True}, 0),
+    "weight and ignore_index spatial": ((3, 4, 5), "index", {"weight": True}, 3),
+    "empty batch": ((0, 5), "index", {}, 0),
+    "label_smoothing": ((4, 5), "index", {"label_smoothing": 0.2}, 0),
+    "label_smoothing unbatched": ((5,), "index", {"label_smoothing": 0.3}, 0),
+    "label_smoothing, weight and ignore_index spatial": ((3, 4, 5), "index", {"label_smoothing": 0.1, "weight": True}, 3),
+    "probabilities": ((4, 5), "probability", {}, 0),
+    "probabilities unbatched": ((5,), "probability", {}, 0),
+    "probabilities spatial": ((3, 4, 2), "probability", {}, 0),
+    "probabilities, weight and label_smoothing": ((4, 5), "probability", {"weight": True, "label_smoothing": 0.1}, 0),
+    "probabilities empty batch": ((0, 5), "probability", {}, 0),
+}
+
+
+def _class_loss_arrays(shape, kind, options, ignored, seed=5):
+    """Logits, a target and options (numpy) for one case of CLASS_LOSS_CASES."""
+    rng = np.random.default_rng(seed)
+    class_dim = 0 if len(shape) == 1 else 1
+    classes = shape[class_dim]
+    x = rng.standard_normal(shape) * 2
+    options = dict(options)
+    if options.pop("weight", False):
+        options["weight"] = rng.uniform(0.5, 2.0, classes)
+    if kind == "probability":
+        target = rng.uniform(0.0, 1.0, shape)
+        return x, target / target.sum(axis=class_dim, keepdims=True), options
+    target = rng.integers(0, classes, shape[:class_dim] + shape[class_dim + 1:])
+    flat = target.reshape(-1)
+    flat[rng.permutation(flat.size)[:ignored]] = options.get("ignore_index", -100)
+    return x, flat.reshape(target.shape), options
+
+
+def _value_and_gradients(lib, fn, x, target, options, differentiate_target):
+    """``fn``'s value and the gradients of a random projection of it, for input and (optionally) target."""
+    leaf = lib.tensor(x, requires_grad=True)
+    target_leaf = lib.tensor(target, requires_grad=differentiate_target)
+    options = {k: lib.tensor(v) if isinstance(v, np.ndarray) else v for k, v in options.items()}
+    out = fn(lib, leaf, target_leaf, options)
+    projection = np.random.default_rng(9).standard_normal(tuple(out.shape))
+    (out * lib.tensor(projection)).sum().backward()
+    grads = [leaf.grad.numpy()] + ([target_leaf.grad.numpy()] if differentiate_target else [])
+    return [out.detach().numpy()] + grads
+
+
+def _assert_matches_torch(fn, x, target, options, differentiate_target=False):
+    ours = _value_and_gradients(ge, fn, x, target, options, differentiate_target)
+    theirs = _value_and_gradients(torch, fn, x, target, options, differentiate_target)
+    for mine, reference in zip(ours, theirs):
+        assert mine.shape == reference.shape
+        np.testing.assert_allclose(mine, reference, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("case", sorted(CLASS_LOSS_CASES))
+def test_cross_entropy_matches_torch_in_value_and_gradient(case, reduction):
+    shape, kind, options, ignored = CLASS_LOSS_CASES[case]
+    x, target, options = _class_loss_arrays(shape, kind, options, ignored)
+    _assert_matches_torch(
+        lambda lib, x, t, o: lib.nn.functional.cross_entropy(x, t, reduction=reduction, **o),
+        x, target, options, differentiate_target=kind == "probability",
+    )
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("case", sorted(c for c, (_, kind, o, _) in CLASS_LOSS_CASES.items()
+                                        if kind == "index" and "label_smoothing" not in o))
+def test_nll_loss_matches_torch_in_value_and_gradient(case, reduction):
+    shape, _, options, ignored = CLASS_LOSS_CASES[case]
+    x, target, options = _class_loss_arrays(shape, "index", options, ignored)
+    _assert_matches_torch(lambda lib, x, t, o: lib.nn.functional.nll_loss(x, t, reduction=reduction, **o),
+                          x, target, options)
+
+
+def test_the_loss_modules_pass_their_options_on():
+    x, target, options = _class_loss_arrays((3, 4, 5), "index", {"weight": True}, 3)
+    _assert_matches_torch(
+        lambda lib, x, t, o: lib.nn.CrossEntropyLoss(o["weight"], ignore_index=-100, reduction="none",
+                                                     label_smoothing=0.1)(x, t), x, target, options)
+    _assert_matches_torch(lambda lib, x, t, o: lib.nn.NLLLoss(o["weight"], reduction="sum")(x, t), x, target, options)
+    _assert_matches_torch(lambda lib, x, t, o: lib.nn.MSELoss(reduction="none")(x, t), x, x[::-1].copy(), {}, True)
+
+
+MSE_CASES = [((2, 3), (2, 3)), ((0,), (0,)), ((3,), (3,))]
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("input_shape, target_shape", MSE_CASES)
+def test_mse_loss_matches_torch_in_value_and_gradient(input_shape, target_shape, reduction):
+    rng = np.random.default_rng(2)
+    _assert_matches_torch(lambda lib, x, t, o: lib.nn.functional.mse_loss(x, t, reduction=reduction),
+                          rng.standard_normal(input_shape), rng.standard_normal(target_shape), {}, True)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("input_shape, target_shape", [((2, 3), (3,)), ((3,), (2, 3)), ((2, 1), (1, 3))])
+def test_mse_loss_broadcasts_a_target_of_another_shape_with_torchs_warning(input_shape, target_shape, reduction):
+    rng = np.random.default_rng(2)
+    with pytest.warns(UserWarning, match=r"Using a target size .* that is different to the input size"):
+        _assert_matches_torch(lambda lib, x, t, o: lib.nn.functional.mse_loss(x, t, reduction=reduction),
+                              rng.standard_normal(input_shape), rng.standard_normal(target_shape), {}, True)
+
+
+def test_summed_losses_of_an_empty_batch_are_zero_with_empty_gradients():
+    logits = ge.zeros(0, 3, dtype=ge.float64, requires_grad=True)
+    loss = ge.nn.functional.cross_entropy(logits, ge.zeros(0, dtype=ge.int64), reduction="sum")
+    loss.backward()
+    assert loss.item() == 0.0 and logits.grad.shape == (0, 3)
+    x = ge.zeros(0, dtype=ge.float64, requires_grad=True)
+    loss = ge.nn.functional.mse_loss(x, ge.zeros(0, dtype=ge.float64), reduction="sum")
+    loss.backward()
+    assert loss.item() == 0.0 and x.grad.shape == (0,)
+
+
+BAD_LOSS_CALLS = {
+    r"reduction: expected 'none', 'mean' or 'sum', got 'avg'":
+        lambda F: F.cross_entropy(ge.zeros(2, 3), ge.tensor([0, 1]), reduction="avg"),
+    r"reduction: expected 'none', 'mean' or 'sum', got 'elementwise'":
+        lambda F: F.mse_loss(ge.zeros(2), ge.zeros(2), reduction="elementwise"),
+    r"reduction: expected 'none', 'mean' or 'sum', got None": lambda F: F.nll_loss(ge.zeros(2, 3), ge.tensor([0, 1]),
+                                                                                   reduction=None),
+    r"label_smoothing: must lie in \[0, 1\], got 1.5":
+        lambda F: F.cross_entropy(ge.zeros(2, 3), ge.tensor([0, 1]), label_smoothing=1.5),
+    r"cross_entropy: a target of the input's shape holds class probabilities and must be floating, got dtype int64":
+        lambda F: F.cross_entropy(ge.zeros(2, 2), ge.tensor([[0, 1], [1, 0]])),
+    r"ignore_index: not supported with class-probability targets, got 0":
+        lambda F: F.cross_entropy(ge.zeros(2, 3), ge.ones(2, 3) / 3, ignore_index=0),
+    r"cross_entropy: weight must hold one weight per class, shape \(3,\), got \(2,\)":
+        lambda F: F.cross_entropy(ge.zeros(2, 3), ge.tensor([0, 1]), weight=ge.ones(2)),
+    r"cross_entropy: class indices must lie in \[0, 3\)":
+        lambda F: F.cross_entropy(ge.zeros(2, 3), ge.tensor([0, -1]), ignore_index=-100),
+    r"cross_entropy: target must hold 4 integer class indices of shape \(2, 2\), got shape \(2,\)":
+        lambda F: F.cross_entropy(ge.zeros(2, 3, 2), ge.tensor([0, 1])),
+    r"cross_entropy: input must be \(C,\), \(N, C\) or \(N, C, d1, ...\), got shape \(\)":
+        lambda F: F.cross_entropy(ge.tensor(1.0), ge.tensor(0)),
+    r"mse_loss: input has shape \(2, 3\) but target has shape \(2,\), which do not broadcast":
+        lambda F: F.mse_loss(ge.zeros(2, 3), ge.zeros(2)),
+}
+
+
+@pytest.mark.parametrize("message", sorted(BAD_LOSS_CALLS))
+def test_bad_loss_arguments_name_the_argument(message):
+    with pytest.raises(ValueError, match=message):
+        BAD_LOSS_CALLS[message](ge.nn.functional)
+
+
+def test_an_ignored_entry_may_pick_minus_infinity():
+    logits = ge.tensor([[-np.inf, 0.0, 1.0], [0.5, 0.0, 1.0]], dtype=ge.float64, requires_grad=True)
+    loss = ge.nn.functional.nll_loss(logits, ge.tensor([-100, 2]), reduction="sum")
+    loss.backward()
+    assert loss.item() == -1.0 and logits.grad.tolist() == [[0.0, 0.0, 0.0], [0.0, 0.0, -1.0]]

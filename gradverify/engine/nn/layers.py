@@ -131,7 +131,7 @@ class Sequential(Module):
 
 
 class MSELoss(Module):
-    """Mean squared error (reduction "mean" or "sum")."""
+    """Squared error, reduced by ``reduction`` ("mean", "sum" or "none"); see ``functional.mse_loss``."""
 
     def __init__(self, reduction="mean"):
         super().__init__()
@@ -141,12 +141,24 @@ class MSELoss(Module):
         return F.mse_loss(input, target, reduction=self.reduction)
 
 
-class CrossEntropyLoss(Module):
-    """Cross-entropy of logits against class indices (reduction "mean" or "sum")."""
+class NLLLoss(Module):
+    """Negative log-likelihood of log-probabilities at class indices; see ``functional.nll_loss``."""
 
-    def __init__(self, reduction="mean"):
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
         super().__init__()
-        self.reduction = reduction
+        self.weight, self.ignore_index, self.reduction = weight, ignore_index, reduction
 
     def forward(self, input, target):
-        return F.cross_entropy(input, target, reduction=self.reduction)
+        return F.nll_loss(input, target, self.weight, self.ignore_index, self.reduction)
+
+
+class CrossEntropyLoss(Module):
+    """Cross-entropy of logits against class indices or probabilities; see ``functional.cross_entropy``."""
+
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+        super().__init__()
+        self.weight, self.ignore_index, self.reduction = weight, ignore_index, reduction
+        self.label_smoothing = label_smoothing
+
+    def forward(self, input, target):
+        return F.cross_entropy(input, target, self.weight, self.ignore_index, self.reduction, self.label_smoothing)
