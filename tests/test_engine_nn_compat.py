@@ -1,5 +1,6 @@
 """ge.nn and ge.optim behave like torch.nn and torch.optim: shared parameters, state_dict storage,
 Sequential, implicit softmax dims, the losses' options and the optimizers' parameter groups."""
+import copy
 import warnings
 from collections import OrderedDict
 
@@ -60,6 +61,19 @@ def test_state_dict_shares_the_parameters_memory_and_load_copies_into_it():
         model.load_state_dict({"weight": lib.ones(2, 2, dtype=lib.float64) * 3, "bias": lib.zeros(2)})
         assert alias.tolist() == [[3.0, 3.0], [3.0, 3.0]]
         assert model.weight is weight and model.weight.requires_grad and model.bias.dtype == lib.float64
+
+
+def test_a_deep_copied_state_dict_is_a_snapshot_that_restores_the_model():
+    for lib in LIBS:
+        lib.manual_seed(0)
+        model = lib.nn.Linear(2, 2).double()
+        saved = copy.deepcopy(model.state_dict())
+        before = model.weight.tolist()
+        with lib.no_grad():
+            model.weight.zero_()
+        assert saved["weight"].tolist() == before
+        model.load_state_dict(saved)
+        assert model.weight.tolist() == before
 
 
 def test_an_optimizer_keeps_updating_the_model_after_load_state_dict():
