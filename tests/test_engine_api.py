@@ -401,6 +401,9 @@ OPTIMIZERS = [
     ("SGD", dict(lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.1)),
     ("Adam", dict(lr=0.01)),
     ("Adam", dict(lr=0.02, betas=(0.8, 0.95), eps=1e-6, weight_decay=0.05)),
+    ("SGD", dict(lr=0.05, momentum=0.9, weight_decay=0.1, maximize=True)),
+    ("Adam", dict(lr=0.05, amsgrad=True)),
+    ("Adam", dict(lr=0.02, amsgrad=True, maximize=True, weight_decay=0.1)),
 ]
 
 

@@ -1,6 +1,9 @@
 """``ge.nn.functional``: the torch.nn.functional subset built on the op table."""
 from __future__ import annotations
 
+import math
+import warnings
+
 import numpy as np
 
 from .. import api
@@ -11,8 +14,26 @@ relu = api.relu
 sigmoid = api.sigmoid
 tanh = api.tanh
 softplus = api.softplus
-softmax = api.softmax
-log_softmax = api.log_softmax
+
+
+def _implicit_softmax_dim(name, ndim):
+    """PyTorch's deprecated choice of dim when none is given: 0 for 0-, 1- and 3-D input, else 1."""
+    warnings.warn(
+        f"Implicit dimension choice for {name} has been deprecated. Change the call to include dim=X as an argument.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return 0 if ndim in (0, 1, 3) else 1
+
+
+def softmax(input, dim=None):
+    """Softmax along ``dim``; without it, PyTorch's deprecated implicit dim (with its warning)."""
+    return api.softmax(input, dim=_implicit_softmax_dim("softmax", input.ndim) if dim is None else dim)
+
+
+def log_softmax(input, dim=None):
+    """Log-softmax along ``dim``; without it, PyTorch's deprecated implicit dim (with its warning)."""
+    return api.log_softmax(input, dim=_implicit_softmax_dim("log_softmax", input.ndim) if dim is None else dim)
 
 
 def linear(input, weight, bias=None):
@@ -22,50 +43,188 @@ def linear(input, weight, bias=None):
     return _ops.linear(input, weight, bias)
 
 
-def _reduce(loss_mean, count, reduction, argname="reduction"):
-    if reduction == "mean":
-        return loss_mean
-    if reduction == "sum":
-        return loss_mean * float(count)
-    raise ValueError(f"{argname}: expected 'mean' or 'sum', got {reduction!r}")
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+def _check_reduction(reduction):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction: expected 'none', 'mean' or 'sum', got {reduction!r}")
+
+
+def _divide(total, count):
+    """``total / count``; nan (with a zero gradient) for a zero count, as torch's empty or all-ignored means."""
+    return total / count if count else total * math.nan
 
 
 def mse_loss(input, target, reduction="mean"):
-    """Mean (or summed) squared error; the shapes must match."""
+    """Squared error, reduced by ``reduction``.
+
+    A target of another shape is broadcast against the input with torch's warning (a shape mismatch
+    is usually a bug); shapes that do not broadcast raise.
+    """
+    _check_reduction(reduction)
     if not isinstance(target, Tensor):
         target = api.tensor(target, dtype=input.dtype)
     if input.shape != target.shape:
-        raise ValueError(f"mse_loss: input has shape {input.shape} but target has shape {target.shape}")
-    return _reduce(_ops.mse_loss(input, target), input.data.size, reduction)
+        try:
+            shape = np.broadcast_shapes(input.shape, target.shape)
+        except ValueError:
+            raise ValueError(
+                f"mse_loss: input has shape {input.shape} but target has shape {target.shape}, which do not broadcast"
+            ) from None
+        warnings.warn(
+            f"Using a target size ({target.shape}) that is different to the input size ({input.shape}). This will "
+            "likely lead to incorrect results due to broadcasting. Please ensure they have the same size.",
+            UserWarning,
+            stacklevel=2,
+        )
+        input, target = api.broadcast_to(input, shape), api.broadcast_to(target, shape)
+    if reduction == "mean" and input.data.size:
+        return _ops.mse_loss(input, target)
+    squared = api.square(input - target)
+    if reduction == "none":
+        return squared
+    total = api.sum(squared)
+    return total if reduction == "sum" else _divide(total, squared.data.size)
 
 
-def _class_indices(name, input, target, scores):
-    """``target`` as an array of class indices for (N, C) ``input``, checked like torch checks it."""
+def _class_dim(name, input):
+    """The class axis of (C,), (N, C) or (N, C, d1, ...) ``input``."""
+    if input.ndim == 0:
+        raise ValueError(f"{name}: input must be (C,), (N, C) or (N, C, d1, ...), got shape ()")
+    return 0 if input.ndim == 1 else 1
+
+
+def _class_weights(name, weight, input, class_dim):
+    """``weight`` as a constant array of one weight per class (None stays None)."""
+    if weight is None:
+        return None
+    weights = weight.data if isinstance(weight, Tensor) else np.asarray(weight)
+    classes = input.shape[class_dim]
+    if weights.shape != (classes,):
+        raise ValueError(f"{name}: weight must hold one weight per class, shape ({classes},), got {weights.shape}")
+    return weights.astype(input.dtype)
+
+
+def _class_indices(name, input, target, class_dim, ignore_index):
+    """``target`` as an array of class indices for ``input``, checked like torch checks it."""
     target_data = target.data if isinstance(target, Tensor) else np.asarray(target)
-    if input.ndim != 2:
-        raise ValueError(f"{name}: input must be (N, C) {scores}, got shape {input.shape}")
-    if target_data.shape != input.shape[:1] or target_data.dtype.kind not in "iu":
+    expected = input.shape[:class_dim] + input.shape[class_dim + 1:]
+    if target_data.shape != expected or target_data.dtype.kind not in "iu":
         raise ValueError(
-            f"{name}: target must hold {input.shape[0]} integer class indices, "
+            f"{name}: target must hold {int(np.prod(expected))} integer class indices of shape {expected}, "
             f"got shape {target_data.shape} and dtype {target_data.dtype}"
         )
-    if target_data.size and (target_data.min() < 0 or target_data.max() >= input.shape[1]):
-        raise ValueError(f"{name}: class indices must lie in [0, {input.shape[1]}), got {target_data}")
+    classes = input.shape[class_dim]
+    outside = ((target_data < 0) | (target_data >= classes)) & (target_data != ignore_index)
+    if outside.any():
+        raise ValueError(f"{name}: class indices must lie in [0, {classes}), got {target_data}")
     return target_data
 
 
-def cross_entropy(input, target, reduction="mean"):
-    """Cross-entropy of (N, C) logits against (N,) integer class indices."""
-    target_data = _class_indices("cross_entropy", input, target, "logits")
-    target = target if isinstance(target, Tensor) else Tensor(target_data)
-    return _reduce(_ops.cross_entropy(input, target), input.shape[0], reduction)
+def _picked_losses(log_probs, target_data, class_dim, weights, ignore_index):
+    """Per-element ``-weight[t] * log_probs[..., t, ...]`` (0 where t is ignore_index) and the summed weight."""
+    kept = target_data != ignore_index
+    safe_target = np.where(kept, target_data, 0)
+    grids = tuple(np.indices(target_data.shape))
+    picked = log_probs[grids[:class_dim] + (safe_target,) + grids[class_dim:]]
+    if weights is None:
+        target_weights = kept.astype(log_probs.dtype)
+        losses = -picked
+    else:
+        target_weights = np.where(kept, weights[safe_target], 0).astype(log_probs.dtype)
+        losses = -picked * _ops.constant(target_weights)
+    # where, not a product with 0: an ignored entry may pick a -inf log-probability.
+    return api.where(kept, losses, 0.0), float(target_weights.sum())
 
 
-def nll_loss(input, target, reduction="mean"):
-    """Negative log-likelihood of (N, C) log-probabilities at (N,) class indices (after log_softmax)."""
-    target_data = _class_indices("nll_loss", input, target, "log-probabilities")
-    picked = input[np.arange(input.shape[0]), target_data]
-    return _reduce(-api.mean(picked), input.shape[0], reduction)
+def _reduce_class_losses(losses, total_weight, reduction):
+    if reduction == "none":
+        return losses
+    total = api.sum(losses)
+    return total if reduction == "sum" else _divide(total, total_weight)
+
+
+def _weights_along(weights, ndim, class_dim):
+    """A constant of ``weights`` shaped to broadcast along ``class_dim`` of an ``ndim``-D tensor."""
+    shape = [1] * ndim
+    shape[class_dim] = weights.shape[0]
+    return _ops.constant(weights.reshape(shape))
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """Negative log-likelihood of log-probabilities (after log_softmax) at class indices, as torch.
+
+    ``input`` is (C,), (N, C) or (N, C, d1, ...) with ``target`` of the shape without C; ``weight``
+    (a constant) scales each class, and entries whose target is ``ignore_index`` count for nothing;
+    ``mean`` divides by the summed weight of the counted entries.
+    """
+    _check_reduction(reduction)
+    class_dim = _class_dim("nll_loss", input)
+    weights = _class_weights("nll_loss", weight, input, class_dim)
+    target_data = _class_indices("nll_loss", input, target, class_dim, ignore_index)
+    return _reduce_class_losses(*_picked_losses(input, target_data, class_dim, weights, ignore_index), reduction)
+
+
+def _check_label_smoothing(label_smoothing):
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing: must lie in [0, 1], got {label_smoothing}")
+
+
+def _cross_entropy_of_probabilities(log_probs, target, class_dim, weights, reduction, label_smoothing):
+    classes = log_probs.shape[class_dim]
+    if label_smoothing > 0:
+        target = target * (1 - label_smoothing) + label_smoothing / classes
+    products = log_probs * target
+    if weights is not None:
+        products = products * _weights_along(weights, log_probs.ndim, class_dim)
+    if reduction == "none":
+        return -api.sum(products, dim=class_dim)
+    total = -api.sum(products)
+    return total if reduction == "sum" else _divide(total, log_probs.data.size // classes)
+
+
+def _cross_entropy_of_indices(log_probs, target_data, class_dim, weights, ignore_index, reduction, label_smoothing):
+    losses, total_weight = _picked_losses(log_probs, target_data, class_dim, weights, ignore_index)
+    loss = _reduce_class_losses(losses, total_weight, reduction)
+    if not label_smoothing:
+        return loss
+    spread = log_probs if weights is None else log_probs * _weights_along(weights, log_probs.ndim, class_dim)
+    smooth = api.where(target_data != ignore_index, -api.sum(spread, dim=class_dim), 0.0)
+    smooth = _reduce_class_losses(smooth, total_weight, reduction)
+    return loss * (1 - label_smoothing) + smooth * (label_smoothing / log_probs.shape[class_dim])
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """Cross-entropy of logits against class indices or class probabilities, as torch.
+
+    ``input`` is (C,), (N, C) or (N, C, d1, ...).  A floating ``target`` of the input's shape holds
+    class probabilities (and is differentiated); otherwise it holds class indices, of the input's shape
+    without C, and ``ignore_index`` marks entries that count for nothing.  ``weight`` (a constant)
+    scales each class; ``label_smoothing`` mixes the target with the uniform distribution.
+    """
+    _check_reduction(reduction)
+    _check_label_smoothing(label_smoothing)
+    class_dim = _class_dim("cross_entropy", input)
+    weights = _class_weights("cross_entropy", weight, input, class_dim)
+    if tuple(np.shape(target)) == input.shape:
+        target = target if isinstance(target, Tensor) else api.tensor(target, dtype=input.dtype)
+        if target.data.dtype.kind != "f":
+            raise ValueError(
+                "cross_entropy: a target of the input's shape holds class probabilities and must be floating, "
+                f"got dtype {target.dtype}"
+            )
+        if ignore_index >= 0:
+            raise ValueError(f"ignore_index: not supported with class-probability targets, got {ignore_index}")
+        log_probs = api.log_softmax(input, dim=class_dim)
+        return _cross_entropy_of_probabilities(log_probs, target, class_dim, weights, reduction, label_smoothing)
+    target_data = _class_indices("cross_entropy", input, target, class_dim, ignore_index)
+    plain = input.ndim == 2 and weights is None and not label_smoothing and not (target_data == ignore_index).any()
+    if plain and reduction == "mean" and target_data.size:
+        return _ops.cross_entropy(input, Tensor(target_data))
+    log_probs = api.log_softmax(input, dim=class_dim)
+    return _cross_entropy_of_indices(log_probs, target_data, class_dim, weights, ignore_index, reduction,
+                                     label_smoothing)
 
 
 def leaky_relu(input, negative_slope=0.01):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import operator
+from collections import OrderedDict
 
 from .. import api
 from . import functional as F
@@ -72,9 +74,9 @@ class Dropout(Module):
 
 
 class Softmax(Module):
-    """Softmax along ``dim``."""
+    """Softmax along ``dim``; without ``dim``, PyTorch's deprecated implicit choice (with its warning)."""
 
-    def __init__(self, dim=-1):
+    def __init__(self, dim=None):
         super().__init__()
         self.dim = dim
 
@@ -83,34 +85,53 @@ class Softmax(Module):
 
 
 class LogSoftmax(Softmax):
-    """Log-softmax along ``dim``."""
+    """Log-softmax along ``dim``; without ``dim``, PyTorch's deprecated implicit choice (with its warning)."""
 
     def forward(self, x):
         return F.log_softmax(x, dim=self.dim)
 
 
 class Sequential(Module):
-    """Modules applied in order; children are named "0", "1", ... as in torch."""
+    """Modules applied in order; children are named "0", "1", ... as in torch, or by an OrderedDict's keys."""
 
     def __init__(self, *modules):
         super().__init__()
-        for i, m in enumerate(modules):
-            setattr(self, str(i), m)
+        if len(modules) == 1 and isinstance(modules[0], OrderedDict):
+            for name, m in modules[0].items():
+                setattr(self, name, m)
+        else:
+            for i, m in enumerate(modules):
+                setattr(self, str(i), m)
 
     def forward(self, x):
         for m in self._modules.values():
             x = m(x)
         return x
 
-    def __getitem__(self, i):
-        return list(self._modules.values())[i]
+    def __getitem__(self, index):
+        """The module at ``index`` (negative counts from the end), or a Sequential of a slice (names kept)."""
+        if isinstance(index, slice):
+            return type(self)(OrderedDict(list(self._modules.items())[index]))
+        size = len(self)
+        index = operator.index(index)
+        if not -size <= index < size:
+            raise IndexError(f"index {index} is out of range for a Sequential of {size} modules")
+        return list(self._modules.values())[index]
 
     def __len__(self):
         return len(self._modules)
 
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module):
+        """Add ``module`` at the end (named by its position) and return this Sequential."""
+        setattr(self, str(len(self)), module)
+        return self
+
 
 class MSELoss(Module):
-    """Mean squared error (reduction "mean" or "sum")."""
+    """Squared error, reduced by ``reduction`` ("mean", "sum" or "none"); see ``functional.mse_loss``."""
 
     def __init__(self, reduction="mean"):
         super().__init__()
@@ -120,12 +141,24 @@ class MSELoss(Module):
         return F.mse_loss(input, target, reduction=self.reduction)
 
 
-class CrossEntropyLoss(Module):
-    """Cross-entropy of logits against class indices (reduction "mean" or "sum")."""
+class NLLLoss(Module):
+    """Negative log-likelihood of log-probabilities at class indices; see ``functional.nll_loss``."""
 
-    def __init__(self, reduction="mean"):
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
         super().__init__()
-        self.reduction = reduction
+        self.weight, self.ignore_index, self.reduction = weight, ignore_index, reduction
 
     def forward(self, input, target):
-        return F.cross_entropy(input, target, reduction=self.reduction)
+        return F.nll_loss(input, target, self.weight, self.ignore_index, self.reduction)
+
+
+class CrossEntropyLoss(Module):
+    """Cross-entropy of logits against class indices or probabilities; see ``functional.cross_entropy``."""
+
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+        super().__init__()
+        self.weight, self.ignore_index, self.reduction = weight, ignore_index, reduction
+        self.label_smoothing = label_smoothing
+
+    def forward(self, input, target):
+        return F.cross_entropy(input, target, self.weight, self.ignore_index, self.reduction, self.label_smoothing)

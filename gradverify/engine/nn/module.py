@@ -5,7 +5,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..tensor import Tensor
+from ..tensor import Tensor, mark_modified
 
 
 class Parameter(Tensor):
@@ -22,7 +22,7 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
 
-def _to_array(value, name):
+def state_array(value, name):
     """A numpy array from an engine tensor, a torch tensor or anything array-like."""
     if isinstance(value, Tensor):
         return value.data
@@ -70,23 +70,43 @@ class Module:
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
-    def named_parameters(self, prefix=""):
-        """``(name, parameter)`` pairs, names dotted as in PyTorch (``fc1.weight``)."""
-        for name, p in self._parameters.items():
-            yield prefix + name, p
+    def named_modules(self, memo=None, prefix="", remove_duplicate=True):
+        """``(name, module)`` pairs of this module and its descendants, each module once unless
+        ``remove_duplicate`` is false (a module used twice appears under its first name, as in PyTorch)."""
+        if memo is None:
+            memo = set()
+        if remove_duplicate:
+            if self in memo:
+                return
+            memo.add(self)
+        yield prefix, self
         for name, m in self._modules.items():
-            yield from m.named_parameters(prefix + name + ".")
+            yield from m.named_modules(memo, prefix + ("." if prefix else "") + name, remove_duplicate)
 
-    def parameters(self):
-        return (p for _, p in self.named_parameters())
+    def named_parameters(self, prefix="", recurse=True, remove_duplicate=True):
+        """``(name, parameter)`` pairs, names dotted as in PyTorch (``fc1.weight``).
+
+        A parameter shared by several modules (tied weights) is listed once, under its first name,
+        so that an optimizer updates it once; ``remove_duplicate=False`` lists every occurrence.
+        """
+        modules = self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate) if recurse else [(prefix, self)]
+        seen = set()
+        for module_prefix, module in modules:
+            for name, p in module._parameters.items():
+                if remove_duplicate:
+                    if id(p) in seen:
+                        continue
+                    seen.add(id(p))
+                yield module_prefix + ("." if module_prefix else "") + name, p
+
+    def parameters(self, recurse=True):
+        return (p for _, p in self.named_parameters(recurse=recurse))
 
     def children(self):
         return iter(self._modules.values())
 
     def modules(self):
-        yield self
-        for m in self._modules.values():
-            yield from m.modules()
+        return (m for _, m in self.named_modules())
 
     def zero_grad(self, set_to_none=True):
         zero_grads(self.parameters(), set_to_none)
@@ -118,12 +138,19 @@ class Module:
         return self if isinstance(dtype, str) else self._cast(np.dtype(dtype))
 
     def state_dict(self):
-        """An ordered mapping from dotted parameter names to tensors (copies)."""
-        return OrderedDict((name, Tensor(p.data.copy())) for name, p in self.named_parameters())
+        """An ordered mapping from dotted parameter names to tensors that share the parameters' memory.
+
+        The tensors are detached; every name of a shared parameter is kept (as in PyTorch).
+        """
+        return OrderedDict((name, p.detach()) for name, p in self.named_parameters(remove_duplicate=False))
 
     def load_state_dict(self, state_dict, strict=True):
-        """Copy values (numpy arrays, engine or torch tensors) into the parameters by name."""
-        own = dict(self.named_parameters())
+        """Copy values (numpy arrays, engine or torch tensors) into the parameters' memory by name.
+
+        The parameters stay the same objects (an optimizer holding them keeps working) and
+        tensors sharing their memory see the new values.
+        """
+        own = dict(self.named_parameters(remove_duplicate=False))
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):
@@ -131,13 +158,14 @@ class Module:
         for name, value in state_dict.items():
             if name not in own:
                 continue
-            array = _to_array(value, name)
+            array = state_array(value, name)
             p = own[name]
             if array.shape != p.data.shape:
                 raise ValueError(
                     f"load_state_dict: {name!r} has shape {array.shape} but the parameter has shape {p.data.shape}"
                 )
-            p.data = np.array(array, dtype=p.data.dtype, copy=True)
+            np.copyto(p.data, array, casting="unsafe")
+            mark_modified(p)
         return missing, unexpected
 
     def extra_repr(self):
