@@ -367,10 +367,11 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
     None for an input the roots do not depend on.  Leaves are written only once
     every node has run, so an error half-way leaves every ``.grad`` as it was.
     """
-    wanted = {} if inputs is None else {id(t): i for i, t in enumerate(inputs)}
+    wanted = {} if inputs is None else {t: i for i, t in enumerate(inputs)}
     results = [None] * (0 if inputs is None else len(inputs))
-    # grads: the cotangent summed so far, by tensor id.  A node enters `pending` (a heap on
-    # its negated number) with its first cotangent term, and runs when every later node has.
+    # grads: the cotangent summed so far, by tensor (tensors hash by identity: no id() call per lookup).
+    # A node enters `pending` (a heap on its negated number) with its first cotangent term, and runs
+    # when every later node has.
     grads, pending, leaves = {}, [], []
     incoming = zip(roots, seeds)  # (tensor, cotangent term) pairs to add in: the seeds, then each node's
     latest_change = MODE.latest_modification
@@ -389,9 +390,9 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
                     got.dtype is not wanted_array.dtype and got.dtype != wanted_array.dtype
                 ):
                     gp = fit_cotangent(gp, parent)
-                prev = grads.get(id(parent))
+                prev = grads.get(parent)
                 if prev is None:
-                    grads[id(parent)] = gp
+                    grads[parent] = gp
                     if parent._ctx is None:
                         leaves.append(parent)
                     elif latest is None:
@@ -401,7 +402,7 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
                             parent, latest = latest, parent
                         heappush(pending, (-parent._seq, parent))
                 else:
-                    grads[id(parent)] = prev + gp
+                    grads[parent] = prev + gp
             if latest is not None and (not pending or latest._seq > -pending[0][0]):
                 t = latest
             elif latest is not None:
@@ -410,9 +411,9 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
                 t = heappop(pending)[1]
             else:
                 break
-            g = grads.pop(id(t))
+            g = grads.pop(t)
             if wanted:
-                slot = wanted.get(id(t))
+                slot = wanted.get(t)
                 if slot is not None:
                     results[slot] = g
             ctx = t._ctx
@@ -438,9 +439,9 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
     # Memory a leaf may not keep as its .grad without a copy: the seeds', and what other leaves got.
     shared = {id(s.data if s.data.base is None else s.data.base) for s in seeds}
     for leaf in leaves:
-        g = grads.pop(id(leaf))
+        g = grads.pop(leaf)
         if wanted:
-            slot = wanted.get(id(leaf))
+            slot = wanted.get(leaf)
             if slot is not None:
                 results[slot] = g
         if accumulate:
