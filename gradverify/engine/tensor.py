@@ -26,6 +26,12 @@ class _Mode:
     default_dtype = np.dtype(np.float32)
     latest_modification = 0  # number of the last in-place change (0: none yet)
 
+    def __init__(self):
+        # The switches as instance attributes: Python specialises reads of those (apply reads two at
+        # every op), not reads that fall through to the class.
+        for name in ("grad_enabled", "forward_levels", "in_backward", "default_dtype", "latest_modification"):
+            setattr(self, name, getattr(_Mode, name))
+
 
 MODE = _Mode()
 _NO_ATTRS: dict = {}
