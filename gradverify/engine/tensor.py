@@ -242,6 +242,8 @@ def _seed_gradient(output, gradient, argname):
 
 
 _new_tensor = Tensor.__new__
+_ndarray = np.ndarray
+_FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 def _wrap(value):
@@ -294,8 +296,10 @@ def apply(op, inputs, attrs=_NO_ATTRS):
                 inputs = first, second = promote(first, second, op.floating_result)
             data = op.forward(first.data, second.data, **attrs) if attrs else op.forward(first.data, second.data)
         elif len(inputs) == 1:
-            if op.floating_result and inputs[0].data.dtype.kind != "f":
-                inputs = (_cast(inputs[0], MODE.default_dtype),)
+            if op.floating_result:
+                dtype = inputs[0].data.dtype
+                if dtype is not _FLOAT32 and dtype is not _FLOAT64 and dtype.kind != "f":
+                    inputs = (_cast(inputs[0], MODE.default_dtype),)
             data = op.forward(inputs[0].data, **attrs) if attrs else op.forward(inputs[0].data)
         else:
             data = op.forward(*[t.data for t in inputs], **attrs)
@@ -304,15 +308,18 @@ def apply(op, inputs, attrs=_NO_ATTRS):
         message = str(err).removeprefix(f"{op.name}: ")
         raise type(err)(f"{op.name}: {message} (input shapes {shapes})") from None
     out = _new_tensor(Tensor)
-    out.data = data = data if type(data) is np.ndarray else np.asarray(data)
+    out.data = data = data if type(data) is _ndarray else np.asarray(data)
     out.requires_grad = False
     out.grad = out._ctx = out._tangent = None
-    if MODE.grad_enabled and data.dtype.kind == "f":
+    if MODE.grad_enabled:
         for t in inputs:
             if t.requires_grad:
-                out.requires_grad = True
-                out._ctx = (op, inputs, attrs)
-                out._seq = _next_sequence_number()
+                # Only a floating result records; float32 and float64 are told by identity first.
+                dtype = data.dtype
+                if dtype is _FLOAT32 or dtype is _FLOAT64 or dtype.kind == "f":
+                    out.requires_grad = True
+                    out._ctx = (op, inputs, attrs)
+                    out._seq = _next_sequence_number()
                 break
     if MODE.forward_levels:
         _propagate_tangents(op, out, inputs, attrs)
