@@ -26,6 +26,12 @@ class _Mode:
     default_dtype = np.dtype(np.float32)
     latest_modification = 0  # number of the last in-place change (0: none yet)
 
+    def __init__(self):
+        # The switches as instance attributes: Python specialises reads of those (apply reads two at
+        # every op), not reads that fall through to the class.
+        for name in ("grad_enabled", "forward_levels", "in_backward", "default_dtype", "latest_modification"):
+            setattr(self, name, getattr(_Mode, name))
+
 
 MODE = _Mode()
 _NO_ATTRS: dict = {}
@@ -236,6 +242,8 @@ def _seed_gradient(output, gradient, argname):
 
 
 _new_tensor = Tensor.__new__
+_ndarray = np.ndarray
+_FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 def _wrap(value):
@@ -288,8 +296,10 @@ def apply(op, inputs, attrs=_NO_ATTRS):
                 inputs = first, second = promote(first, second, op.floating_result)
             data = op.forward(first.data, second.data, **attrs) if attrs else op.forward(first.data, second.data)
         elif len(inputs) == 1:
-            if op.floating_result and inputs[0].data.dtype.kind != "f":
-                inputs = (_cast(inputs[0], MODE.default_dtype),)
+            if op.floating_result:
+                dtype = inputs[0].data.dtype
+                if dtype is not _FLOAT32 and dtype is not _FLOAT64 and dtype.kind != "f":
+                    inputs = (_cast(inputs[0], MODE.default_dtype),)
             data = op.forward(inputs[0].data, **attrs) if attrs else op.forward(inputs[0].data)
         else:
             data = op.forward(*[t.data for t in inputs], **attrs)
@@ -298,15 +308,18 @@ def apply(op, inputs, attrs=_NO_ATTRS):
         message = str(err).removeprefix(f"{op.name}: ")
         raise type(err)(f"{op.name}: {message} (input shapes {shapes})") from None
     out = _new_tensor(Tensor)
-    out.data = data = data if type(data) is np.ndarray else np.asarray(data)
+    out.data = data = data if type(data) is _ndarray else np.asarray(data)
     out.requires_grad = False
     out.grad = out._ctx = out._tangent = None
-    if MODE.grad_enabled and data.dtype.kind == "f":
+    if MODE.grad_enabled:
         for t in inputs:
             if t.requires_grad:
-                out.requires_grad = True
-                out._ctx = (op, inputs, attrs)
-                out._seq = _next_sequence_number()
+                # Only a floating result records; float32 and float64 are told by identity first.
+                dtype = data.dtype
+                if dtype is _FLOAT32 or dtype is _FLOAT64 or dtype.kind == "f":
+                    out.requires_grad = True
+                    out._ctx = (op, inputs, attrs)
+                    out._seq = _next_sequence_number()
                 break
     if MODE.forward_levels:
         _propagate_tangents(op, out, inputs, attrs)
@@ -367,10 +380,11 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
     None for an input the roots do not depend on.  Leaves are written only once
     every node has run, so an error half-way leaves every ``.grad`` as it was.
     """
-    wanted = {} if inputs is None else {id(t): i for i, t in enumerate(inputs)}
+    wanted = {} if inputs is None else {t: i for i, t in enumerate(inputs)}
     results = [None] * (0 if inputs is None else len(inputs))
-    # grads: the cotangent summed so far, by tensor id.  A node enters `pending` (a heap on
-    # its negated number) with its first cotangent term, and runs when every later node has.
+    # grads: the cotangent summed so far, by tensor (tensors hash by identity: no id() call per lookup).
+    # A node enters `pending` (a heap on its negated number) with its first cotangent term, and runs
+    # when every later node has.
     grads, pending, leaves = {}, [], []
     incoming = zip(roots, seeds)  # (tensor, cotangent term) pairs to add in: the seeds, then each node's
     latest_change = MODE.latest_modification
@@ -389,9 +403,9 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
                     got.dtype is not wanted_array.dtype and got.dtype != wanted_array.dtype
                 ):
                     gp = fit_cotangent(gp, parent)
-                prev = grads.get(id(parent))
+                prev = grads.get(parent)
                 if prev is None:
-                    grads[id(parent)] = gp
+                    grads[parent] = gp
                     if parent._ctx is None:
                         leaves.append(parent)
                     elif latest is None:
@@ -401,7 +415,7 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
                             parent, latest = latest, parent
                         heappush(pending, (-parent._seq, parent))
                 else:
-                    grads[id(parent)] = prev + gp
+                    grads[parent] = prev + gp
             if latest is not None and (not pending or latest._seq > -pending[0][0]):
                 t = latest
             elif latest is not None:
@@ -410,9 +424,9 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
                 t = heappop(pending)[1]
             else:
                 break
-            g = grads.pop(id(t))
+            g = grads.pop(t)
             if wanted:
-                slot = wanted.get(id(t))
+                slot = wanted.get(t)
                 if slot is not None:
                     results[slot] = g
             ctx = t._ctx
@@ -438,9 +452,9 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
     # Memory a leaf may not keep as its .grad without a copy: the seeds', and what other leaves got.
     shared = {id(s.data if s.data.base is None else s.data.base) for s in seeds}
     for leaf in leaves:
-        g = grads.pop(id(leaf))
+        g = grads.pop(leaf)
         if wanted:
-            slot = wanted.get(id(leaf))
+            slot = wanted.get(leaf)
             if slot is not None:
                 results[slot] = g
         if accumulate:

@@ -152,7 +152,7 @@ MUTANTS = (
                g - F.exp(out) * F.sum(g, axis=None, keepdims=True),)), "log_softmax"),
     Mutant("fanout_overwritten", "run_backward overwrites a cotangent at fan-out instead of accumulating it",
            lambda: _patch_source(_engine_function("run_backward"), (
-               "grads[id(parent)] = prev + gp", "grads[id(parent)] = gp")),
+               "grads[parent] = prev + gp", "grads[parent] = gp")),
            # stack(a, a) is the shortest fan-out the strategies draw.
            "stack"),
     Mutant("gradient_wrong_dtype", "fit_cotangent casts every cotangent to float64, not to the input's dtype",
