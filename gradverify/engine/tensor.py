@@ -449,21 +449,32 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
 
 
 def _accumulate_grad(leaf, g, create_graph, shared):
-    """Add cotangent ``g`` into ``leaf.grad``.
+    """Add cotangent ``g`` into ``leaf.grad`` as PyTorch's AccumulateGrad does.
 
-    Without ``create_graph`` the gradient is a writable C-contiguous array
-    whose memory no other leaf and no seed shares (a copy is made only when
-    ``g``'s array falls short of that); with it, ``g`` stays in the graph.
+    Without ``create_graph`` an existing ``.grad`` is added to in place, so a
+    reference taken to it earlier sees the sum (as one the user assigned does);
+    a new ``.grad`` is a writable C-contiguous array whose memory no other leaf
+    and no seed shares (a copy is made only when ``g``'s array falls short of
+    that).  With ``create_graph`` the sum is out of place and stays in the
+    graph, and a new ``.grad`` is a recorded copy of ``g``: a later in-place
+    accumulation must not change a tensor the graph holds.
     """
-    if not create_graph:
+    grad = leaf.grad
+    if create_graph:
+        leaf.grad = g.clone() if grad is None else grad + g
+    elif grad is None:
         array = g.data
         owner = id(array if array.base is None else array.base)
         if owner in shared or not (array.flags.c_contiguous and array.flags.writeable):
             array = array.copy()
             owner = id(array)
         shared.add(owner)
-        g = _wrap(array)
-    leaf.grad = g if leaf.grad is None else leaf.grad + g
+        leaf.grad = _wrap(array)
+    elif grad.data.flags.writeable and grad.data.shape == g.data.shape:
+        np.add(grad.data, g.data, out=grad.data)
+        mark_modified(grad)
+    else:
+        leaf.grad = grad + g
 
 
 _SCALARS = (bool, int, float, np.bool_, np.integer, np.floating)
