@@ -110,3 +110,25 @@ def test_accumulating_never_writes_into_the_seed():
         x.reshape(1, 2).backward(seed)
     assert seed.tolist() == [[1.0, 1.0]]
     assert x.grad.tolist() == [2.0, 2.0]
+
+
+# ------------------------------------------------------------------ A13: as_tensor / from_numpy share memory
+@pytest.mark.parametrize(
+    "convert",
+    [
+        lambda lib, array: lib.as_tensor(array),
+        lambda lib, array: lib.as_tensor(array, dtype=lib.float64),
+        lambda lib, array: lib.as_tensor(array, dtype=lib.float32),
+        lambda lib, array: lib.as_tensor(array.tolist()),
+        lambda lib, array: lib.from_numpy(array),
+    ],
+    ids=["as_tensor", "as_tensor-same-dtype", "as_tensor-other-dtype", "as_tensor-list", "from_numpy"],
+)
+def test_conversion_from_numpy_shares_memory_as_torch(convert):
+    def case(lib):
+        array = np.ones(3)
+        converted = convert(lib, array)
+        converted.add_(1.0)
+        return array.tolist(), converted
+
+    _assert_same(*_run_both(case))

@@ -66,9 +66,16 @@ def _is_numpy_typed(data):
 
 
 def as_tensor(data, dtype=None):
-    """``data`` as a tensor without copying when it already is one of that dtype."""
-    if isinstance(data, Tensor) and (dtype is None or data.dtype == np.dtype(dtype)):
+    """``data`` as a tensor, sharing memory with a tensor or numpy array that already has ``dtype`` (torch.as_tensor).
+
+    Anything else (a list, another dtype) is copied as :func:`tensor` copies it.
+    """
+    dtype = _dtype_arg(dtype)
+    same_dtype = dtype is None or dtype == getattr(data, "dtype", None)
+    if isinstance(data, Tensor) and same_dtype:
         return data
+    if isinstance(data, np.ndarray) and same_dtype and data.dtype.kind in "biuf":
+        return Tensor(data)
     return tensor(data, dtype=dtype)
 
 
