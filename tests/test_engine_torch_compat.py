@@ -132,3 +132,132 @@ def test_conversion_from_numpy_shares_memory_as_torch(convert):
         return array.tolist(), converted
 
     _assert_same(*_run_both(case))
+
+
+# ------------------------------------------------------------------ dtypes, shapes and result types
+def _leaf(lib, values, dtype="float64"):
+    return lib.tensor(values, dtype=getattr(lib, dtype), requires_grad=True)
+
+
+def _with_grads(output, *leaves):
+    """``output`` and, after backward of its sum, the gradient of each leaf."""
+    output.sum().backward()
+    return (output,) + tuple(leaf.grad for leaf in leaves)
+
+
+def _cat_int_and_float_leaf(lib):
+    floats = _leaf(lib, [[0.5, 1.5]], "float32")
+    return _with_grads(lib.cat([lib.tensor([[1, 2]]), floats]) * 2, floats)
+
+
+def _where_f32_and_0d_f64_leaves(lib):
+    vector, zero_d = _leaf(lib, [1.0, 2.0, 3.0], "float32"), _leaf(lib, 0.5)
+    return _with_grads(lib.where(lib.tensor([True, False, False]), vector, zero_d) * 2, vector, zero_d)
+
+
+def _max_elementwise_with_grads(lib):
+    a, b = _leaf(lib, [1.0, 5.0]), _leaf(lib, [3.0, 2.0])
+    return _with_grads(lib.max(a, b) * lib.tensor([1.0, 2.0], dtype=lib.float64), a, b)
+
+
+def _min_elementwise_with_grads(lib):
+    a, b = _leaf(lib, [1.0, 5.0]), _leaf(lib, [3.0, 2.0])
+    return _with_grads(lib.min(a, b) * lib.tensor([1.0, 2.0], dtype=lib.float64), a, b)
+
+
+def _x(lib):
+    return lib.tensor([[1.0, 5.0], [3.0, -2.0]])
+
+
+def _flags(lib):
+    return lib.tensor([[True, False], [True, True]])
+
+
+RESULT_CASES = {
+    # B1: cat / stack promote as torch
+    "cat-int-float32": lambda lib: lib.cat([lib.tensor([[1, 2]]), lib.tensor([[0.5, 1.5]])]),
+    "stack-int-float32": lambda lib: lib.stack([lib.tensor([1, 2]), lib.tensor([0.5, 1.5])]),
+    "cat-bool-int32": lambda lib: lib.cat([lib.tensor([True]), lib.tensor([3], dtype=lib.int32)]),
+    "cat-float32-float64": lambda lib: lib.cat([lib.tensor([1.0]), lib.tensor([2.0], dtype=lib.float64)]),
+    "stack-0d-float32-float64": lambda lib: lib.stack([lib.tensor(1.0), lib.tensor(2.0, dtype=lib.float64)]),
+    "cat-int-float-grads": _cat_int_and_float_leaf,
+    # B2: where promotes as torch
+    "where-int-float-scalar": lambda lib: lib.where(lib.tensor([True, False]), lib.tensor([1, 2]), 2.5),
+    "where-float-scalar-int": lambda lib: lib.where(lib.tensor([True, False]), 2.5, lib.tensor([1, 2])),
+    "where-f32-0d-f64": lambda lib: lib.where(
+        lib.tensor([True, False]), lib.tensor([1.0, 2.0]), lib.tensor(0.0, dtype=lib.float64)
+    ),
+    "where-two-scalars": lambda lib: lib.where(lib.tensor([True, False]), 1.5, 2),
+    "where-f64-int-scalar": lambda lib: lib.where(lib.tensor([True, False]), lib.tensor([1.0], dtype=lib.float64), 2),
+    "where-f32-0d-f64-grads": _where_f32_and_0d_f64_leaves,
+    # B3: arange
+    "arange-float-step": lambda lib: lib.arange(0, 1, 0.25),
+    "arange-float-end": lambda lib: lib.arange(5.0),
+    "arange-int": lambda lib: lib.arange(1, 7, 2),
+    "arange-dtype": lambda lib: lib.arange(3, dtype=lib.float64),
+    "arange-requires-grad": lambda lib: lib.arange(3.0, requires_grad=True).requires_grad,
+    # B4: to
+    "to-device-dtype": lambda lib: lib.tensor([1.5], dtype=lib.float64).to("cpu", lib.float32),
+    "to-keywords": lambda lib: lib.tensor([1.5], dtype=lib.float64).to(device="cpu", dtype=lib.float32),
+    "to-dtype-keyword": lambda lib: lib.tensor([1.5]).to(dtype=lib.float64),
+    "to-other-tensor": lambda lib: lib.tensor([1.5, 2.0]).to(lib.tensor([1])),
+    "to-device-only": lambda lib: lib.tensor([1.5]).to("cpu"),
+    "to-copy": lambda lib: (lambda x: x.to(lib.float32, copy=True) is x)(lib.tensor([1.5])),
+    # B5 / B6: extreme indices of 0-d tensors and keepdim without dim
+    "max-0d-dim-keepdim": lambda lib: lib.max(lib.tensor(2.0), dim=0, keepdim=True),
+    "min-0d-dim-keepdim": lambda lib: lib.min(lib.tensor(2.0), dim=-1, keepdim=True),
+    "max-dim-keepdim": lambda lib: lib.max(_x(lib), dim=1, keepdim=True),
+    "argmax-keepdim-no-dim": lambda lib: lib.argmax(_x(lib), keepdim=True),
+    "argmin-keepdim-no-dim": lambda lib: _x(lib).argmin(keepdim=True),
+    "argmax-0d-dim-keepdim": lambda lib: lib.argmax(lib.tensor(2.0), dim=0, keepdim=True),
+    "argmax-dim": lambda lib: lib.argmax(_x(lib), dim=0),
+    # B7: powers of booleans
+    "square-bool": lambda lib: lib.square(lib.tensor([True, False])),
+    "square-int32": lambda lib: lib.square(lib.tensor([3, -2], dtype=lib.int32)),
+    "bool-pow-int": lambda lib: lib.tensor([True, False]) ** 2,
+    "bool-pow-true": lambda lib: lib.tensor([True, False]) ** True,
+    "bool-pow-false": lambda lib: lib.tensor([True, False]) ** False,
+    "bool-pow-float": lambda lib: lib.tensor([True, False]).pow(2.5),
+    "int-pow-float": lambda lib: lib.tensor([4, 9]) ** 0.5,
+    # B8: numpy float64 scalars in a list
+    "tensor-numpy-float64-list": lambda lib: lib.tensor([np.float64(1.5), np.float64(2.0)]),
+    "tensor-mixed-numpy-float64": lambda lib: lib.tensor([[1.5], [np.float64(2.0)]]),
+    "tensor-numpy-float32-and-float": lambda lib: lib.tensor([np.float32(1.5), 2.5]),
+    "tensor-python-floats": lambda lib: lib.tensor([1.5, 2.5]),
+    # B9: any / all
+    "any": lambda lib: (_x(lib) > 4).any(),
+    "all": lambda lib: (_x(lib) > 4).all(),
+    "any-dim-keepdim": lambda lib: _flags(lib).any(dim=1, keepdim=True),
+    "all-dim": lambda lib: _flags(lib).all(0),
+    "module-any": lambda lib: lib.any(_flags(lib)),
+    "module-all-dim": lambda lib: lib.all(_flags(lib), dim=-1),
+    "any-item": lambda lib: (_x(lib) > 0).all().item(),
+    # C10: max / min of two tensors
+    "max-elementwise": _max_elementwise_with_grads,
+    "min-elementwise": _min_elementwise_with_grads,
+    # C11: int() and index use of one-element tensors
+    "int-of-argmax": lambda lib: int(_x(lib).argmax()),
+    "int-of-float-element": lambda lib: int(lib.tensor([3.0, 7.9])[1]),
+    "index-with-tensor": lambda lib: [10, 20, 30][lib.tensor(2)],
+    "range-of-tensor": lambda lib: list(range(lib.tensor([3]))),
+}
+
+
+@pytest.mark.parametrize("case", RESULT_CASES.values(), ids=RESULT_CASES.keys())
+def test_result_matches_torch(case):
+    _assert_same(*_run_both(case))
+
+
+@pytest.mark.parametrize("lib", [ge, torch], ids=["engine", "torch"])
+def test_float_tensor_is_not_an_index(lib):
+    with pytest.raises(TypeError):
+        [10, 20][lib.tensor(1.0)]
+
+
+def test_to_rejects_other_devices_and_extra_arguments():
+    x = ge.tensor([1.0])
+    with pytest.raises(ValueError, match="only 'cpu'"):
+        x.to("cuda", ge.float64)
+    with pytest.raises(TypeError, match="at most non_blocking and copy"):
+        x.to(ge.float64, False, False, False)
+    assert x.to("cpu:0", ge.float64).dtype == ge.float64

@@ -1,6 +1,7 @@
 """The torch-shaped functions of the engine (``ge.exp``, ``ge.sum(x, dim=...)``, ``ge.tensor`` ...)."""
 from __future__ import annotations
 
+import builtins
 import contextlib
 import functools
 from collections import namedtuple
@@ -8,12 +9,12 @@ from collections import namedtuple
 import numpy as np
 
 from . import functional as F
-from .tensor import MODE, Tensor
+from .tensor import MODE, Tensor, _scalar_dtype, lift, promote, promote_all
 
 __all__ = [
     "float32", "float64", "double", "int64", "long", "int32", "bool_", "tensor", "as_tensor", "from_numpy", "set_default_dtype",
     "get_default_dtype", "manual_seed", "zeros", "ones", "randn", "rand", "zeros_like", "ones_like", "randn_like",
-    "arange", "empty", "full", "eye", "linspace", "argmax", "argmin", "allclose", "square", "var", "std", "norm", "is_grad_enabled", "no_grad", "enable_grad", "exp", "log", "log1p", "sqrt", "sin", "cos", "tanh",
+    "arange", "empty", "full", "eye", "linspace", "argmax", "argmin", "any", "all", "allclose", "square", "var", "std", "norm", "is_grad_enabled", "no_grad", "enable_grad", "exp", "log", "log1p", "sqrt", "sin", "cos", "tanh",
     "sigmoid", "relu", "abs", "neg", "softplus", "maximum", "minimum", "matmul", "add", "sub", "mul", "div", "pow",
     "where", "clamp", "clip", "sum", "mean", "amax", "amin", "logsumexp", "max", "min", "reshape", "permute",
     "transpose", "broadcast_to", "unsqueeze", "squeeze", "flatten", "cat", "concatenate", "stack", "softmax",
@@ -52,7 +53,7 @@ def tensor(data, dtype=None, requires_grad=False):
     if isinstance(data, Tensor):
         data = data.data
     array = np.array(data, dtype=dtype, copy=True)
-    if dtype is None and array.dtype == np.float64 and not _is_numpy_typed(data):
+    if dtype is None and array.dtype == np.float64 and not _holds_numpy_float64(data):
         array = array.astype(MODE.default_dtype)
     if array.dtype.kind not in "biuf":
         raise TypeError(
@@ -61,8 +62,11 @@ def tensor(data, dtype=None, requires_grad=False):
     return Tensor(array, requires_grad=requires_grad)
 
 
-def _is_numpy_typed(data):
-    return isinstance(data, (np.ndarray, np.generic))
+def _holds_numpy_float64(data):
+    """Whether ``data`` is or contains a numpy float64 (array or scalar), which torch keeps as float64."""
+    if isinstance(data, (np.ndarray, np.generic)):
+        return data.dtype == np.float64
+    return isinstance(data, (list, tuple)) and builtins.any(_holds_numpy_float64(item) for item in data)
 
 
 def as_tensor(data, dtype=None):
@@ -137,9 +141,11 @@ def randn_like(x, dtype=None, requires_grad=False):
     return randn(x.shape, dtype=dtype or x.dtype, requires_grad=requires_grad)
 
 
-def arange(*args, dtype=None):
+def arange(*args, dtype=None, requires_grad=False):
+    """``start, start + step, ...`` below ``end``: int64 for integer arguments, else the default dtype (as torch)."""
     values = np.arange(*args)
-    return Tensor(values.astype(_dtype_arg(dtype) or values.dtype))
+    dtype = _dtype_arg(dtype) or (MODE.default_dtype if values.dtype.kind == "f" else values.dtype)
+    return Tensor(values.astype(dtype), requires_grad=requires_grad)
 
 
 def full(size, fill_value, dtype=None, requires_grad=False):
@@ -205,9 +211,10 @@ def pow(x, exponent):
         return F.pow(x, exponent)
     if not isinstance(x, Tensor):
         raise TypeError(f"pow: the base must be a Tensor when the exponent is a number, got {type(x).__name__}")
-    if isinstance(exponent, (float, np.floating)) and x.data.dtype.kind != "f":
-        # An integer tensor to a float power is floating in PyTorch (int ** 0.5 is not truncated).
-        x = F.astype(x, dtype=MODE.default_dtype)
+    # The result has torch's dtype for tensor op number: int ** 0.5 is floating, bool ** 2 is int64.
+    dtype = _scalar_dtype(exponent, x.data.dtype)
+    if dtype != x.data.dtype:
+        x = F.astype(x, dtype=dtype)
     return F.pow_scalar(x, exponent=exponent)
 
 
@@ -216,7 +223,9 @@ def where(condition, input, other):
     cond = condition.data if isinstance(condition, Tensor) else np.asarray(condition)
     if cond.dtype != np.bool_:
         raise TypeError(f"where: condition must be a boolean tensor, got dtype {cond.dtype}")
-    return F.where(cond, input, other)
+    # Promoted as a binary op's operands: a number or a 0-d tensor does not widen a tensor of its kind.
+    like = input if isinstance(input, Tensor) else other if isinstance(other, Tensor) else Tensor(cond)
+    return F.where(cond, *promote(lift(input, like), lift(other, like)))
 
 
 def clamp(x, min=None, max=None):
@@ -258,31 +267,19 @@ amin = _reduction("amin")
 logsumexp = _reduction("logsumexp")
 
 
-def _extreme(reducer, arg):
-    def pick(x, dim=None, keepdim=False):
-        if dim is None:
-            return reducer(x)
-        values = reducer(x, dim, keepdim)
-        indices = arg(x.data, axis=dim)
-        if keepdim:
-            indices = np.expand_dims(indices, dim)
-        return MaxResult(values, Tensor(indices))
-
-    pick.__doc__ = "With ``dim``: (values, indices), as torch; without: the overall extreme."
-    return pick
-
-
-max = _extreme(amax, np.argmax)
-min = _extreme(amin, np.argmin)
-
-
 def _arg_extreme(numpy_arg):
     def arg(x, dim=None, keepdim=False):
-        if dim is None:
-            return Tensor(np.asarray(numpy_arg(x.data), dtype=np.int64))
-        return Tensor(numpy_arg(x.data, axis=dim, keepdims=keepdim).astype(np.int64))
+        if x.ndim == 0:
+            # numpy has no axis 0 to reduce here; torch takes dim 0 and -1 of a 0-d tensor as the tensor itself.
+            if dim not in (None, 0, -1):
+                raise IndexError(f"dim: expected None, 0 or -1 for a 0-d tensor, got {dim!r}")
+            return Tensor(np.zeros((), dtype=np.int64))
+        return Tensor(np.asarray(numpy_arg(x.data, axis=dim, keepdims=bool(keepdim)), dtype=np.int64))
 
-    arg.__doc__ = "Index of the first extreme over ``dim`` (of the flattened tensor when None); not differentiable."
+    arg.__doc__ = (
+        "Index of the first extreme over ``dim`` (of the flattened tensor when None, then ``keepdim`` keeps every "
+        "axis as size 1, as torch 2); not differentiable."
+    )
     return arg
 
 
@@ -290,9 +287,42 @@ argmax = _arg_extreme(np.argmax)
 argmin = _arg_extreme(np.argmin)
 
 
+def _extreme(reducer, arg, elementwise):
+    def pick(x, dim=None, keepdim=False):
+        if isinstance(dim, Tensor):
+            return elementwise(x, dim)
+        if dim is None:
+            return reducer(x)
+        return MaxResult(reducer(x, dim, keepdim), arg(x, dim, keepdim))
+
+    pick.__doc__ = (
+        "With ``dim``: (values, indices), as torch; with a tensor ``other`` in its place: the elementwise extreme; "
+        "with neither: the overall extreme."
+    )
+    return pick
+
+
+max = _extreme(amax, argmax, maximum)
+min = _extreme(amin, argmin, minimum)
+
+
 def square(x):
-    """``x * x``."""
+    """``x * x`` (booleans square to int64, as torch's)."""
+    if x.data.dtype.kind == "b":
+        x = F.astype(x, dtype=int64)
     return x * x
+
+
+def _truth_reduction(numpy_reduce, doc):
+    def reduce(x, dim=None, keepdim=False):
+        return Tensor(numpy_reduce(x.data, axis=_axis(dim, None), keepdims=bool(keepdim)))
+
+    reduce.__doc__ = doc
+    return reduce
+
+
+any = _truth_reduction(np.any, "Whether any element over ``dim`` (all axes when None) is true, as a bool tensor.")
+all = _truth_reduction(np.all, "Whether every element over ``dim`` (all axes when None) is true, as a bool tensor.")
 
 
 def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
@@ -362,9 +392,17 @@ def flatten(x, start_dim=0, end_dim=-1):
     return F.reshape(x, shape=shape)
 
 
+def _joined(tensors, name):
+    """The tensors a join takes, cast to one dtype as torch casts them."""
+    tensors = list(tensors)
+    if not tensors or not builtins.all(isinstance(t, Tensor) for t in tensors):
+        raise TypeError(f"{name}: tensors must be a non-empty sequence of Tensors, got {tensors!r}")
+    return promote_all(tensors)
+
+
 def cat(tensors, dim=0):
     """Concatenate a sequence of tensors along ``dim``."""
-    return F.concatenate(*tensors, axis=dim)
+    return F.concatenate(*_joined(tensors, "cat"), axis=dim)
 
 
 concatenate = cat
@@ -372,7 +410,7 @@ concatenate = cat
 
 def stack(tensors, dim=0):
     """Stack a sequence of same-shape tensors along a new axis ``dim``."""
-    return F.stack(*tensors, axis=dim)
+    return F.stack(*_joined(tensors, "stack"), axis=dim)
 
 
 def softmax(x, dim=-1):

@@ -8,6 +8,7 @@ op's JVP rule runs right after the forward.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import weakref
 from heapq import heappop, heappush, heapreplace
@@ -267,6 +268,20 @@ def promote(a, b, floating_result=False):
     if rank_b < rank_a or (rank_a == rank_b and b.data.ndim == 0 and a.data.ndim):
         return a, _cast(b, a.data.dtype)
     return a, b
+
+
+def _promote_types(a, b):
+    """PyTorch's promote_types: across kinds the higher kind's dtype (int64 with float32 is float32)."""
+    rank_a, rank_b = _KIND_RANK.get(a.kind, 3), _KIND_RANK.get(b.kind, 3)
+    if rank_a != rank_b:
+        return a if rank_a > rank_b else b
+    return np.promote_types(a, b)
+
+
+def promote_all(tensors):
+    """``tensors`` cast to the one dtype PyTorch gives a join of them (cat, stack), where numpy widens."""
+    dtype = functools.reduce(_promote_types, [t.data.dtype for t in tensors])
+    return [t if t.data.dtype == dtype else _cast(t, dtype) for t in tensors]
 
 
 def _cast(t, dtype):
