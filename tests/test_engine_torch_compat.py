@@ -261,3 +261,54 @@ def test_to_rejects_other_devices_and_extra_arguments():
     with pytest.raises(TypeError, match="at most non_blocking and copy"):
         x.to(ge.float64, False, False, False)
     assert x.to("cpu:0", ge.float64).dtype == ge.float64
+
+
+# ------------------------------------------------------------------ empty and 0-d tensors, squeeze
+def _backward_of(reduce, shape):
+    """``reduce`` of a float64 leaf of ``shape``, and the leaf's gradient after backward of its sum."""
+
+    def case(lib):
+        x = lib.zeros(shape, dtype=lib.float64, requires_grad=True)
+        out = reduce(lib, x)
+        out.sum().backward()
+        return out, x.grad
+
+    return case
+
+
+def _0d(lib):
+    return lib.tensor(2.0, dtype=lib.float64, requires_grad=True)
+
+
+EDGE_CASES = {
+    # C1: reductions of nothing
+    "mean-empty": _backward_of(lambda lib, x: lib.mean(x), (0, 3)),
+    "mean-empty-dim": _backward_of(lambda lib, x: x.mean(dim=0), (0, 3)),
+    "var-empty": _backward_of(lambda lib, x: lib.var(x), (0, 3)),
+    "std-empty-dim": _backward_of(lambda lib, x: x.std(dim=0), (0, 3)),
+    "var-fewer-than-correction": lambda lib: lib.var(lib.tensor([1.0, 2.0]), correction=3),
+    # C2: size-0 softmax dims
+    "logsumexp-empty-dim": _backward_of(lambda lib, x: lib.logsumexp(x, dim=0), (0, 3)),
+    "softmax-empty-dim": _backward_of(lambda lib, x: lib.softmax(x, dim=0), (0, 3)),
+    "log-softmax-empty-dim": _backward_of(lambda lib, x: lib.log_softmax(x, dim=0), (0, 3)),
+    "softmax-of-empty-rows": _backward_of(lambda lib, x: lib.softmax(x, dim=1), (0, 3)),
+    # C3: dim 0 / -1 of 0-d tensors
+    "softmax-0d": _backward_of(lambda lib, x: lib.softmax(x, dim=0), ()),
+    "log-softmax-0d": _backward_of(lambda lib, x: lib.log_softmax(x, dim=-1), ()),
+    "var-0d-dim": lambda lib: lib.var(_0d(lib), dim=0),
+    "std-0d-dim": lambda lib: _0d(lib).std(dim=-1),
+    "transpose-0d": lambda lib: lib.transpose(_0d(lib), 0, -1),
+    "transpose-0d-grad": _backward_of(lambda lib, x: (x + 1).transpose(0, -1) * 3, ()),
+    # C4: squeeze of dims that are not of size 1
+    "squeeze-dim-not-one": lambda lib: lib.zeros(1, 3, 1).squeeze(1),
+    "squeeze-tuple": lambda lib: lib.zeros(1, 3, 1).squeeze((0, 1)),
+    "squeeze-negative-dim": lambda lib: lib.squeeze(lib.zeros(1, 3, 1), -1),
+    "squeeze-0d": lambda lib: lib.tensor(2.0).squeeze(0),
+    "squeeze-grad": _backward_of(lambda lib, x: (x * 2).squeeze((0, 2, 1)), (1, 3, 1)),
+}
+
+
+@pytest.mark.parametrize("case", EDGE_CASES.values(), ids=EDGE_CASES.keys())
+@pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::UserWarning")
+def test_edge_case_matches_torch(case):
+    _assert_same(*_run_both(case))

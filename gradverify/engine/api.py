@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import math
 import functools
 from collections import namedtuple
 
@@ -267,12 +268,16 @@ amin = _reduction("amin")
 logsumexp = _reduction("logsumexp")
 
 
+def _check_0d_dims(x, dims):
+    """torch takes dim 0 and -1 of a 0-d tensor as the tensor itself; numpy has no axis there."""
+    if x.ndim == 0 and not builtins.all(d in (0, -1) for d in np.atleast_1d(dims)):
+        raise IndexError(f"dim: a 0-d tensor has only dim 0 (or -1), got {dims!r}")
+
+
 def _arg_extreme(numpy_arg):
     def arg(x, dim=None, keepdim=False):
         if x.ndim == 0:
-            # numpy has no axis 0 to reduce here; torch takes dim 0 and -1 of a 0-d tensor as the tensor itself.
-            if dim not in (None, 0, -1):
-                raise IndexError(f"dim: expected None, 0 or -1 for a 0-d tensor, got {dim!r}")
+            _check_0d_dims(x, () if dim is None else dim)
             return Tensor(np.zeros((), dtype=np.int64))
         return Tensor(np.asarray(numpy_arg(x.data, axis=dim, keepdims=bool(keepdim)), dtype=np.int64))
 
@@ -331,10 +336,12 @@ def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
         raise TypeError("var: pass unbiased or correction, not both")
     correction = (1 if unbiased is None or unbiased else 0) if correction is None else correction
     axis = _axis(dim, None)
-    count = x.data.size if axis is None else int(np.prod([x.shape[a] for a in np.atleast_1d(axis)]))
+    _check_0d_dims(x, () if axis is None else axis)
+    count = x.data.size if axis is None or x.ndim == 0 else math.prod(x.shape[a] for a in np.atleast_1d(axis))
     centred = x - F.mean(x, axis=axis, keepdims=True)
+    # As torch: no fewer than 0 degrees of freedom, so too few entries give inf or nan.
     # (max, min, sum and abs are the engine's in this module: plain arithmetic here.)
-    return F.sum(centred * centred, axis=axis, keepdims=bool(keepdim)) / float(count - correction)
+    return F.sum(centred * centred, axis=axis, keepdims=bool(keepdim)) / float(builtins.max(count - correction, 0))
 
 
 def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
@@ -380,7 +387,14 @@ def unsqueeze(x, dim):
 
 
 def squeeze(x, dim=None):
-    return F.squeeze(x, dim)
+    """Remove the size-1 axes: all of them, or those among ``dim`` (an int or a tuple); other dims stay, as torch."""
+    if dim is None:
+        return F.squeeze(x, None)
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    if x.ndim == 0:
+        _check_0d_dims(x, dims)
+        return F.squeeze(x, None)
+    return F.squeeze(x, tuple(d for d in dims if x.shape[d] == 1))
 
 
 def flatten(x, start_dim=0, end_dim=-1):
