@@ -15,17 +15,22 @@ pytestmark = pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create
 
 def _summary(value):
     """What a result is, in terms both libraries share: kind, dtype, shape and values."""
-    if isinstance(value, (tuple, list)):
-        return [_summary(v) for v in value]
     if isinstance(value, (ge.Tensor, torch.Tensor)):
         array = value.detach().numpy()
         return "tensor", str(value.dtype).removeprefix("torch."), tuple(array.shape), array.tolist()
-    return type(value).__name__, value
+    return type(value).__name__, None, None, value
 
 
-def _assert_same(engine_value, torch_value):
+def _assert_same(engine_value, torch_value, rtol=0.0):
+    """The same kind, dtype, shape and values (to ``rtol``), item by item in tuples and lists."""
+    if isinstance(torch_value, (tuple, list)):
+        assert isinstance(engine_value, (tuple, list)) and len(engine_value) == len(torch_value)
+        for engine_item, torch_item in zip(engine_value, torch_value):
+            _assert_same(engine_item, torch_item, rtol)
+        return
     engine_summary, torch_summary = _summary(engine_value), _summary(torch_value)
-    np.testing.assert_equal(engine_summary, torch_summary)
+    assert engine_summary[:3] == torch_summary[:3]
+    np.testing.assert_allclose(engine_summary[3], torch_summary[3], rtol=rtol, atol=0)
 
 
 def _run_both(case):
@@ -312,3 +317,49 @@ EDGE_CASES = {
 @pytest.mark.filterwarnings("ignore::RuntimeWarning", "ignore::UserWarning")
 def test_edge_case_matches_torch(case):
     _assert_same(*_run_both(case))
+
+
+# ------------------------------------------------------------------ C14: keyword arguments torch takes
+def _v(lib):
+    return lib.tensor([1.0, -2.0, 30.0], dtype=lib.float64)
+
+
+def _softplus_with_grads(**options):
+    def case(lib):
+        x = _leaf(lib, [-1.0, 0.5, 3.0, 30.0])
+        return _with_grads(lib.nn.functional.softplus(x, **options), x)
+
+    return case
+
+
+def _add_alpha_with_grads(lib):
+    x, y = _leaf(lib, [1.0, 2.0]), _leaf(lib, [3.0, 4.0])
+    return _with_grads(lib.add(x, y, alpha=2) * x, x, y)
+
+
+KEYWORD_CASES = {
+    "add-alpha": lambda lib: lib.add(_v(lib), _v(lib), alpha=2),
+    "add-alpha-number": lambda lib: lib.add(_v(lib), 3, alpha=2),
+    "add-alpha-grads": _add_alpha_with_grads,
+    "sub-alpha": lambda lib: lib.sub(_v(lib), lib.tensor([1, 2, 3]), alpha=3),
+    "softmax-dtype": lambda lib: lib.softmax(lib.tensor([1.0, 2.0]), 0, dtype=lib.float64),
+    "log-softmax-dtype": lambda lib: lib.nn.functional.log_softmax(lib.tensor([1.0, 2.0]), dim=0, dtype=lib.float64),
+    "sum-dtype": lambda lib: lib.tensor([1.0, 2.0]).sum(dtype=lib.float64),
+    "sum-int-dtype": lambda lib: lib.sum(lib.tensor([[1, 2]]), 1, dtype=lib.float32),
+    "mean-dtype": lambda lib: lib.mean(lib.tensor([1, 2]), dtype=lib.float64),
+    "relu-inplace-false": lambda lib: lib.nn.functional.relu(_v(lib), inplace=False),
+    "relu-module-inplace": lambda lib: lib.nn.ReLU(inplace=True)(_v(lib) * 1),
+    "softplus-beta": _softplus_with_grads(beta=2.0),
+    "softplus-beta-threshold": _softplus_with_grads(beta=0.5, threshold=1.0),
+    "div-floor": lambda lib: lib.div(lib.tensor([-7.5, 7.5, -6.0]), 2, rounding_mode="floor"),
+    "div-trunc": lambda lib: lib.div(lib.tensor([-7.5, 7.5, -6.0]), 2, rounding_mode="trunc"),
+    "div-int-floor": lambda lib: lib.div(lib.tensor([-7, 7, -6]), lib.tensor([2, -2, 3]), rounding_mode="floor"),
+    "div-int-trunc": lambda lib: lib.div(lib.tensor([-7, 7, -6, 0]), lib.tensor([2, -2, 3, -5]), rounding_mode="trunc"),
+    "div-int-float-floor": lambda lib: lib.div(lib.tensor([-7, 7]), 2.0, rounding_mode="floor"),
+    "div-no-rounding": lambda lib: lib.div(lib.tensor([-7, 7]), 2, rounding_mode=None),
+}
+
+
+@pytest.mark.parametrize("case", KEYWORD_CASES.values(), ids=KEYWORD_CASES.keys())
+def test_keyword_arguments_as_torch(case):
+    _assert_same(*_run_both(case), rtol=1e-15)

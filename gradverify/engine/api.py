@@ -201,9 +201,66 @@ def enable_grad():
 
 # ---------------------------------------------------------------- elementwise
 exp, log, log1p, sqrt = F.exp, F.log, F.log1p, F.sqrt
-sin, cos, tanh, sigmoid, relu, abs, neg = F.sin, F.cos, F.tanh, F.sigmoid, F.relu, F.abs, F.neg
-softplus, maximum, minimum, matmul = F.softplus, F.maximum, F.minimum, F.matmul
-add, sub, mul, div = F.add, F.sub, F.mul, F.div
+sin, cos, tanh, sigmoid, abs, neg = F.sin, F.cos, F.tanh, F.sigmoid, F.abs, F.neg
+maximum, minimum, matmul, mul = F.maximum, F.minimum, F.matmul, F.mul
+
+
+def _as_dtype(x, dtype):
+    """``x`` cast to ``dtype`` first, as torch's ``dtype=`` options do (None: as it is)."""
+    dtype = _dtype_arg(dtype)
+    return x if dtype is None or dtype == x.dtype else F.astype(x, dtype=dtype)
+
+
+def relu(x, inplace=False):
+    """max(x, 0).  ``inplace`` is taken for torch code, but the engine records no in-place op: x stays as it is."""
+    return F.relu(x)
+
+
+def softplus(x, beta=1.0, threshold=None):
+    """log(1 + exp(beta x)) / beta, and x itself where beta x > ``threshold``.
+
+    torch switches at threshold 20 by default; the engine's default None keeps
+    the exact value everywhere (they differ by less than exp(-20) relative).
+    """
+    scaled = x if beta == 1 else x * beta
+    out = F.softplus(scaled) if beta == 1 else F.softplus(scaled) / beta
+    return out if threshold is None else where(scaled > threshold, x, out)
+
+
+def _scaled_second(op, doc):
+    def combine(input, other, *, alpha=1):
+        return op(input, other if alpha == 1 else other * alpha)
+
+    combine.__doc__ = doc
+    return combine
+
+
+add = _scaled_second(F.add, "``input + alpha * other``.")
+sub = _scaled_second(F.sub, "``input - alpha * other``.")
+
+
+def div(input, other, *, rounding_mode=None):
+    """``input / other``; with ``rounding_mode`` 'trunc' or 'floor' the quotient rounded toward 0 or down, as torch.
+
+    The rounded quotient keeps the operands' promoted dtype and is not
+    differentiable (torch gives it a zero gradient).
+    """
+    if rounding_mode is None:
+        return F.div(input, other)
+    if rounding_mode not in ("trunc", "floor"):
+        raise ValueError(f"rounding_mode: expected None, 'trunc' or 'floor', got {rounding_mode!r}")
+    like = input if isinstance(input, Tensor) else other
+    dividend, divisor = (t.data for t in promote(lift(input, like), lift(other, like)))
+    if dividend.dtype.kind != "f" and not np.all(divisor):
+        raise ZeroDivisionError("div: integer division by zero")
+    quotient = np.floor_divide(dividend, divisor)
+    if rounding_mode == "trunc":
+        if dividend.dtype.kind == "f":
+            quotient = np.trunc(np.true_divide(dividend, divisor))
+        else:
+            # Below zero, an inexact floored quotient is one less than the truncated one.
+            quotient = quotient + ((quotient < 0) & (quotient * divisor != dividend))
+    return Tensor(quotient.astype(dividend.dtype, copy=False))
 
 
 def pow(x, exponent):
@@ -261,8 +318,17 @@ def _reduction(name):
     return reduce
 
 
-sum = _reduction("sum")
-mean = _reduction("mean")
+def _casting_first(reduce):
+    @functools.wraps(reduce)
+    def cast_then_reduce(x, *args, dtype=None, **options):
+        return reduce(_as_dtype(x, dtype), *args, **options)
+
+    cast_then_reduce.__doc__ = reduce.__doc__ + "  ``dtype``: cast x to it first."
+    return cast_then_reduce
+
+
+sum = _casting_first(_reduction("sum"))
+mean = _casting_first(_reduction("mean"))
 amax = _reduction("amax")
 amin = _reduction("amin")
 logsumexp = _reduction("logsumexp")
@@ -427,9 +493,11 @@ def stack(tensors, dim=0):
     return F.stack(*_joined(tensors, "stack"), axis=dim)
 
 
-def softmax(x, dim=-1):
-    return F.softmax(x, axis=dim)
+def softmax(x, dim=-1, dtype=None):
+    """softmax over ``dim`` (of x cast to ``dtype`` first when given)."""
+    return F.softmax(_as_dtype(x, dtype), axis=dim)
 
 
-def log_softmax(x, dim=-1):
-    return F.log_softmax(x, axis=dim)
+def log_softmax(x, dim=-1, dtype=None):
+    """log_softmax over ``dim`` (of x cast to ``dtype`` first when given)."""
+    return F.log_softmax(_as_dtype(x, dtype), axis=dim)
