@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import math
 import functools
+import math
 from collections import namedtuple
 
 import numpy as np
