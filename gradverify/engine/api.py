@@ -65,9 +65,9 @@ def tensor(data, dtype=None, requires_grad=False):
 
 def _holds_numpy_float64(data):
     """Whether ``data`` is or contains a numpy float64 (array or scalar), which torch keeps as float64."""
-    if isinstance(data, (np.ndarray, np.generic)):
-        return data.dtype == np.float64
-    return isinstance(data, (list, tuple)) and builtins.any(_holds_numpy_float64(item) for item in data)
+    if isinstance(data, (list, tuple)):
+        return builtins.any(_holds_numpy_float64(item) for item in data)
+    return isinstance(data, (np.ndarray, np.generic)) and data.dtype == np.float64
 
 
 def as_tensor(data, dtype=None):
@@ -269,10 +269,13 @@ def pow(x, exponent):
         return F.pow(x, exponent)
     if not isinstance(x, Tensor):
         raise TypeError(f"pow: the base must be a Tensor when the exponent is a number, got {type(x).__name__}")
-    # The result has torch's dtype for tensor op number: int ** 0.5 is floating, bool ** 2 is int64.
-    dtype = _scalar_dtype(exponent, x.data.dtype)
-    if dtype != x.data.dtype:
-        x = F.astype(x, dtype=dtype)
+    if x.data.dtype.kind != "f":
+        # The result has torch's dtype for tensor op number: int ** 0.5 is floating, bool ** 2 is int64.
+        dtype = _scalar_dtype(exponent, x.data.dtype)
+        if dtype.kind == "b":
+            # bool ** bool: numpy has no boolean power (it gives int8), so through int64 and back.
+            return F.astype(F.pow_scalar(F.astype(x, dtype=int64), exponent=int(exponent)), dtype=bool_)
+        x = _as_dtype(x, dtype)
     return F.pow_scalar(x, exponent=exponent)
 
 

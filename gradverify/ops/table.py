@@ -216,7 +216,7 @@ def _pow_scalar_derivative(x, exponent):
 
 op(
     "pow_scalar",
-    lambda x, exponent: np.power(x, np.asarray(exponent, dtype=x.dtype)).astype(x.dtype, copy=False),
+    lambda x, exponent: np.power(x, np.asarray(exponent, dtype=x.dtype)),
     lambda g, out, x, exponent: (g * _pow_scalar_derivative(x, exponent),),
     lambda t, out, x, exponent: None if t[0] is None else t[0] * _pow_scalar_derivative(x, exponent),
     (POSITIVE,),
