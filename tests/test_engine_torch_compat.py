@@ -363,3 +363,19 @@ KEYWORD_CASES = {
 @pytest.mark.parametrize("case", KEYWORD_CASES.values(), ids=KEYWORD_CASES.keys())
 def test_keyword_arguments_as_torch(case):
     _assert_same(*_run_both(case), rtol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: ge.zeros(1, 3).squeeze(2),
+        lambda: ge.zeros(1, 3).squeeze((0, -3)),
+        lambda: ge.tensor(2.0).squeeze(1),
+        lambda: ge.var(ge.tensor(2.0), dim=1),
+        lambda: ge.argmax(ge.tensor(2.0), dim=-2),
+    ],
+    ids=["squeeze", "squeeze-tuple", "squeeze-0d", "var-0d", "argmax-0d"],
+)
+def test_dim_out_of_range_is_named(call):
+    with pytest.raises(IndexError, match=r"dim: expected dims in \[-\d, \d\)"):
+        call()

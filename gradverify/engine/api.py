@@ -337,16 +337,17 @@ amin = _reduction("amin")
 logsumexp = _reduction("logsumexp")
 
 
-def _check_0d_dims(x, dims):
-    """torch takes dim 0 and -1 of a 0-d tensor as the tensor itself; numpy has no axis there."""
-    if x.ndim == 0 and not builtins.all(d in (0, -1) for d in np.atleast_1d(dims)):
-        raise IndexError(f"dim: a 0-d tensor has only dim 0 (or -1), got {dims!r}")
+def _check_dims(x, dims):
+    """Raise unless every dim of ``dims`` names an axis of ``x``; a 0-d tensor has dim 0 (and -1), as in torch."""
+    rank = builtins.max(x.ndim, 1)
+    if not builtins.all(-rank <= d < rank for d in np.atleast_1d(dims)):
+        raise IndexError(f"dim: expected dims in [{-rank}, {rank}) for a tensor of shape {x.shape}, got {dims!r}")
 
 
 def _arg_extreme(numpy_arg):
     def arg(x, dim=None, keepdim=False):
         if x.ndim == 0:
-            _check_0d_dims(x, () if dim is None else dim)
+            _check_dims(x, () if dim is None else dim)
             return Tensor(np.zeros((), dtype=np.int64))
         return Tensor(np.asarray(numpy_arg(x.data, axis=dim, keepdims=bool(keepdim)), dtype=np.int64))
 
@@ -405,7 +406,7 @@ def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
         raise TypeError("var: pass unbiased or correction, not both")
     correction = (1 if unbiased is None or unbiased else 0) if correction is None else correction
     axis = _axis(dim, None)
-    _check_0d_dims(x, () if axis is None else axis)
+    _check_dims(x, () if axis is None else axis)
     count = x.data.size if axis is None or x.ndim == 0 else math.prod(x.shape[a] for a in np.atleast_1d(axis))
     centred = x - F.mean(x, axis=axis, keepdims=True)
     # As torch: no fewer than 0 degrees of freedom, so too few entries give inf or nan.
@@ -460,8 +461,8 @@ def squeeze(x, dim=None):
     if dim is None:
         return F.squeeze(x, None)
     dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    _check_dims(x, dims)
     if x.ndim == 0:
-        _check_0d_dims(x, dims)
         return F.squeeze(x, None)
     return F.squeeze(x, tuple(d for d in dims if x.shape[d] == 1))
 
