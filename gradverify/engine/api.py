@@ -1,19 +1,21 @@
 """The torch-shaped functions of the engine (``ge.exp``, ``ge.sum(x, dim=...)``, ``ge.tensor`` ...)."""
 from __future__ import annotations
 
+import builtins
 import contextlib
 import functools
+import math
 from collections import namedtuple
 
 import numpy as np
 
 from . import functional as F
-from .tensor import MODE, Tensor, lift, promote
+from .tensor import MODE, Tensor, _scalar_dtype, lift, promote, promote_all
 
 __all__ = [
     "float32", "float64", "double", "int64", "long", "int32", "bool_", "tensor", "as_tensor", "from_numpy", "set_default_dtype",
     "get_default_dtype", "manual_seed", "zeros", "ones", "randn", "rand", "zeros_like", "ones_like", "randn_like",
-    "arange", "empty", "full", "eye", "linspace", "argmax", "argmin", "allclose", "square", "var", "std", "norm", "is_grad_enabled", "no_grad", "enable_grad", "exp", "log", "log1p", "sqrt", "sin", "cos", "tanh",
+    "arange", "empty", "full", "eye", "linspace", "argmax", "argmin", "any", "all", "allclose", "square", "var", "std", "norm", "is_grad_enabled", "no_grad", "enable_grad", "exp", "log", "log1p", "sqrt", "sin", "cos", "tanh",
     "sigmoid", "relu", "abs", "neg", "softplus", "maximum", "minimum", "matmul", "add", "sub", "mul", "div", "pow",
     "where", "clamp", "clip", "sum", "mean", "amax", "amin", "logsumexp", "max", "min", "reshape", "permute",
     "transpose", "broadcast_to", "unsqueeze", "squeeze", "flatten", "cat", "concatenate", "stack", "softmax",
@@ -52,7 +54,7 @@ def tensor(data, dtype=None, requires_grad=False):
     if isinstance(data, Tensor):
         data = data.data
     array = np.array(data, dtype=dtype, copy=True)
-    if dtype is None and array.dtype == np.float64 and not _is_numpy_typed(data):
+    if dtype is None and array.dtype == np.float64 and not _holds_numpy_float64(data):
         array = array.astype(MODE.default_dtype)
     if array.dtype.kind not in "biuf":
         raise TypeError(
@@ -61,14 +63,24 @@ def tensor(data, dtype=None, requires_grad=False):
     return Tensor(array, requires_grad=requires_grad)
 
 
-def _is_numpy_typed(data):
-    return isinstance(data, (np.ndarray, np.generic))
+def _holds_numpy_float64(data):
+    """Whether ``data`` is or contains a numpy float64 (array or scalar), which torch keeps as float64."""
+    if isinstance(data, (list, tuple)):
+        return builtins.any(_holds_numpy_float64(item) for item in data)
+    return isinstance(data, (np.ndarray, np.generic)) and data.dtype == np.float64
 
 
 def as_tensor(data, dtype=None):
-    """``data`` as a tensor without copying when it already is one of that dtype."""
-    if isinstance(data, Tensor) and (dtype is None or data.dtype == np.dtype(dtype)):
+    """``data`` as a tensor, sharing memory with a tensor or numpy array that already has ``dtype`` (torch.as_tensor).
+
+    Anything else (a list, another dtype) is copied as :func:`tensor` copies it.
+    """
+    dtype = _dtype_arg(dtype)
+    same_dtype = dtype is None or dtype == getattr(data, "dtype", None)
+    if isinstance(data, Tensor) and same_dtype:
         return data
+    if isinstance(data, np.ndarray) and same_dtype and data.dtype.kind in "biuf":
+        return Tensor(data)
     return tensor(data, dtype=dtype)
 
 
@@ -130,9 +142,11 @@ def randn_like(x, dtype=None, requires_grad=False):
     return randn(x.shape, dtype=dtype or x.dtype, requires_grad=requires_grad)
 
 
-def arange(*args, dtype=None):
+def arange(*args, dtype=None, requires_grad=False):
+    """``start, start + step, ...`` below ``end``: int64 for integer arguments, else the default dtype (as torch)."""
     values = np.arange(*args)
-    return Tensor(values.astype(_dtype_arg(dtype) or values.dtype))
+    dtype = _dtype_arg(dtype) or (MODE.default_dtype if values.dtype.kind == "f" else values.dtype)
+    return Tensor(values.astype(dtype), requires_grad=requires_grad)
 
 
 def full(size, fill_value, dtype=None, requires_grad=False):
@@ -187,9 +201,66 @@ def enable_grad():
 
 # ---------------------------------------------------------------- elementwise
 exp, log, log1p, sqrt = F.exp, F.log, F.log1p, F.sqrt
-sin, cos, tanh, sigmoid, relu, abs, neg = F.sin, F.cos, F.tanh, F.sigmoid, F.relu, F.abs, F.neg
-softplus, maximum, minimum, matmul = F.softplus, F.maximum, F.minimum, F.matmul
-add, sub, mul, div = F.add, F.sub, F.mul, F.div
+sin, cos, tanh, sigmoid, abs, neg = F.sin, F.cos, F.tanh, F.sigmoid, F.abs, F.neg
+maximum, minimum, matmul, mul = F.maximum, F.minimum, F.matmul, F.mul
+
+
+def _as_dtype(x, dtype):
+    """``x`` cast to ``dtype`` first, as torch's ``dtype=`` options do (None: as it is)."""
+    dtype = _dtype_arg(dtype)
+    return x if dtype is None or dtype == x.dtype else F.astype(x, dtype=dtype)
+
+
+def relu(x, inplace=False):
+    """max(x, 0).  ``inplace`` is taken for torch code, but the engine records no in-place op: x stays as it is."""
+    return F.relu(x)
+
+
+def softplus(x, beta=1.0, threshold=None):
+    """log(1 + exp(beta x)) / beta, and x itself where beta x > ``threshold``.
+
+    torch switches at threshold 20 by default; the engine's default None keeps
+    the exact value everywhere (they differ by less than exp(-20) relative).
+    """
+    scaled = x if beta == 1 else x * beta
+    out = F.softplus(scaled) if beta == 1 else F.softplus(scaled) / beta
+    return out if threshold is None else where(scaled > threshold, x, out)
+
+
+def _scaled_second(op, doc):
+    def combine(input, other, *, alpha=1):
+        return op(input, other if alpha == 1 else other * alpha)
+
+    combine.__doc__ = doc
+    return combine
+
+
+add = _scaled_second(F.add, "``input + alpha * other``.")
+sub = _scaled_second(F.sub, "``input - alpha * other``.")
+
+
+def div(input, other, *, rounding_mode=None):
+    """``input / other``; with ``rounding_mode`` 'trunc' or 'floor' the quotient rounded toward 0 or down, as torch.
+
+    The rounded quotient keeps the operands' promoted dtype and is not
+    differentiable (torch gives it a zero gradient).
+    """
+    if rounding_mode is None:
+        return F.div(input, other)
+    if rounding_mode not in ("trunc", "floor"):
+        raise ValueError(f"rounding_mode: expected None, 'trunc' or 'floor', got {rounding_mode!r}")
+    like = input if isinstance(input, Tensor) else other
+    dividend, divisor = (t.data for t in promote(lift(input, like), lift(other, like)))
+    if dividend.dtype.kind != "f" and not np.all(divisor):
+        raise ZeroDivisionError("div: integer division by zero")
+    quotient = np.floor_divide(dividend, divisor)
+    if rounding_mode == "trunc":
+        if dividend.dtype.kind == "f":
+            quotient = np.trunc(np.true_divide(dividend, divisor))
+        else:
+            # Below zero, an inexact floored quotient is one less than the truncated one.
+            quotient = quotient + ((quotient < 0) & (quotient * divisor != dividend))
+    return Tensor(quotient.astype(dividend.dtype, copy=False))
 
 
 def pow(x, exponent):
@@ -198,9 +269,13 @@ def pow(x, exponent):
         return F.pow(x, exponent)
     if not isinstance(x, Tensor):
         raise TypeError(f"pow: the base must be a Tensor when the exponent is a number, got {type(x).__name__}")
-    if isinstance(exponent, (float, np.floating)) and x.data.dtype.kind != "f":
-        # An integer tensor to a float power is floating in PyTorch (int ** 0.5 is not truncated).
-        x = F.astype(x, dtype=MODE.default_dtype)
+    if x.data.dtype.kind != "f":
+        # The result has torch's dtype for tensor op number: int ** 0.5 is floating, bool ** 2 is int64.
+        dtype = _scalar_dtype(exponent, x.data.dtype)
+        if dtype.kind == "b":
+            # bool ** bool: numpy has no boolean power (it gives int8), so through int64 and back.
+            return F.astype(F.pow_scalar(F.astype(x, dtype=int64), exponent=int(exponent)), dtype=bool_)
+        x = _as_dtype(x, dtype)
     return F.pow_scalar(x, exponent=exponent)
 
 
@@ -209,7 +284,9 @@ def where(condition, input, other):
     cond = condition.data if isinstance(condition, Tensor) else np.asarray(condition)
     if cond.dtype != np.bool_:
         raise TypeError(f"where: condition must be a boolean tensor, got dtype {cond.dtype}")
-    return F.where(cond, input, other)
+    # Promoted as a binary op's operands: a number or a 0-d tensor does not widen a tensor of its kind.
+    like = input if isinstance(input, Tensor) else other if isinstance(other, Tensor) else Tensor(cond)
+    return F.where(cond, *promote(lift(input, like), lift(other, like)))
 
 
 def clamp(x, min=None, max=None):
@@ -221,7 +298,7 @@ def clamp(x, min=None, max=None):
     """
     if min is None and max is None:
         raise ValueError("clamp: at least one of min and max must be given")
-    if x.data.dtype.kind != "f" and any(isinstance(b, (float, np.floating)) for b in (min, max)):
+    if x.data.dtype.kind != "f" and builtins.any(isinstance(b, (float, np.floating)) for b in (min, max)):
         x = F.astype(x, dtype=MODE.default_dtype)
     if isinstance(min, Tensor) or isinstance(max, Tensor):
         return _clamp_to_tensors(x, min, max)
@@ -276,21 +353,56 @@ def _reduction(name):
     return reduce
 
 
-sum = _reduction("sum")
-mean = _reduction("mean")
+def _casting_first(reduce):
+    @functools.wraps(reduce)
+    def cast_then_reduce(x, *args, dtype=None, **options):
+        return reduce(_as_dtype(x, dtype), *args, **options)
+
+    cast_then_reduce.__doc__ = reduce.__doc__ + "  ``dtype``: cast x to it first."
+    return cast_then_reduce
+
+
+sum = _casting_first(_reduction("sum"))
+mean = _casting_first(_reduction("mean"))
 amax = _reduction("amax")
 amin = _reduction("amin")
 logsumexp = _reduction("logsumexp")
 
 
-def _extreme(reducer, arg):
+def _check_dims(x, dims):
+    """Raise unless every dim of ``dims`` names an axis of ``x``; a 0-d tensor has dim 0 (and -1), as in torch."""
+    rank = builtins.max(x.ndim, 1)
+    if not builtins.all(-rank <= d < rank for d in np.atleast_1d(dims)):
+        raise IndexError(f"dim: expected dims in [{-rank}, {rank}) for a tensor of shape {x.shape}, got {dims!r}")
+
+
+def _arg_extreme(numpy_arg):
+    def arg(x, dim=None, keepdim=False):
+        if x.ndim == 0:
+            _check_dims(x, () if dim is None else dim)
+            return Tensor(np.zeros((), dtype=np.int64))
+        return Tensor(np.asarray(numpy_arg(x.data, axis=dim, keepdims=bool(keepdim)), dtype=np.int64))
+
+    arg.__doc__ = (
+        "Index of the first extreme over ``dim`` (of the flattened tensor when None, then ``keepdim`` keeps every "
+        "axis as size 1, as torch 2); not differentiable."
+    )
+    return arg
+
+
+argmax = _arg_extreme(np.argmax)
+argmin = _arg_extreme(np.argmin)
+
+
+def _extreme(reducer, arg, elementwise):
     def pick(x, dim=None, keepdim=False):
+        if isinstance(dim, Tensor):
+            return elementwise(x, dim)
         if dim is None:
             return reducer(x)
-        if x.data.ndim == 0:
-            # torch accepts dim 0 or -1 on a 0-d tensor: the value itself, at index 0.
-            return MaxResult(reducer(x, dim, keepdim), Tensor(np.zeros((), dtype=np.int64)))
-        indices = np.expand_dims(arg(x.data, axis=dim), dim)
+        if x.ndim == 0:
+            return MaxResult(reducer(x, dim, keepdim), arg(x, dim, keepdim))
+        indices = arg(x, dim, True).data
         # The values are gathered at the returned indices, so on ties the gradient goes to the
         # index reported, as in torch (amax would split it).
         values = F.getitem(x, index=_along_axis(indices, dim))
@@ -299,7 +411,10 @@ def _extreme(reducer, arg):
             values = F.reshape(values, shape=indices.shape)
         return MaxResult(values, Tensor(indices))
 
-    pick.__doc__ = "With ``dim``: (values, indices), as torch; without: the overall extreme (ties share its gradient)."
+    pick.__doc__ = (
+        "With ``dim``: (values, indices), as torch; with a tensor ``other`` in its place: the elementwise extreme; "
+        "with neither: the overall extreme (ties share its gradient)."
+    )
     return pick
 
 
@@ -310,27 +425,27 @@ def _along_axis(indices, dim):
     return tuple(grids)
 
 
-max = _extreme(amax, np.argmax)
-min = _extreme(amin, np.argmin)
-
-
-def _arg_extreme(numpy_arg):
-    def arg(x, dim=None, keepdim=False):
-        if dim is None:
-            return Tensor(np.asarray(numpy_arg(x.data), dtype=np.int64))
-        return Tensor(numpy_arg(x.data, axis=dim, keepdims=keepdim).astype(np.int64))
-
-    arg.__doc__ = "Index of the first extreme over ``dim`` (of the flattened tensor when None); not differentiable."
-    return arg
-
-
-argmax = _arg_extreme(np.argmax)
-argmin = _arg_extreme(np.argmin)
+max = _extreme(amax, argmax, maximum)
+min = _extreme(amin, argmin, minimum)
 
 
 def square(x):
-    """``x * x``."""
+    """``x * x`` (booleans square to int64, as torch's)."""
+    if x.data.dtype.kind == "b":
+        x = F.astype(x, dtype=int64)
     return x * x
+
+
+def _truth_reduction(numpy_reduce, doc):
+    def reduce(x, dim=None, keepdim=False):
+        return Tensor(numpy_reduce(x.data, axis=_axis(dim, None), keepdims=bool(keepdim)))
+
+    reduce.__doc__ = doc
+    return reduce
+
+
+any = _truth_reduction(np.any, "Whether any element over ``dim`` (all axes when None) is true, as a bool tensor.")
+all = _truth_reduction(np.all, "Whether every element over ``dim`` (all axes when None) is true, as a bool tensor.")
 
 
 def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
@@ -339,10 +454,12 @@ def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
         raise TypeError("var: pass unbiased or correction, not both")
     correction = (1 if unbiased is None or unbiased else 0) if correction is None else correction
     axis = _axis(dim, None)
-    count = x.data.size if axis is None else int(np.prod([x.shape[a] for a in np.atleast_1d(axis)]))
+    _check_dims(x, () if axis is None else axis)
+    count = x.data.size if axis is None or x.ndim == 0 else math.prod(x.shape[a] for a in np.atleast_1d(axis))
     centred = x - F.mean(x, axis=axis, keepdims=True)
+    # As torch: no fewer than 0 degrees of freedom, so too few entries give inf or nan.
     # (max, min, sum and abs are the engine's in this module: plain arithmetic here.)
-    return F.sum(centred * centred, axis=axis, keepdims=bool(keepdim)) / float(count - correction)
+    return F.sum(centred * centred, axis=axis, keepdims=bool(keepdim)) / float(builtins.max(count - correction, 0))
 
 
 def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
@@ -352,9 +469,10 @@ def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
 
 def _sqrt_of_square_sum(s):
     # sqrt(s) for a sum of squares s >= 0, whose gradient is 0 where s = 0 (torch's norm and std
-    # backward), not 0 * inf = NaN: the select sends no cotangent into sqrt's pole.
-    positive = s.data > 0
-    return F.where(positive, F.sqrt(F.where(positive, s, 1.0)), 0.0)
+    # backward), not 0 * inf = NaN: the select sends no cotangent into sqrt's pole.  (A NaN s, the
+    # variance of nothing, stays NaN.)
+    zero = s.data == 0
+    return F.where(zero, 0.0, F.sqrt(F.where(zero, 1.0, s)))
 
 
 def norm(x, p=2, dim=None, keepdim=False):
@@ -395,7 +513,14 @@ def unsqueeze(x, dim):
 
 
 def squeeze(x, dim=None):
-    return F.squeeze(x, dim)
+    """Remove the size-1 axes: all of them, or those among ``dim`` (an int or a tuple); other dims stay, as torch."""
+    if dim is None:
+        return F.squeeze(x, None)
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    _check_dims(x, dims)
+    if x.ndim == 0:
+        return F.squeeze(x, None)
+    return F.squeeze(x, tuple(d for d in dims if x.shape[d] == 1))
 
 
 def flatten(x, start_dim=0, end_dim=-1):
@@ -407,9 +532,17 @@ def flatten(x, start_dim=0, end_dim=-1):
     return F.reshape(x, shape=shape)
 
 
+def _joined(tensors, name):
+    """The tensors a join takes, cast to one dtype as torch casts them."""
+    tensors = list(tensors)
+    if not tensors or not builtins.all(isinstance(t, Tensor) for t in tensors):
+        raise TypeError(f"{name}: tensors must be a non-empty sequence of Tensors, got {tensors!r}")
+    return promote_all(tensors)
+
+
 def cat(tensors, dim=0):
     """Concatenate a sequence of tensors along ``dim``."""
-    return F.concatenate(*tensors, axis=dim)
+    return F.concatenate(*_joined(tensors, "cat"), axis=dim)
 
 
 concatenate = cat
@@ -417,12 +550,14 @@ concatenate = cat
 
 def stack(tensors, dim=0):
     """Stack a sequence of same-shape tensors along a new axis ``dim``."""
-    return F.stack(*tensors, axis=dim)
+    return F.stack(*_joined(tensors, "stack"), axis=dim)
 
 
-def softmax(x, dim=-1):
-    return F.softmax(x, axis=dim)
+def softmax(x, dim=-1, dtype=None):
+    """softmax over ``dim`` (of x cast to ``dtype`` first when given)."""
+    return F.softmax(_as_dtype(x, dtype), axis=dim)
 
 
-def log_softmax(x, dim=-1):
-    return F.log_softmax(x, axis=dim)
+def log_softmax(x, dim=-1, dtype=None):
+    """log_softmax over ``dim`` (of x cast to ``dtype`` first when given)."""
+    return F.log_softmax(_as_dtype(x, dtype), axis=dim)

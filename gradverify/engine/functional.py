@@ -65,9 +65,9 @@ def swapaxes(x, a, b):
 
 @functools.lru_cache(maxsize=256)
 def _swapped_axes(ndim, a, b):
-    axes = list(range(ndim))
+    axes = list(range(ndim or 1))  # a 0-d tensor takes dim 0 and -1 (and stays as it is), as in torch
     axes[a], axes[b] = axes[b], axes[a]
-    return tuple(axes)
+    return tuple(axes[:ndim])
 
 
 def constant(array):

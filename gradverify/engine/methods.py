@@ -62,16 +62,35 @@ def _compare(ufunc):
 _DEVICES = ("cpu", "cuda", "mps", "meta", "xpu")
 
 
-def _to(self, dtype=None, *args, **kwargs):
-    """Convert the dtype (``x.to(ge.float64)``); device arguments other than 'cpu' are rejected."""
-    if isinstance(dtype, str) and dtype in _DEVICES:
-        if dtype != "cpu":
-            raise ValueError(f"device: the engine runs on numpy, so only 'cpu' is supported, got {dtype!r}")
-        return self
+def _to(self, *args, device=None, dtype=None, non_blocking=False, copy=False):
+    """Convert the dtype as torch.Tensor.to: ``to(dtype)``, ``to(device, dtype)``, ``to(other)`` or by keyword.
+
+    The result is the tensor itself when nothing changes, unless ``copy``; the
+    engine runs on numpy, so the only device is 'cpu'.
+    """
+    if args and isinstance(args[0], Tensor):
+        dtype, args = args[0].dtype, args[1:]
+    elif args and isinstance(args[0], str) and args[0].split(":")[0] in _DEVICES:
+        device, args = args[0], args[1:]
+    if args and not isinstance(args[0], bool):
+        dtype, args = args[0], args[1:]
+    if len(args) > 2:
+        raise TypeError(f"to: expected at most non_blocking and copy after the device and dtype, got {args!r}")
+    copy = args[1] if len(args) == 2 else copy
+    if device is not None and device.split(":")[0] != "cpu":
+        raise ValueError(f"device: the engine runs on numpy, so only 'cpu' is supported, got {device!r}")
     target = api._dtype_arg(dtype)
-    if target is None or target == self.dtype:
-        return self
-    return F.astype(self, dtype=target)
+    if target is not None and target != self.dtype:
+        return F.astype(self, dtype=target)
+    return self.clone() if copy else self
+
+
+def _integer_value(self):
+    """The value of a one-element integer or boolean tensor, for int() and indexing (as torch's __index__)."""
+    if self.data.dtype.kind not in "biu":
+        raise TypeError(f"only integer tensors of a single element can be used as an index; this one has dtype "
+                        f"{self.data.dtype}")
+    return int(self.item())
 
 
 def _view(self, *shape):
@@ -116,6 +135,8 @@ METHODS = {
     "T": property(lambda self: F.permute(self, axes=tuple(reversed(range(self.ndim))))),
     "mT": property(lambda self: F.swapaxes(self, -1, -2)),
     "to": _to,
+    "__int__": lambda self: int(self.item()),
+    "__index__": _integer_value,
     "double": lambda self: _to(self, api.float64),
     "float": lambda self: _to(self, api.float32),
     "long": lambda self: _to(self, api.int64),
@@ -150,8 +171,8 @@ METHODS = {
     "flatten": api.flatten,
     "softmax": api.softmax,
     "log_softmax": api.log_softmax,
-    "any": lambda self: bool(np.any(self.data)),
-    "all": lambda self: bool(np.all(self.data)),
+    "any": api.any,
+    "all": api.all,
 }
 for _name in ("exp", "log", "log1p", "sqrt", "sin", "cos", "tanh", "sigmoid", "relu", "abs", "neg", "softplus",
               "argmax", "argmin", "square", "var", "std", "norm"):

@@ -8,6 +8,7 @@ op's JVP rule runs right after the forward.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import weakref
 from heapq import heappop, heappush, heapreplace
@@ -277,6 +278,20 @@ def promote(a, b, floating_result=False):
     return a, b
 
 
+def _promote_types(a, b):
+    """PyTorch's promote_types: across kinds the higher kind's dtype (int64 with float32 is float32)."""
+    rank_a, rank_b = _KIND_RANK.get(a.kind, 3), _KIND_RANK.get(b.kind, 3)
+    if rank_a != rank_b:
+        return a if rank_a > rank_b else b
+    return np.promote_types(a, b)
+
+
+def promote_all(tensors):
+    """``tensors`` cast to the one dtype PyTorch gives a join of them (cat, stack), where numpy widens."""
+    dtype = functools.reduce(_promote_types, [t.data.dtype for t in tensors])
+    return [t if t.data.dtype == dtype else _cast(t, dtype) for t in tensors]
+
+
 def _cast(t, dtype):
     """``t`` as ``dtype``: through the recorded astype op when derivatives must flow through the cast."""
     if t.requires_grad or t._tangent is not None:
@@ -463,21 +478,32 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
 
 
 def _accumulate_grad(leaf, g, create_graph, shared):
-    """Add cotangent ``g`` into ``leaf.grad``.
+    """Add cotangent ``g`` into ``leaf.grad`` as PyTorch's AccumulateGrad does.
 
-    Without ``create_graph`` the gradient is a writable C-contiguous array
-    whose memory no other leaf and no seed shares (a copy is made only when
-    ``g``'s array falls short of that); with it, ``g`` stays in the graph.
+    Without ``create_graph`` an existing ``.grad`` is added to in place, so a
+    reference taken to it earlier sees the sum (as one the user assigned does);
+    a new ``.grad`` is a writable C-contiguous array whose memory no other leaf
+    and no seed shares (a copy is made only when ``g``'s array falls short of
+    that).  With ``create_graph`` the sum is out of place and stays in the
+    graph, and a new ``.grad`` is a recorded copy of ``g``: a later in-place
+    accumulation must not change a tensor the graph holds.
     """
-    if not create_graph:
+    grad = leaf.grad
+    if create_graph:
+        leaf.grad = g.clone() if grad is None else grad + g
+    elif grad is None:
         array = g.data
         owner = id(array if array.base is None else array.base)
         if owner in shared or not (array.flags.c_contiguous and array.flags.writeable):
             array = array.copy()
             owner = id(array)
         shared.add(owner)
-        g = _wrap(array)
-    leaf.grad = g if leaf.grad is None else leaf.grad + g
+        leaf.grad = _wrap(array)
+    elif grad.data.flags.writeable and grad.data.shape == g.data.shape:
+        np.add(grad.data, g.data, out=grad.data)
+        mark_modified(grad)
+    else:
+        leaf.grad = grad + g
 
 
 _SCALARS = (bool, int, float, np.bool_, np.integer, np.floating)

@@ -554,7 +554,8 @@ op(
     "mean",
     _mean_forward,
     lambda g, out, x, axis=None, keepdims=False: (
-        F.broadcast_to(_keep(g, x, axis, keepdims), shape=x.shape) * (1.0 / _count(x, axis)),
+        # (No entries: an empty gradient, whatever the factor.)
+        F.broadcast_to(_keep(g, x, axis, keepdims), shape=x.shape) * (1.0 / (_count(x, axis) or 1)),
     ),
     lambda t, out, x, axis=None, keepdims=False: None if t[0] is None else F.mean(t[0], axis=axis, keepdims=keepdims),
     (REAL,),
@@ -605,7 +606,8 @@ _extremum("amin", np.minimum.reduce, False)
 
 def _max_shift(x, axis):
     """The max over ``axis`` (kept), 0 where it is not finite: exp(x - shift) never overflows."""
-    m = np.maximum.reduce(x, axis=axis, keepdims=True)
+    # (initial: an empty group's max is -inf, so it is shifted by 0.)
+    m = np.maximum.reduce(x, axis=axis, keepdims=True, initial=-np.inf)
     # One finite sum means every max is finite (an overflowing sum only takes the slower exact path).
     if np.isfinite(np.add.reduce(m, axis=None)):
         return m
@@ -810,10 +812,13 @@ def _log_softmax_forward(x, axis=-1):
 
 
 def _first_max_mask(x, axis):
-    """A constant 0/1 tensor marking the first largest entry of ``x`` along ``axis``."""
-    first = np.expand_dims(np.argmax(x.data, axis=axis), axis)
+    """A constant 0/1 tensor marking the first largest entry of ``x`` along ``axis`` (a 0-d ``x``: itself)."""
+    if x.ndim == 0:
+        return F.constant(np.ones_like(x.data))
     mask = np.zeros_like(x.data)
-    np.put_along_axis(mask, first, 1.0, axis=axis)
+    if mask.size:
+        first = np.expand_dims(np.argmax(x.data, axis=axis), axis)
+        np.put_along_axis(mask, first, 1.0, axis=axis)
     return F.constant(mask)
 
 

@@ -26,14 +26,16 @@ def _implicit_softmax_dim(name, ndim):
     return 0 if ndim in (0, 1, 3) else 1
 
 
-def softmax(input, dim=None):
+def softmax(input, dim=None, dtype=None):
     """Softmax along ``dim``; without it, PyTorch's deprecated implicit dim (with its warning)."""
-    return api.softmax(input, dim=_implicit_softmax_dim("softmax", input.ndim) if dim is None else dim)
+    return api.softmax(input, dim=_implicit_softmax_dim("softmax", input.ndim) if dim is None else dim, dtype=dtype)
 
 
-def log_softmax(input, dim=None):
+def log_softmax(input, dim=None, dtype=None):
     """Log-softmax along ``dim``; without it, PyTorch's deprecated implicit dim (with its warning)."""
-    return api.log_softmax(input, dim=_implicit_softmax_dim("log_softmax", input.ndim) if dim is None else dim)
+    return api.log_softmax(
+        input, dim=_implicit_softmax_dim("log_softmax", input.ndim) if dim is None else dim, dtype=dtype
+    )
 
 
 def linear(input, weight, bias=None):

@@ -43,10 +43,20 @@ def _activation(name, fn):
     return Activation
 
 
-ReLU = _activation("ReLU", F.relu)
 Sigmoid = _activation("Sigmoid", F.sigmoid)
 Tanh = _activation("Tanh", F.tanh)
 Softplus = _activation("Softplus", F.softplus)
+
+
+class ReLU(Module):
+    """Applies relu elementwise; ``inplace`` is taken for torch code, and the input is left as it is."""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x):
+        return F.relu(x, self.inplace)
 
 
 class LeakyReLU(Module):
