@@ -210,3 +210,32 @@ def test_an_optimizer_step_invalidates_graphs_recorded_before_it_and_only_those(
 def test_in_place_errors_name_the_problem(change, error, message):
     with pytest.raises(error, match=message):
         change()
+
+
+@pytest.mark.parametrize("form", ["functional", "module", "method"])
+def test_relu_in_place_changes_the_input_and_keeps_its_gradient_as_torch(form):
+    results = []
+    for lib in (ge, torch):
+        x = lib.tensor([-1.0, 0.5, 2.0], dtype=lib.float64, requires_grad=True)
+        hidden = x * 3.0
+        run = {
+            "functional": lambda h: lib.nn.functional.relu(h, inplace=True),
+            "module": lambda h: lib.nn.ReLU(inplace=True)(h),
+            "method": lambda h: h.relu_(),
+        }[form]
+        out = run(hidden)
+        assert out is hidden
+        (out * out).sum().backward()
+        results.append((hidden.detach().numpy(), x.grad.numpy()))
+    for ours, theirs in zip(*results):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("lib", [ge, torch])
+def test_zero_grad_without_set_to_none_zeroes_the_existing_grad_in_place(lib):
+    w = lib.tensor([1.0, 2.0], requires_grad=True)
+    optimizer = lib.optim.SGD([w], lr=0.1)
+    (w * w).sum().backward()
+    kept = w.grad
+    optimizer.zero_grad(set_to_none=False)
+    assert w.grad is kept and kept.tolist() == [0.0, 0.0]

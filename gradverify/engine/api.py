@@ -212,8 +212,8 @@ def _as_dtype(x, dtype):
 
 
 def relu(x, inplace=False):
-    """max(x, 0).  ``inplace`` is taken for torch code, but the engine records no in-place op: x stays as it is."""
-    return F.relu(x)
+    """max(x, 0); with ``inplace``, written into x (``x.relu_()``) and returned, as torch."""
+    return x.relu_() if inplace else F.relu(x)
 
 
 def softplus(x, beta=1.0, threshold=None):

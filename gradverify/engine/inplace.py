@@ -161,6 +161,7 @@ IN_PLACE = {
     "copy_": in_place("copy_", lambda array, src: np.copyto(array, src, casting="unsafe"), _filled),
     "fill_": in_place("fill_", lambda array, value: array.fill(value), _filled),
     "zero_": in_place("zero_", lambda array: array.fill(0), lambda before: F.zeros_like(before)),
+    "relu_": in_place("relu_", lambda array: np.maximum(array, 0, out=array), api.relu),
 }
 SET_ITEM = in_place("__setitem__", lambda array, index, value: array.__setitem__(index, value), _put)
 """``x[index] = value`` given an index already in numpy's terms."""

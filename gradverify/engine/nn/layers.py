@@ -49,7 +49,7 @@ Softplus = _activation("Softplus", F.softplus)
 
 
 class ReLU(Module):
-    """Applies relu elementwise; ``inplace`` is taken for torch code, and the input is left as it is."""
+    """Applies relu elementwise; with ``inplace`` the input itself is changed (recorded in the graph), as torch."""
 
     def __init__(self, inplace=False):
         super().__init__()

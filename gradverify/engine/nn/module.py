@@ -37,7 +37,13 @@ def state_array(value, name):
 def zero_grads(params, set_to_none=True):
     """Clear the ``.grad`` of each parameter: None, or zeros where a gradient exists and ``set_to_none`` is false."""
     for p in params:
-        p.grad = None if set_to_none or p.grad is None else Tensor(np.zeros_like(p.data))
+        if set_to_none or p.grad is None:
+            p.grad = None
+        elif p.grad.requires_grad:
+            p.grad = Tensor(np.zeros_like(p.data))  # a create_graph gradient: torch detaches it first
+        else:
+            p.grad.data.fill(0)  # in place, as torch: a reference to .grad sees the zeros
+            mark_modified(p.grad)
 
 
 class Module:
