@@ -109,7 +109,8 @@ def _class_weights(name, weight, input, class_dim):
 
 
 def _class_indices(name, input, target, class_dim, ignore_index):
-    """``target`` as an array of class indices for ``input``, checked like torch checks it."""
+    """``target`` as an array of class indices for ``input``, checked like torch checks it, and whether
+    any of its entries is ``ignore_index``."""
     target_data = target.data if isinstance(target, Tensor) else np.asarray(target)
     expected = input.shape[:class_dim] + input.shape[class_dim + 1:]
     if target_data.shape != expected or target_data.dtype.kind not in "iu":
@@ -118,10 +119,15 @@ def _class_indices(name, input, target, class_dim, ignore_index):
             f"got shape {target_data.shape} and dtype {target_data.dtype}"
         )
     classes = input.shape[class_dim]
-    outside = ((target_data < 0) | (target_data >= classes)) & (target_data != ignore_index)
-    if outside.any():
+    if not target_data.size:
+        return target_data, False
+    # Two reductions settle the usual case, every index in range (a training step's hot path).
+    if target_data.min() >= 0 and target_data.max() < classes:
+        return target_data, 0 <= ignore_index < classes and bool((target_data == ignore_index).any())
+    ignored = target_data == ignore_index
+    if (((target_data < 0) | (target_data >= classes)) & ~ignored).any():
         raise ValueError(f"{name}: class indices must lie in [0, {classes}), got {target_data}")
-    return target_data
+    return target_data, bool(ignored.any())
 
 
 def _picked_losses(log_probs, target_data, class_dim, weights, ignore_index):
@@ -164,7 +170,7 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     _check_reduction(reduction)
     class_dim = _class_dim("nll_loss", input)
     weights = _class_weights("nll_loss", weight, input, class_dim)
-    target_data = _class_indices("nll_loss", input, target, class_dim, ignore_index)
+    target_data, _ = _class_indices("nll_loss", input, target, class_dim, ignore_index)
     return _reduce_class_losses(*_picked_losses(input, target_data, class_dim, weights, ignore_index), reduction)
 
 
@@ -209,7 +215,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     _check_label_smoothing(label_smoothing)
     class_dim = _class_dim("cross_entropy", input)
     weights = _class_weights("cross_entropy", weight, input, class_dim)
-    if tuple(np.shape(target)) == input.shape:
+    if (target.shape if isinstance(target, Tensor) else np.shape(target)) == input.shape:
         target = target if isinstance(target, Tensor) else api.tensor(target, dtype=input.dtype)
         if target.data.dtype.kind != "f":
             raise ValueError(
@@ -220,8 +226,8 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
             raise ValueError(f"ignore_index: not supported with class-probability targets, got {ignore_index}")
         log_probs = api.log_softmax(input, dim=class_dim)
         return _cross_entropy_of_probabilities(log_probs, target, class_dim, weights, reduction, label_smoothing)
-    target_data = _class_indices("cross_entropy", input, target, class_dim, ignore_index)
-    plain = input.ndim == 2 and weights is None and not label_smoothing and not (target_data == ignore_index).any()
+    target_data, ignores = _class_indices("cross_entropy", input, target, class_dim, ignore_index)
+    plain = input.ndim == 2 and weights is None and not label_smoothing and not ignores
     if plain and reduction == "mean" and target_data.size:
         return _ops.cross_entropy(input, Tensor(target_data))
     log_probs = api.log_softmax(input, dim=class_dim)
