@@ -5,7 +5,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..tensor import Tensor, mark_modified
+from ..tensor import Tensor, is_floating, mark_modified
 
 
 class Parameter(Tensor):
@@ -46,29 +46,92 @@ def zero_grads(params, set_to_none=True):
             mark_modified(p.grad)
 
 
+def _check_member_name(kind, name, owner):
+    if not isinstance(name, str):
+        raise TypeError(f"{kind} name: expected a str, got {type(name).__name__}")
+    if not name or "." in name:
+        raise KeyError(f"{kind} name: must be non-empty and contain no '.', got {name!r}")
+    if name in owner.__dict__ and not any(name in d for d in (owner._parameters, owner._buffers, owner._modules)):
+        raise KeyError(f"{kind} name: attribute {name!r} already exists")
+
+
 class Module:
     """Base class of layers and models, as ``torch.nn.Module``.
 
     Assigning a :class:`Parameter` or a :class:`Module` to an attribute
     registers it, so ``parameters()``, ``state_dict()`` and ``zero_grad()``
-    find it.
+    find it; ``register_buffer`` registers state that is saved but not trained.
     """
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_non_persistent_buffers", set())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
             raise AttributeError("call super().__init__() in your Module's __init__ before assigning attributes")
-        self._parameters.pop(name, None)
-        self._modules.pop(name, None)
-        if isinstance(value, Parameter):
-            self._parameters[name] = value
-        elif isinstance(value, Module):
-            self._modules[name] = value
+        if name in self._buffers and (value is None or isinstance(value, Tensor)) and not isinstance(value, Parameter):
+            self._buffers[name] = value  # assigning to a buffer replaces its value, as torch
+        elif name in self._parameters and value is None:
+            self._parameters[name] = None
+        else:
+            self._forget(name)
+            if isinstance(value, Parameter):
+                self._parameters[name] = value
+            elif isinstance(value, Module):
+                self._modules[name] = value
         object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        self._forget(name)
+        object.__delattr__(self, name)
+
+    def _forget(self, name):
+        self._parameters.pop(name, None)
+        self._buffers.pop(name, None)
+        self._non_persistent_buffers.discard(name)
+        self._modules.pop(name, None)
+
+    def register_buffer(self, name, tensor, persistent=True):
+        """Register ``tensor`` (or None) as a buffer: in ``state_dict()`` unless not ``persistent``, cast by
+        ``double()``/``float()``, but not a parameter."""
+        if "_buffers" not in self.__dict__:
+            raise AttributeError("call super().__init__() in your Module's __init__ before register_buffer()")
+        _check_member_name("buffer", name, self)
+        if name in self._parameters or name in self._modules:
+            raise KeyError(f"buffer name: {name!r} is already a parameter or submodule")
+        if tensor is not None and (not isinstance(tensor, Tensor) or isinstance(tensor, Parameter)):
+            raise TypeError(f"tensor: expected a Tensor (not a Parameter) or None, got {type(tensor).__name__}")
+        self._forget(name)
+        self._buffers[name] = tensor
+        if not persistent:
+            self._non_persistent_buffers.add(name)
+        object.__setattr__(self, name, tensor)
+
+    def register_parameter(self, name, param):
+        """Register ``param`` (a :class:`Parameter`, or None for an absent one such as ``bias=False``) as ``name``."""
+        if "_parameters" not in self.__dict__:
+            raise AttributeError("call super().__init__() in your Module's __init__ before register_parameter()")
+        _check_member_name("parameter", name, self)
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(f"param: expected a Parameter or None, got {type(param).__name__}")
+        self._forget(name)
+        self._parameters[name] = param
+        object.__setattr__(self, name, param)
+
+    def add_module(self, name, module):
+        """Register ``module`` (or None) as the child ``name``."""
+        _check_member_name("module", name, self)
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"module: expected a Module or None, got {type(module).__name__}")
+        self._forget(name)
+        self._modules[name] = module
+        object.__setattr__(self, name, module)
+
+    register_module = add_module
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
@@ -87,7 +150,21 @@ class Module:
             memo.add(self)
         yield prefix, self
         for name, m in self._modules.items():
-            yield from m.named_modules(memo, prefix + ("." if prefix else "") + name, remove_duplicate)
+            if m is not None:
+                yield from m.named_modules(memo, prefix + ("." if prefix else "") + name, remove_duplicate)
+
+    def _named_members(self, members, prefix, recurse, remove_duplicate):
+        modules = self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate) if recurse else [(prefix, self)]
+        seen = set()
+        for module_prefix, module in modules:
+            for name, value in members(module):
+                if value is None:
+                    continue
+                if remove_duplicate:
+                    if id(value) in seen:
+                        continue
+                    seen.add(id(value))
+                yield module_prefix + ("." if module_prefix else "") + name, value
 
     def named_parameters(self, prefix="", recurse=True, remove_duplicate=True):
         """``(name, parameter)`` pairs, names dotted as in PyTorch (``fc1.weight``).
@@ -95,24 +172,44 @@ class Module:
         A parameter shared by several modules (tied weights) is listed once, under its first name,
         so that an optimizer updates it once; ``remove_duplicate=False`` lists every occurrence.
         """
-        modules = self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate) if recurse else [(prefix, self)]
-        seen = set()
-        for module_prefix, module in modules:
-            for name, p in module._parameters.items():
-                if remove_duplicate:
-                    if id(p) in seen:
-                        continue
-                    seen.add(id(p))
-                yield module_prefix + ("." if module_prefix else "") + name, p
+        return self._named_members(lambda m: m._parameters.items(), prefix, recurse, remove_duplicate)
 
     def parameters(self, recurse=True):
         return (p for _, p in self.named_parameters(recurse=recurse))
 
+    def named_buffers(self, prefix="", recurse=True, remove_duplicate=True):
+        """``(name, buffer)`` pairs, dotted like ``named_parameters``; None buffers are left out."""
+        return self._named_members(lambda m: m._buffers.items(), prefix, recurse, remove_duplicate)
+
+    def buffers(self, recurse=True):
+        return (b for _, b in self.named_buffers(recurse=recurse))
+
+    def named_children(self):
+        """``(name, module)`` pairs of the direct children, each module once."""
+        seen = set()
+        for name, m in self._modules.items():
+            if m is not None and id(m) not in seen:
+                seen.add(id(m))
+                yield name, m
+
     def children(self):
-        return iter(self._modules.values())
+        return (m for _, m in self.named_children())
 
     def modules(self):
         return (m for _, m in self.named_modules())
+
+    def apply(self, fn):
+        """Call ``fn`` on every submodule (children first) and then on this module; return this module."""
+        for m in self.children():
+            m.apply(fn)
+        fn(self)
+        return self
+
+    def requires_grad_(self, requires_grad=True):
+        """Set ``requires_grad`` of every parameter (e.g. False to freeze the module); return this module."""
+        for p in self.parameters():
+            p.requires_grad_(requires_grad)
+        return self
 
     def zero_grad(self, set_to_none=True):
         zero_grads(self.parameters(), set_to_none)
@@ -130,33 +227,47 @@ class Module:
             p.data = p.data.astype(dtype)
             if p.grad is not None:
                 p.grad = Tensor(p.grad.data.astype(dtype))
+        for b in self.buffers():
+            if is_floating(b.data.dtype):
+                b.data = b.data.astype(dtype)
         return self
 
     def double(self):
-        """Convert every parameter to float64 in place."""
+        """Convert every parameter and floating buffer to float64 in place."""
         return self._cast(np.float64)
 
     def float(self):
-        """Convert every parameter to float32 in place."""
+        """Convert every parameter and floating buffer to float32 in place."""
         return self._cast(np.float32)
 
     def to(self, dtype):
         return self if isinstance(dtype, str) else self._cast(np.dtype(dtype))
 
+    def _state_entries(self):
+        """Every (name, tensor) that ``state_dict`` holds: per module its parameters, then persistent buffers."""
+        for prefix, module in self.named_modules(remove_duplicate=False):
+            dot = prefix + ("." if prefix else "")
+            for name, p in module._parameters.items():
+                if p is not None:
+                    yield dot + name, p
+            for name, b in module._buffers.items():
+                if b is not None and name not in module._non_persistent_buffers:
+                    yield dot + name, b
+
     def state_dict(self):
-        """An ordered mapping from dotted parameter names to tensors that share the parameters' memory.
+        """An ordered mapping from dotted parameter and buffer names to tensors that share their memory.
 
         The tensors are detached; every name of a shared parameter is kept (as in PyTorch).
         """
-        return OrderedDict((name, p.detach()) for name, p in self.named_parameters(remove_duplicate=False))
+        return OrderedDict((name, t.detach()) for name, t in self._state_entries())
 
     def load_state_dict(self, state_dict, strict=True):
-        """Copy values (numpy arrays, engine or torch tensors) into the parameters' memory by name.
+        """Copy values (numpy arrays, engine or torch tensors) into the parameters' and buffers' memory by name.
 
         The parameters stay the same objects (an optimizer holding them keeps working) and
         tensors sharing their memory see the new values.
         """
-        own = dict(self.named_parameters(remove_duplicate=False))
+        own = dict(self._state_entries())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):
