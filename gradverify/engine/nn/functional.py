@@ -1,9 +1,11 @@
 """``ge.nn.functional``: the torch.nn.functional subset built on the op table."""
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
+import mpmath
 import numpy as np
 
 from .. import api
@@ -250,3 +252,191 @@ def dropout(input, p=0.5, training=True):
     scale = np.zeros(input.shape) if p == 1.0 else keep / (1.0 - p)
     return input * Tensor(scale.astype(input.dtype))
 
+
+
+def _reduce(losses, reduction):
+    """``losses`` reduced by ``reduction`` (checked by the caller): as is, summed, or averaged (nan when empty)."""
+    if reduction == "none":
+        return losses
+    total = api.sum(losses)
+    return total if reduction == "sum" else _divide(total, losses.data.size)
+
+
+def _same_shape_target(name, input, target):
+    """``target`` as a tensor of the input's dtype, required (as torch requires it) to have the input's shape."""
+    if not isinstance(target, Tensor):
+        target = api.tensor(target, dtype=input.dtype)
+    if target.shape != input.shape:
+        raise ValueError(f"{name}: target has shape {target.shape} but input has shape {input.shape}; they must match")
+    return target
+
+
+def _constant_like(name, value, input):
+    """``value`` (a tensor, array or number, or None) as a tensor of the input's dtype."""
+    if value is None or isinstance(value, Tensor):
+        return value
+    try:
+        return api.tensor(value, dtype=input.dtype)
+    except Exception as err:
+        raise TypeError(f"{name}: expected a tensor or array, got {type(value).__name__}") from err
+
+
+def logsigmoid(input):
+    """``log(sigmoid(x))`` as ``-softplus(-x)``: finite for every x, where the composition underflows."""
+    return -api.softplus(-input)
+
+
+def silu(input):
+    """``x * sigmoid(x)`` (also called swish)."""
+    return input * api.sigmoid(input)
+
+
+def elu(input, alpha=1.0):
+    """``x`` for x > 0, else ``alpha * (exp(x) - 1)``."""
+    # exp of the clipped input: exp of a large positive x would be inf and its zero cotangent times inf nan.
+    return api.where(input > 0, input, alpha * (api.exp(api.clamp(input, max=0.0)) - 1))
+
+
+_ERFC_DEGREE = 26
+
+
+@functools.cache
+def _erfc_chebyshev_coefficients():
+    """Chebyshev coefficients in ``y = (2 - z) / (2 + z)`` of ``log(erfc(z) / t) + z^2``, ``t = 2 / (2 + z)``,
+    interpolated from mpmath at 40 digits (the Numerical Recipes form of erfc for z >= 0; smooth on [-1, 1])."""
+    with mpmath.workdps(40):
+        def exponent(y):
+            t = (mpmath.mpf(y) + 1) / 2
+            z = 2 / t - 2
+            return float(mpmath.log(mpmath.erfc(z) / t) + z * z)
+
+        nodes = np.cos(np.pi * (np.arange(_ERFC_DEGREE + 1) + 0.5) / (_ERFC_DEGREE + 1))
+        return np.polynomial.chebyshev.chebfit(nodes, [exponent(y) for y in nodes], _ERFC_DEGREE).tolist()
+
+
+def _erfc_of_nonnegative(z):
+    """erfc(z) for z >= 0, to about 1e-15 relative, composed of differentiable engine ops (Clenshaw's recurrence)."""
+    y = (2 - z) / (2 + z)
+    coefficients = _erfc_chebyshev_coefficients()
+    later, latest = 0.0, 0.0
+    for c in reversed(coefficients[1:]):
+        later, latest = latest, c + 2 * y * latest - later
+    exponent = coefficients[0] + y * latest - later
+    return 2 / (2 + z) * api.exp(exponent - z * z)
+
+
+def _erf(x):
+    """The error function from engine ops (the op table has none): 1 - erfc(x), mirrored for x < 0."""
+    return api.where(x >= 0, 1 - _erfc_of_nonnegative(api.clamp(x, min=0.0)),
+                     _erfc_of_nonnegative(-api.clamp(x, max=0.0)) - 1)
+
+
+def gelu(input, approximate="none"):
+    """``x * Phi(x)``, Phi the standard normal CDF; ``approximate='tanh'`` uses torch's tanh formula."""
+    if approximate == "tanh":
+        inner = math.sqrt(2.0 / math.pi) * (input + 0.044715 * input * input * input)
+        return 0.5 * input * (1 + api.tanh(inner))
+    if approximate == "none":
+        return 0.5 * input * (1 + _erf(input * (1 / math.sqrt(2.0))))
+    raise ValueError(f"approximate: expected 'none' or 'tanh', got {approximate!r}")
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalise over the trailing ``normalized_shape`` axes (biased variance plus ``eps``), then scale and shift."""
+    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    count = len(normalized_shape)
+    if count == 0 or input.shape[input.ndim - count:] != normalized_shape:
+        raise ValueError(
+            f"normalized_shape: expected the trailing axes of the input, of shape {input.shape}, got {normalized_shape}"
+        )
+    dims = tuple(range(input.ndim - count, input.ndim))
+    centred = input - api.mean(input, dim=dims, keepdim=True)
+    out = centred / api.sqrt(api.var(input, dim=dims, keepdim=True, correction=0) + eps)
+    if weight is not None:
+        out = out * weight
+    return out if bias is None else out + bias
+
+
+def embedding(input, weight, padding_idx=None):
+    """The rows of ``weight`` at the integer indices ``input``; the ``padding_idx`` row gets no gradient."""
+    indices = input.data if isinstance(input, Tensor) else np.asarray(input)
+    rows = weight.shape[0]
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"input: expected integer indices, got dtype {indices.dtype}")
+    if indices.size and (indices.min() < -rows or indices.max() >= rows):
+        raise IndexError(f"input: indices must lie in [0, {rows}), got values from {indices.min()} to {indices.max()}")
+    out = weight[Tensor(indices)]
+    if padding_idx is None:
+        return out
+    padded = (indices == padding_idx % rows)[..., None]
+    return api.where(padded, out.detach(), out) if padded.any() else out
+
+
+def one_hot(tensor, num_classes=-1):
+    """An int64 tensor with one more axis, of length ``num_classes`` (max + 1 when -1), holding 1 at each index."""
+    indices = tensor.data if isinstance(tensor, Tensor) else np.asarray(tensor)
+    if indices.dtype.kind not in "iu":
+        raise TypeError(f"tensor: one_hot expects an integer tensor, got dtype {indices.dtype}")
+    if num_classes == -1:
+        if not indices.size:
+            raise ValueError("num_classes: cannot be inferred (-1) from an empty tensor")
+        num_classes = int(indices.max()) + 1
+    if indices.size and (indices.min() < 0 or indices.max() >= num_classes):
+        raise ValueError(f"tensor: class values must lie in [0, {num_classes}), got {indices.min()}..{indices.max()}")
+    return Tensor((indices[..., None] == np.arange(num_classes)).astype(np.int64))
+
+
+def normalize(input, p=2.0, dim=1, eps=1e-12):
+    """``input`` divided by its p-norm along ``dim``, the norm clamped below at ``eps``."""
+    return input / api.clamp(api.norm(input, p=p, dim=dim, keepdim=True), min=eps)
+
+
+def l1_loss(input, target, reduction="mean"):
+    """Absolute error, reduced by ``reduction``."""
+    _check_reduction(reduction)
+    return _reduce(api.abs(input - _same_shape_target("l1_loss", input, target)), reduction)
+
+
+def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
+    """``0.5 d^2 / beta`` where ``|d| < beta``, else ``|d| - 0.5 beta`` (d = input - target); beta 0 is l1_loss."""
+    _check_reduction(reduction)
+    if beta < 0:
+        raise ValueError(f"beta: must be >= 0, got {beta}")
+    diff = input - _same_shape_target("smooth_l1_loss", input, target)
+    size = api.abs(diff)
+    if beta == 0:
+        return _reduce(size, reduction)
+    return _reduce(api.where(size < beta, 0.5 * diff * diff / beta, size - 0.5 * beta), reduction)
+
+
+def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+    """``-(t log x + (1 - t) log(1 - x))`` for probabilities ``x``, each log clamped below at -100 as torch.
+
+    The gradient is the derivative of that value, torch's ``(x - t) / (x (1 - x))``, except where
+    ``x (1 - x) < 1e-12`` (saturated probabilities): there torch divides by 1e-12 instead.
+    """
+    _check_reduction(reduction)
+    target = _same_shape_target("binary_cross_entropy", input, target)
+    if input.data.size and (input.data.min() < 0 or input.data.max() > 1):
+        raise ValueError("input: binary_cross_entropy expects probabilities, all elements between 0 and 1")
+    losses = -(target * _clamped_log(input) + (1 - target) * _clamped_log(1 - input))
+    weight = _constant_like("weight", weight, input)
+    return _reduce(losses if weight is None else losses * weight, reduction)
+
+
+def _clamped_log(x):
+    """``max(log x, -100)``; where x is 0 the log of 1 is taken instead, so its gradient is 0 and not nan."""
+    positive = x.data > 0
+    return api.where(positive, api.clamp(api.log(api.where(positive, x, 1.0)), min=-100.0), -100.0)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
+    """Binary cross-entropy of ``sigmoid(input)`` in the stable form ``(1 - t) x + w_t softplus(-x)``,
+    ``w_t = 1 + (pos_weight - 1) t`` weighting the positive term."""
+    _check_reduction(reduction)
+    target = _same_shape_target("binary_cross_entropy_with_logits", input, target)
+    pos_weight = _constant_like("pos_weight", pos_weight, input)
+    log_weight = 1.0 if pos_weight is None else (pos_weight - 1) * target + 1
+    losses = (1 - target) * input + log_weight * api.softplus(-input)
+    weight = _constant_like("weight", weight, input)
+    return _reduce(losses if weight is None else losses * weight, reduction)
