@@ -1,4 +1,5 @@
-"""``ge.optim``: SGD (momentum, weight decay, Nesterov) and Adam (AMSGrad), following torch.optim's update rules.
+"""``ge.optim``: SGD (momentum, weight decay, Nesterov), Adam (AMSGrad), AdamW, RMSprop and Adagrad, following
+torch.optim's update rules; ``ge.optim.lr_scheduler`` holds torch's common learning-rate schedules.
 
 Parameters come in ``param_groups`` (dicts of ``params`` and hyper-parameters,
 editable between steps for learning-rate schedules), and ``state_dict()`` /
@@ -12,9 +13,9 @@ import warnings
 
 import numpy as np
 
-from . import api
-from .nn.module import state_array, zero_grads
-from .tensor import Tensor, is_floating, mark_modified
+from .. import api
+from ..nn.module import state_array, zero_grads
+from ..tensor import Tensor, is_floating, mark_modified
 
 
 class Optimizer:
@@ -135,6 +136,30 @@ def _loaded_state_value(value, param, name):
     return Tensor(array)
 
 
+def _directed_gradient(p, grad, group):
+    """The gradient to descend: negated when ``maximize``, plus L2 ``weight_decay * p`` (torch's coupled decay)."""
+    if group["maximize"]:
+        grad = -grad
+    if group["weight_decay"]:
+        grad = grad + group["weight_decay"] * p.data
+    return grad
+
+
+def _next_step(state):
+    """Count one more step in ``state['step']`` (a 0-d tensor, as torch keeps it) and return the new count."""
+    step = float(state["step"].data) + 1
+    state["step"] = Tensor(np.array(step, dtype=state["step"].dtype))
+    return step
+
+
+def _step_counter():
+    return Tensor(np.array(0.0, dtype=api.get_default_dtype()))
+
+
+def _descend(p, lr, direction):
+    p.data -= np.asarray(lr * direction, dtype=p.data.dtype)
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent, torch's formulation of momentum and Nesterov."""
 
@@ -151,10 +176,7 @@ class SGD(Optimizer):
 
     def _update(self, p, grad, state, group):
         momentum = group["momentum"]
-        if group["maximize"]:
-            grad = -grad
-        if group["weight_decay"]:
-            grad = grad + group["weight_decay"] * p.data
+        grad = _directed_gradient(p, grad, group)
         if momentum:
             buf = state.get("momentum_buffer")
             if buf is None:
@@ -163,11 +185,13 @@ class SGD(Optimizer):
                 buf = momentum * buf.data + (1 - group["dampening"]) * grad
             state["momentum_buffer"] = Tensor(buf)
             grad = grad + momentum * buf if group["nesterov"] else buf
-        p.data -= np.asarray(group["lr"] * grad, dtype=p.data.dtype)
+        _descend(p, group["lr"], grad)
 
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba), with torch's bias correction, L2 weight decay and AMSGrad."""
+
+    decoupled_weight_decay = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
                  maximize=False):
@@ -181,19 +205,105 @@ class Adam(Optimizer):
 
     def _update(self, p, grad, state, group):
         b1, b2 = group["betas"]
-        if group["maximize"]:
-            grad = -grad
-        if group["weight_decay"]:
-            grad = grad + group["weight_decay"] * p.data
+        if self.decoupled_weight_decay:
+            grad = -grad if group["maximize"] else grad
+            p.data *= 1 - group["lr"] * group["weight_decay"]
+        else:
+            grad = _directed_gradient(p, grad, group)
         if not state:
-            state["step"] = Tensor(np.array(0.0, dtype=api.get_default_dtype()))
+            state["step"] = _step_counter()
             state["exp_avg"], state["exp_avg_sq"] = Tensor(np.zeros_like(p.data)), Tensor(np.zeros_like(p.data))
-        step = float(state["step"].data) + 1
+        step = _next_step(state)
         m = b1 * state["exp_avg"].data + (1 - b1) * grad
         v = b2 * state["exp_avg_sq"].data + (1 - b2) * grad * grad
-        state.update(step=Tensor(np.array(step, dtype=state["step"].dtype)), exp_avg=Tensor(m), exp_avg_sq=Tensor(v))
+        state.update(exp_avg=Tensor(m), exp_avg_sq=Tensor(v))
         if group["amsgrad"]:
             v = np.maximum(state["max_exp_avg_sq"].data, v) if "max_exp_avg_sq" in state else v
             state["max_exp_avg_sq"] = Tensor(v)
         denom = np.sqrt(v) / np.sqrt(1 - b2**step) + group["eps"]
-        p.data -= np.asarray(group["lr"] / (1 - b1**step) * m / denom, dtype=p.data.dtype)
+        _descend(p, group["lr"] / (1 - b1**step), m / denom)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): the parameter shrinks by ``lr * weight_decay``
+    before the Adam step, instead of the decay entering the gradient."""
+
+    decoupled_weight_decay = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
+                 maximize=False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize)
+
+
+class RMSprop(Optimizer):
+    """RMSprop as torch: a running mean of squared gradients (decay ``alpha``) scales the step; ``centered``
+    subtracts the squared running mean gradient, ``momentum`` keeps a buffer of scaled steps."""
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
+                 maximize=False):
+        defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered,
+                        maximize=maximize)
+        super().__init__(params, defaults)
+
+    def _update(self, p, grad, state, group):
+        alpha = group["alpha"]
+        grad = _directed_gradient(p, grad, group)
+        if not state:
+            state["step"] = _step_counter()
+            state["square_avg"] = Tensor(np.zeros_like(p.data))
+            if group["momentum"] > 0:
+                state["momentum_buffer"] = Tensor(np.zeros_like(p.data))
+            if group["centered"]:
+                state["grad_avg"] = Tensor(np.zeros_like(p.data))
+        _next_step(state)
+        square_avg = alpha * state["square_avg"].data + (1 - alpha) * grad * grad
+        state["square_avg"] = Tensor(square_avg)
+        if group["centered"]:
+            grad_avg = _lerp(state["grad_avg"].data, grad, 1 - alpha)
+            state["grad_avg"] = Tensor(grad_avg)
+            square_avg = square_avg - grad_avg * grad_avg
+        avg = np.sqrt(square_avg) + group["eps"]
+        if group["momentum"] > 0:
+            buf = group["momentum"] * state["momentum_buffer"].data + grad / avg
+            state["momentum_buffer"] = Tensor(buf)
+            _descend(p, group["lr"], buf)
+        else:
+            _descend(p, group["lr"], grad / avg)
+
+
+def _lerp(start, end, weight):
+    """``start + weight (end - start)``, evaluated from the nearer end as torch.lerp does."""
+    return start + weight * (end - start) if weight < 0.5 else end - (end - start) * (1 - weight)
+
+
+class Adagrad(Optimizer):
+    """Adagrad as torch: steps scaled by the root of the summed squared gradients (from
+    ``initial_accumulator_value``), the rate decayed as ``lr / (1 + (step - 1) lr_decay)``.
+
+    Like torch, the state exists from construction, so ``state_dict()`` lists it before the first step.
+    """
+
+    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10,
+                 maximize=False):
+        defaults = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                        initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize)
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.state[p] = self._initial_state(p, group)
+
+    @staticmethod
+    def _initial_state(p, group):
+        return {"step": _step_counter(), "sum": Tensor(np.full_like(p.data, group["initial_accumulator_value"]))}
+
+    def _update(self, p, grad, state, group):
+        if not state:  # a parameter of a group added after construction
+            state.update(self._initial_state(p, group))
+        step = _next_step(state)
+        grad = _directed_gradient(p, grad, group)
+        total = state["sum"].data + grad * grad
+        state["sum"] = Tensor(total)
+        _descend(p, group["lr"] / (1 + (step - 1) * group["lr_decay"]), grad / (np.sqrt(total) + group["eps"]))
+
+
+from . import lr_scheduler  # noqa: E402  (after the optimizers: ge.optim.lr_scheduler, as torch.optim.lr_scheduler)
