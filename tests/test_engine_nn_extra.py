@@ -72,6 +72,7 @@ def test_add_module_register_parameter_named_children_and_delattr():
 @pytest.mark.parametrize("call, error", [
     (lambda m: m.register_buffer("a.b", ge.zeros(1)), KeyError),
     (lambda m: m.register_buffer("x", [1.0]), TypeError),
+    (lambda m: m.register_buffer("forward", ge.zeros(1)), KeyError),
     (lambda m: m.register_parameter("w", ge.zeros(1)), TypeError),
     (lambda m: m.add_module("sub", 3), TypeError),
 ])
@@ -278,6 +279,7 @@ def test_binary_cross_entropy_clamps_its_logs_at_minus_100_like_torch():
     (lambda F: F.gelu(ge.zeros(2), approximate="erf"), ValueError, "approximate"),
     (lambda F: F.one_hot(ge.tensor([0, 3]), 2), ValueError, "class values"),
     (lambda F: F.embedding(ge.tensor([0.0]), ge.zeros(2, 2)), TypeError, "integer"),
+    (lambda F: F.embedding(ge.tensor([-1]), ge.zeros(2, 2)), IndexError, "indices"),
     (lambda F: F.layer_norm(ge.zeros(2, 3), (2,)), ValueError, "normalized_shape"),
 ])
 def test_bad_arguments_raise_naming_them(call, error, message):

@@ -256,10 +256,7 @@ def dropout(input, p=0.5, training=True):
 
 def _reduce(losses, reduction):
     """``losses`` reduced by ``reduction`` (checked by the caller): as is, summed, or averaged (nan when empty)."""
-    if reduction == "none":
-        return losses
-    total = api.sum(losses)
-    return total if reduction == "sum" else _divide(total, losses.data.size)
+    return _reduce_class_losses(losses, losses.data.size, reduction)
 
 
 def _same_shape_target(name, input, target):
@@ -363,7 +360,7 @@ def embedding(input, weight, padding_idx=None):
     rows = weight.shape[0]
     if indices.dtype.kind not in "iu":
         raise TypeError(f"input: expected integer indices, got dtype {indices.dtype}")
-    if indices.size and (indices.min() < -rows or indices.max() >= rows):
+    if indices.size and (indices.min() < 0 or indices.max() >= rows):
         raise IndexError(f"input: indices must lie in [0, {rows}), got values from {indices.min()} to {indices.max()}")
     out = weight[Tensor(indices)]
     if padding_idx is None:

@@ -302,6 +302,10 @@ class ModuleList(Module):
     def __delitem__(self, index):
         modules = list(self._modules.values())
         del modules[index if isinstance(index, slice) else _checked_index(index, len(self), type(self).__name__)]
+        self._renumber(modules)
+
+    def _renumber(self, modules):
+        """Hold exactly ``modules``, named "0", "1", ... again (as torch keeps a ModuleList's names)."""
         for name in list(self._modules):
             delattr(self, name)
         self.extend(modules)
@@ -332,9 +336,7 @@ class ModuleList(Module):
         """Insert ``module`` before position ``index``."""
         modules = list(self._modules.values())
         modules.insert(index, module)
-        for name in list(self._modules):
-            delattr(self, name)
-        self.extend(modules)
+        self._renumber(modules)
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError("ModuleList has no forward(); iterate over it and call its modules")

@@ -46,12 +46,13 @@ def zero_grads(params, set_to_none=True):
             mark_modified(p.grad)
 
 
-def _check_member_name(kind, name, owner):
+def _check_member_name(kind, name, owner, registry):
+    """Refuse, as torch does, a name that is not a str, is empty, holds a dot, or is taken by something else."""
     if not isinstance(name, str):
         raise TypeError(f"{kind} name: expected a str, got {type(name).__name__}")
     if not name or "." in name:
         raise KeyError(f"{kind} name: must be non-empty and contain no '.', got {name!r}")
-    if name in owner.__dict__ and not any(name in d for d in (owner._parameters, owner._buffers, owner._modules)):
+    if hasattr(owner, name) and name not in registry:
         raise KeyError(f"{kind} name: attribute {name!r} already exists")
 
 
@@ -100,9 +101,7 @@ class Module:
         ``double()``/``float()``, but not a parameter."""
         if "_buffers" not in self.__dict__:
             raise AttributeError("call super().__init__() in your Module's __init__ before register_buffer()")
-        _check_member_name("buffer", name, self)
-        if name in self._parameters or name in self._modules:
-            raise KeyError(f"buffer name: {name!r} is already a parameter or submodule")
+        _check_member_name("buffer", name, self, self._buffers)
         if tensor is not None and (not isinstance(tensor, Tensor) or isinstance(tensor, Parameter)):
             raise TypeError(f"tensor: expected a Tensor (not a Parameter) or None, got {type(tensor).__name__}")
         self._forget(name)
@@ -115,7 +114,7 @@ class Module:
         """Register ``param`` (a :class:`Parameter`, or None for an absent one such as ``bias=False``) as ``name``."""
         if "_parameters" not in self.__dict__:
             raise AttributeError("call super().__init__() in your Module's __init__ before register_parameter()")
-        _check_member_name("parameter", name, self)
+        _check_member_name("parameter", name, self, self._parameters)
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"param: expected a Parameter or None, got {type(param).__name__}")
         self._forget(name)
@@ -124,7 +123,7 @@ class Module:
 
     def add_module(self, name, module):
         """Register ``module`` (or None) as the child ``name``."""
-        _check_member_name("module", name, self)
+        _check_member_name("module", name, self, self._modules)
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"module: expected a Module or None, got {type(module).__name__}")
         self._forget(name)

@@ -189,13 +189,13 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba), with torch's bias correction, L2 weight decay and AMSGrad."""
-
-    decoupled_weight_decay = False
+    """Adam (Kingma & Ba), with torch's bias correction, L2 weight decay and AMSGrad; with
+    ``decoupled_weight_decay`` (as torch 2.13's Adam), the decay of AdamW instead."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-                 maximize=False):
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize)
+                 maximize=False, decoupled_weight_decay=False):
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
+                        decoupled_weight_decay=decoupled_weight_decay)
         super().__init__(params, defaults)
 
     def _check_group(self, group):
@@ -205,7 +205,8 @@ class Adam(Optimizer):
 
     def _update(self, p, grad, state, group):
         b1, b2 = group["betas"]
-        if self.decoupled_weight_decay:
+        # .get: a state_dict saved by a torch older than 2.13 has no such entry
+        if group.get("decoupled_weight_decay"):
             grad = -grad if group["maximize"] else grad
             p.data *= 1 - group["lr"] * group["weight_decay"]
         else:
@@ -228,11 +229,9 @@ class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter): the parameter shrinks by ``lr * weight_decay``
     before the Adam step, instead of the decay entering the gradient."""
 
-    decoupled_weight_decay = True
-
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
                  maximize=False):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize)
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay=True)
 
 
 class RMSprop(Optimizer):
