@@ -274,6 +274,7 @@ def test_binary_cross_entropy_clamps_its_logs_at_minus_100_like_torch():
 @pytest.mark.parametrize("call, error, message", [
     (lambda F: F.l1_loss(ge.zeros(2), ge.zeros(2), reduction="avg"), ValueError, "reduction"),
     (lambda F: F.l1_loss(ge.zeros(2), ge.zeros(3)), ValueError, "target"),
+    (lambda F: F.binary_cross_entropy(ge.zeros(2), ge.zeros(1, 2)), ValueError, "target"),
     (lambda F: F.binary_cross_entropy(ge.tensor([1.5]), ge.tensor([1.0])), ValueError, "between 0 and 1"),
     (lambda F: F.smooth_l1_loss(ge.zeros(2), ge.zeros(2), beta=-1.0), ValueError, "beta"),
     (lambda F: F.gelu(ge.zeros(2), approximate="erf"), ValueError, "approximate"),
@@ -285,6 +286,13 @@ def test_binary_cross_entropy_clamps_its_logs_at_minus_100_like_torch():
 def test_bad_arguments_raise_naming_them(call, error, message):
     with pytest.raises(error, match=message):
         call(ge.nn.functional)
+
+
+@pytest.mark.parametrize("name", ["l1_loss", "smooth_l1_loss"])
+def test_a_target_of_another_shape_broadcasts_with_torchs_warning(name):
+    with pytest.warns(UserWarning, match="target size"):
+        _compare(lambda x, t: getattr(ge.nn.functional, name)(x, t, reduction="none"),
+                 lambda x, t: getattr(torch.nn.functional, name)(x, t, reduction="none"), X[:, :3], X[0, :3])
 
 
 def test_losses_do_not_change_their_inputs():

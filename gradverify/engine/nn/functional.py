@@ -60,36 +60,47 @@ def _divide(total, count):
     return total / count if count else total * math.nan
 
 
-def mse_loss(input, target, reduction="mean"):
-    """Squared error, reduced by ``reduction``.
+def _reduce(losses, reduction, count=None):
+    """``losses`` reduced by ``reduction`` (checked by the caller): as is, summed, or averaged over ``count``
+    (by default the number of losses; nan when zero)."""
+    if reduction == "none":
+        return losses
+    total = api.sum(losses)
+    return total if reduction == "sum" else _divide(total, losses.data.size if count is None else count)
+
+
+def _broadcast_target(name, input, target):
+    """``input`` and ``target`` (made a tensor of the input's dtype) of one shape.
 
     A target of another shape is broadcast against the input with torch's warning (a shape mismatch
     is usually a bug); shapes that do not broadcast raise.
     """
-    _check_reduction(reduction)
     if not isinstance(target, Tensor):
         target = api.tensor(target, dtype=input.dtype)
-    if input.shape != target.shape:
-        try:
-            shape = np.broadcast_shapes(input.shape, target.shape)
-        except ValueError:
-            raise ValueError(
-                f"mse_loss: input has shape {input.shape} but target has shape {target.shape}, which do not broadcast"
-            ) from None
-        warnings.warn(
-            f"Using a target size ({target.shape}) that is different to the input size ({input.shape}). This will "
-            "likely lead to incorrect results due to broadcasting. Please ensure they have the same size.",
-            UserWarning,
-            stacklevel=2,
-        )
-        input, target = api.broadcast_to(input, shape), api.broadcast_to(target, shape)
+    if input.shape == target.shape:
+        return input, target
+    try:
+        shape = np.broadcast_shapes(input.shape, target.shape)
+    except ValueError:
+        raise ValueError(
+            f"{name}: input has shape {input.shape} but target has shape {target.shape}, which do not broadcast"
+        ) from None
+    warnings.warn(
+        f"Using a target size ({target.shape}) that is different to the input size ({input.shape}). This will "
+        "likely lead to incorrect results due to broadcasting. Please ensure they have the same size.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return api.broadcast_to(input, shape), api.broadcast_to(target, shape)
+
+
+def mse_loss(input, target, reduction="mean"):
+    """Squared error, reduced by ``reduction``; a target of another shape broadcasts with torch's warning."""
+    _check_reduction(reduction)
+    input, target = _broadcast_target("mse_loss", input, target)
     if reduction == "mean" and input.data.size:
         return _ops.mse_loss(input, target)
-    squared = api.square(input - target)
-    if reduction == "none":
-        return squared
-    total = api.sum(squared)
-    return total if reduction == "sum" else _divide(total, squared.data.size)
+    return _reduce(api.square(input - target), reduction)
 
 
 def _class_dim(name, input):
@@ -148,13 +159,6 @@ def _picked_losses(log_probs, target_data, class_dim, weights, ignore_index):
     return api.where(kept, losses, 0.0), float(target_weights.sum())
 
 
-def _reduce_class_losses(losses, total_weight, reduction):
-    if reduction == "none":
-        return losses
-    total = api.sum(losses)
-    return total if reduction == "sum" else _divide(total, total_weight)
-
-
 def _weights_along(weights, ndim, class_dim):
     """A constant of ``weights`` shaped to broadcast along ``class_dim`` of an ``ndim``-D tensor."""
     shape = [1] * ndim
@@ -173,7 +177,8 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     class_dim = _class_dim("nll_loss", input)
     weights = _class_weights("nll_loss", weight, input, class_dim)
     target_data, _ = _class_indices("nll_loss", input, target, class_dim, ignore_index)
-    return _reduce_class_losses(*_picked_losses(input, target_data, class_dim, weights, ignore_index), reduction)
+    losses, total_weight = _picked_losses(input, target_data, class_dim, weights, ignore_index)
+    return _reduce(losses, reduction, total_weight)
 
 
 def _check_label_smoothing(label_smoothing):
@@ -196,12 +201,12 @@ def _cross_entropy_of_probabilities(log_probs, target, class_dim, weights, reduc
 
 def _cross_entropy_of_indices(log_probs, target_data, class_dim, weights, ignore_index, reduction, label_smoothing):
     losses, total_weight = _picked_losses(log_probs, target_data, class_dim, weights, ignore_index)
-    loss = _reduce_class_losses(losses, total_weight, reduction)
+    loss = _reduce(losses, reduction, total_weight)
     if not label_smoothing:
         return loss
     spread = log_probs if weights is None else log_probs * _weights_along(weights, log_probs.ndim, class_dim)
     smooth = api.where(target_data != ignore_index, -api.sum(spread, dim=class_dim), 0.0)
-    smooth = _reduce_class_losses(smooth, total_weight, reduction)
+    smooth = _reduce(smooth, reduction, total_weight)
     return loss * (1 - label_smoothing) + smooth * (label_smoothing / log_probs.shape[class_dim])
 
 
@@ -251,12 +256,6 @@ def dropout(input, p=0.5, training=True):
     keep = api.generator().random(input.shape) >= p
     scale = np.zeros(input.shape) if p == 1.0 else keep / (1.0 - p)
     return input * Tensor(scale.astype(input.dtype))
-
-
-
-def _reduce(losses, reduction):
-    """``losses`` reduced by ``reduction`` (checked by the caller): as is, summed, or averaged (nan when empty)."""
-    return _reduce_class_losses(losses, losses.data.size, reduction)
 
 
 def _same_shape_target(name, input, target):
@@ -389,9 +388,10 @@ def normalize(input, p=2.0, dim=1, eps=1e-12):
 
 
 def l1_loss(input, target, reduction="mean"):
-    """Absolute error, reduced by ``reduction``."""
+    """Absolute error, reduced by ``reduction``; a target of another shape broadcasts with torch's warning."""
     _check_reduction(reduction)
-    return _reduce(api.abs(input - _same_shape_target("l1_loss", input, target)), reduction)
+    input, target = _broadcast_target("l1_loss", input, target)
+    return _reduce(api.abs(input - target), reduction)
 
 
 def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
@@ -399,7 +399,8 @@ def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
     _check_reduction(reduction)
     if beta < 0:
         raise ValueError(f"beta: must be >= 0, got {beta}")
-    diff = input - _same_shape_target("smooth_l1_loss", input, target)
+    input, target = _broadcast_target("smooth_l1_loss", input, target)
+    diff = input - target
     size = api.abs(diff)
     if beta == 0:
         return _reduce(size, reduction)
