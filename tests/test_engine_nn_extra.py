@@ -258,7 +258,8 @@ def test_losses_match_torch(name, inputs, extra, reduction):
 ])
 def test_loss_modules_match_torch(module, args):
     def build(lib):
-        return getattr(lib.nn, module)(**{k: lib.tensor(v) if isinstance(v, np.ndarray) else v for k, v in args.items()})
+        options = {key: lib.tensor(v) if isinstance(v, np.ndarray) else v for key, v in args.items()}
+        return getattr(lib.nn, module)(**options)
 
     inputs = (PROBS, TARGETS) if module == "BCELoss" else (LOGITS, TARGETS)
     _compare(build(ge), build(torch), *inputs)

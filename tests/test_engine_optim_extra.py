@@ -10,7 +10,8 @@ import gradverify.engine as ge
 
 LIBS = (ge, torch)
 RNG = np.random.default_rng(0)
-W0, B0, X, Y = RNG.standard_normal((3, 4)), RNG.standard_normal(3), RNG.standard_normal((5, 4)), RNG.standard_normal((5, 3))
+W0, B0 = RNG.standard_normal((3, 4)), RNG.standard_normal(3)
+X, Y = RNG.standard_normal((5, 4)), RNG.standard_normal((5, 3))
 
 
 def _trajectory(lib, make_optimizer, steps=6, schedule=None):
