@@ -94,6 +94,11 @@ DIFFERENTIABLE = {
     "hstack": (lambda m, x, y: m.hstack([x, y]), [MATRIX, MATRIX[:, :2].copy()]),
     "hstack-vectors": (lambda m, x, y: m.hstack((x, y)), [VECTOR, VECTOR[:2].copy()]),
     "vstack": (lambda m, x, y: m.vstack([x, y]), [MATRIX, MATRIX[0].copy()]),
+    "einsum-matmul": (lambda m, x, y: m.einsum("ij,jk->ik", x, y), [MATRIX, MATRIX.T.copy()]),
+    "einsum-batch": (lambda m, x, y: m.einsum("bij,bkj->bik", x, y), [BATCH, BATCH]),
+    "einsum-implicit": (lambda m, x, y: m.einsum("ij,kj", x, y), [MATRIX, MATRIX[:2].copy()]),
+    "einsum-list-sum": (lambda m, x, y, z: m.einsum("i,j,i->", [x, y, z]), [VECTOR, VECTOR[:2].copy(), VECTOR]),
+    "einsum-transpose": (lambda m, x: m.einsum("abc -> cab", x), [BATCH]),
     "clone": (lambda m, x: m.clone(x) * 2, [MATRIX]),
     "detach": (lambda m, x: m.detach(x) * x, [MATRIX]),
     "sign": (lambda m, x: m.sign(x), [WITH_ZEROS]),
@@ -153,6 +158,7 @@ CONSTANT = {
     "prod-int": (lambda m, x: m.prod(x, 1), [INTEGERS]),
     "prod-int32": (lambda m, x: x.prod(), [INTEGERS[:1].astype(np.int32)]),
     "sign-int": (lambda m, x: x.sign(), [INTEGERS]),
+    "sign-bool": (lambda m, x: m.sign(x), [BOOLS]),
     "floor-int": (lambda m, x: m.floor(x), [INTEGERS]),
     "tril-int": (lambda m, x: m.tril(x), [INTEGERS]),
     "masked_fill-int": (lambda m, x: x.masked_fill(x < 0, 9), [INTEGERS]),
@@ -160,7 +166,6 @@ CONSTANT = {
     "repeat-int": (lambda m, x: x.repeat(2), [BOOLS]),
     "full_like": (lambda m, x: m.full_like(x, 7), [MATRIX]),
     "full_like-int": (lambda m, x: m.full_like(x, 2.5, dtype=m.float32), [INTEGERS]),
-    "empty_like-shape": (lambda m, x: m.empty_like(x).shape == x.shape and m.zeros(1), [MATRIX]),
     "new_zeros": (lambda m, x: x.new_zeros(2, 3), [INTEGERS]),
     "new_ones": (lambda m, x: x.new_ones((3,)), [MATRIX]),
     "new_full": (lambda m, x: x.new_full((2, 2), 4), [MATRIX]),
@@ -206,6 +211,14 @@ def test_device_prints_and_compares_as_torchs():
 @pytest.mark.parametrize("name", ["bool", "float", "int"])
 def test_dtype_aliases_are_torchs(name):
     assert str(getattr(ge, name)) == str(getattr(torch, name)).removeprefix("torch.")
+
+
+@pytest.mark.parametrize("array, dtype", [(MATRIX, None), (INTEGERS, None), (INTEGERS, "float32")])
+def test_empty_like_has_torchs_shape_and_dtype(array, dtype):
+    engine_out = ge.empty_like(ge.tensor(array), dtype=dtype and getattr(ge, dtype))
+    torch_out = torch.empty_like(torch.tensor(array), dtype=dtype and getattr(torch, dtype))
+    assert (engine_out.shape, str(engine_out.dtype)) == (tuple(torch_out.shape), str(torch_out.dtype).removeprefix("torch."))
+    np.testing.assert_array_equal(engine_out.numpy(), 0)
 
 
 def test_top_level_queries():
@@ -372,6 +385,10 @@ BAD_INPUT = [
     (lambda: ge.movedim(ge.tensor(BATCH), (0, 1), 2), ValueError, "as many dims"),
     (lambda: ge.flip(ge.tensor(MATRIX), 2), IndexError, "dim"),
     (lambda: ge.randint(5), TypeError, "randint"),
+    (lambda: ge.einsum("ii->i", ge.tensor(MATRIX)), ValueError, "distinct letter"),
+    (lambda: ge.einsum("...j->j", ge.tensor(MATRIX)), ValueError, "not supported"),
+    (lambda: ge.einsum("ij,jk", ge.tensor(MATRIX)), ValueError, "names 2 tensors"),
+    (lambda: ge.einsum("ij->iz", ge.tensor(MATRIX)), ValueError, "output"),
 ]
 
 

@@ -23,7 +23,7 @@ __all__ = [
     "empty_like", "randint", "randperm", "isnan", "isfinite", "logical_not", "sign", "floor", "ceil", "round", "tan",
     "expm1", "sinh", "cosh", "rsqrt", "reciprocal", "log2", "mm", "bmm", "dot", "outer", "hstack", "vstack",
     "swapaxes", "movedim", "flip", "gather", "index_select", "unbind", "split", "chunk", "masked_fill", "tril", "triu",
-    "cumsum", "prod", "sort", "argsort", "topk", "device",
+    "cumsum", "prod", "sort", "argsort", "topk", "device", "einsum",
 ]
 
 float32 = np.dtype(np.float32)
@@ -696,7 +696,8 @@ def _zero_gradient(numpy_function, doc):
     return function
 
 
-sign = _zero_gradient(np.sign, "-1, 0 or 1 by the sign of ``x`` (zero gradient, as torch).")
+sign = _zero_gradient(lambda a: a.copy() if a.dtype.kind == "b" else np.sign(a),
+                      "-1, 0 or 1 by the sign of ``x`` (a bool is its own sign; zero gradient, as torch).")
 floor = _zero_gradient(np.floor, "``x`` rounded down (zero gradient, as torch).")
 ceil = _zero_gradient(np.ceil, "``x`` rounded up (zero gradient, as torch).")
 round = _zero_gradient(np.round, "``x`` rounded to the nearest integer, halves to even (zero gradient, as torch).")
@@ -1006,3 +1007,38 @@ def repeat(x, *sizes):
     tiled = tuple(n for repeats, size in zip(sizes, shape) for n in (repeats, size))
     spread = F.broadcast_to(F.reshape(x, shape=interleaved), shape=tiled)
     return F.reshape(spread, shape=tuple(r * s for r, s in zip(sizes, shape)))
+
+
+def einsum(equation, *operands):
+    """Einstein summation, as torch.einsum (``'ij,jk->ik'``; without ``->`` the letters seen once, in order).
+
+    Composed as the broadcast product of the operands summed over the letters
+    not kept, so it holds every combination of letters at once (memory as the
+    product of all sizes).  Each letter names one axis of an operand: no
+    ``...`` and no letter twice in one operand (diagonals).
+    """
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    inputs, arrow, output = equation.replace(" ", "").partition("->")
+    terms = inputs.split(",")
+    if len(terms) != len(operands) or not builtins.all(isinstance(x, Tensor) for x in operands):
+        raise ValueError(f"operands: the equation {equation!r} names {len(terms)} tensors, got {len(operands)} operands")
+    for term, x in zip(terms, operands):
+        if not (term.isalpha() or term == "") or len(set(term)) != len(term) or len(term) != x.ndim:
+            raise ValueError(f"equation: {term!r} must give each of the {x.ndim} axes of its operand (shape {x.shape}) "
+                             "a distinct letter ('...' and repeated letters are not supported)")
+    seen = "".join(terms)
+    if not arrow:
+        output = "".join(sorted(letter for letter in set(seen) if seen.count(letter) == 1))
+    if len(set(output)) != len(output) or not set(output) <= set(seen):
+        raise ValueError(f"equation: the output {output!r} must name distinct letters of the inputs")
+    letters = output + "".join(sorted(set(seen) - set(output)))
+    aligned = []
+    for term, x in zip(terms, operands):
+        present = sorted(term, key=letters.index)
+        moved = F.permute(x, axes=tuple(term.index(letter) for letter in present)) if term else x
+        shape = tuple(x.shape[term.index(letter)] if letter in term else 1 for letter in letters)
+        aligned.append(F.reshape(moved, shape=shape))
+    product = functools.reduce(lambda a, b: a * b, aligned)
+    summed = tuple(range(len(output), len(letters)))
+    return F.sum(product, axis=summed) if summed else product

@@ -282,7 +282,7 @@ METHODS = {
     "topk": api.topk,
     "tril": api.tril,
     "triu": api.triu,
-    "flip": lambda self, *dims: api.flip(self, dims[0] if len(dims) == 1 and not isinstance(dims[0], int) else dims),
+    "flip": lambda self, *dims: api.flip(self, api._shape_arg(dims, self)),
 }
 for _name in ("exp", "log", "log1p", "sqrt", "sin", "cos", "tanh", "sigmoid", "relu", "abs", "neg", "softplus",
               "argmax", "argmin", "square", "var", "std", "norm", "sign", "floor", "ceil", "round", "tan", "sinh",
