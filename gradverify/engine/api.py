@@ -964,7 +964,7 @@ def prod(x, dim=None, keepdim=False, dtype=None):
     return F.unsqueeze(out, dim % x.ndim) if keepdim else out
 
 
-SortResult = namedtuple("SortResult", ["values", "indices"])
+SortResult = MaxResult  # the same (values, indices) pair
 
 
 def sort(x, dim=-1, descending=False, stable=False):

@@ -236,12 +236,6 @@ METHODS = {
     "log_softmax": api.log_softmax,
     "any": api.any,
     "all": api.all,
-    "eq": _compare(np.equal),
-    "ne": _compare(np.not_equal),
-    "gt": _compare(np.greater),
-    "ge": _compare(np.greater_equal),
-    "lt": _compare(np.less),
-    "le": _compare(np.less_equal),
     "__invert__": _invert,
     "__and__": _bitwise(np.bitwise_and),
     "__rand__": _bitwise(np.bitwise_and, reflected=True),
@@ -288,6 +282,9 @@ for _name in ("exp", "log", "log1p", "sqrt", "sin", "cos", "tanh", "sigmoid", "r
               "argmax", "argmin", "square", "var", "std", "norm", "sign", "floor", "ceil", "round", "tan", "sinh",
               "cosh", "expm1", "rsqrt", "reciprocal", "log2", "isnan", "isfinite", "logical_not"):
     METHODS[_name] = getattr(api, _name)
+
+for _name in ("eq", "ne", "gt", "ge", "lt", "le"):
+    METHODS[_name] = METHODS[f"__{_name}__"]
 
 METHODS.update(IN_PLACE)
 
