@@ -14,3 +14,7 @@ from .api import *  # noqa: F401,F403  (the torch-shaped functions, listed in ap
 from .tensor import Tensor
 
 Size = tuple
+# torch's dtype aliases; here, not in api, whose code uses the builtins of these names.
+bool = bool_  # noqa: A001
+float = float32  # noqa: A001
+int = int32  # noqa: A001

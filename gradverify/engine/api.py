@@ -19,7 +19,11 @@ __all__ = [
     "sigmoid", "relu", "abs", "neg", "softplus", "maximum", "minimum", "matmul", "add", "sub", "mul", "div", "pow",
     "where", "clamp", "clip", "sum", "mean", "amax", "amin", "logsumexp", "max", "min", "reshape", "permute",
     "transpose", "broadcast_to", "unsqueeze", "squeeze", "flatten", "cat", "concatenate", "stack", "softmax",
-    "log_softmax",
+    "log_softmax", "is_tensor", "numel", "clone", "detach", "set_grad_enabled", "inference_mode", "full_like",
+    "empty_like", "randint", "randperm", "isnan", "isfinite", "logical_not", "sign", "floor", "ceil", "round", "tan",
+    "expm1", "sinh", "cosh", "rsqrt", "reciprocal", "log2", "mm", "bmm", "dot", "outer", "hstack", "vstack",
+    "swapaxes", "movedim", "flip", "gather", "index_select", "unbind", "split", "chunk", "masked_fill", "tril", "triu",
+    "cumsum", "prod", "sort", "argsort", "topk", "device", "einsum",
 ]
 
 float32 = np.dtype(np.float32)
@@ -31,6 +35,30 @@ bool_ = np.dtype(np.bool_)
 double = float64
 
 _RNG = [np.random.default_rng(0)]
+
+
+class device:
+    """Where a tensor lives: the engine runs on numpy, so always the CPU (``str`` is 'cpu', as torch's)."""
+
+    def __init__(self, type="cpu"):
+        if str(type).split(":")[0] != "cpu":
+            raise ValueError(f"type: the engine runs on numpy, so only 'cpu' is supported, got {type!r}")
+        self.type, self.index = "cpu", None
+
+    def __str__(self):
+        return "cpu"
+
+    def __repr__(self):
+        return "device(type='cpu')"
+
+    def __eq__(self, other):
+        return isinstance(other, (device, str)) and str(other).split(":")[0] == "cpu"
+
+    def __hash__(self):
+        return hash("cpu")
+
+
+CPU = device()
 
 MaxResult = namedtuple("MaxResult", ["values", "indices"])
 
@@ -561,3 +589,456 @@ def softmax(x, dim=-1, dtype=None):
 def log_softmax(x, dim=-1, dtype=None):
     """log_softmax over ``dim`` (of x cast to ``dtype`` first when given)."""
     return F.log_softmax(_as_dtype(x, dtype), axis=dim)
+
+
+# ------------------------------------------------------- tensors and switches
+def is_tensor(obj):
+    """Whether ``obj`` is an engine tensor."""
+    return isinstance(obj, Tensor)
+
+
+def numel(x):
+    """The number of elements of ``x``."""
+    return int(x.data.size)
+
+
+def clone(x):
+    """A differentiable copy of ``x``."""
+    return x.clone()
+
+
+def detach(x):
+    """``x``'s values cut from the graph (shared memory)."""
+    return x.detach()
+
+
+class set_grad_enabled(_GradMode):
+    """Switch graph recording on or off: at once when called, for a block as a context manager, or for a function.
+
+    As torch: the call itself sets the mode; leaving the block (or the
+    decorated function) restores the mode from before.
+    """
+
+    def __init__(self, mode):
+        if not isinstance(mode, (bool, np.bool_)):
+            raise TypeError(f"mode: expected True or False, got {mode!r}")
+        super().__init__(bool(mode))
+        self.saved = MODE.grad_enabled
+        MODE.grad_enabled = self.enabled
+
+    def __enter__(self):
+        MODE.grad_enabled = self.enabled
+
+    def __call__(self, function):
+        # Decorating is no switch: the mode goes back, and each call of the function switches anew.
+        MODE.grad_enabled = self.saved
+        return super().__call__(function)
+
+    def _recreate_cm(self):
+        return set_grad_enabled(self.enabled)
+
+
+def inference_mode(mode=True):
+    """As :func:`no_grad` (with ``mode=False``: no change); the engine has no separate inference tensors."""
+    return _GradMode(False if mode else MODE.grad_enabled)
+
+
+# ------------------------------------------------------------- more factories
+def full_like(x, fill_value, dtype=None, requires_grad=False):
+    """A tensor of ``x``'s shape filled with ``fill_value``, of ``x``'s dtype unless ``dtype`` is given."""
+    return full(x.shape, fill_value, dtype=dtype or x.dtype, requires_grad=requires_grad)
+
+
+def empty_like(x, dtype=None, requires_grad=False):
+    """A tensor of ``x``'s shape (zeros, as :func:`empty`)."""
+    return zeros(x.shape, dtype=dtype or x.dtype, requires_grad=requires_grad)
+
+
+def randint(*args, size=None, dtype=None, requires_grad=False):
+    """Random integers in ``[low, high)``: ``randint(high, size)`` or ``randint(low, high, size)``; int64 by default."""
+    if size is None and args and isinstance(args[-1], (tuple, list)):
+        *args, size = args
+    if size is None or len(args) not in (1, 2):
+        raise TypeError(f"randint: expected (high, size) or (low, high, size), got {args!r} and size={size!r}")
+    low, high = (0, args[0]) if len(args) == 1 else args
+    values = _RNG[0].integers(low, high, size=tuple(size))
+    return Tensor(values.astype(_dtype_arg(dtype) or int64), requires_grad=requires_grad)
+
+
+def randperm(n, dtype=None, requires_grad=False):
+    """A random permutation of ``0 .. n-1`` (int64 by default)."""
+    return Tensor(_RNG[0].permutation(n).astype(_dtype_arg(dtype) or int64), requires_grad=requires_grad)
+
+
+# ----------------------------------------------------------- more elementwise
+def _constant_result(numpy_function, doc):
+    def function(x):
+        return Tensor(numpy_function(x.data))
+
+    function.__doc__ = doc
+    return function
+
+
+isnan = _constant_result(np.isnan, "Where ``x`` is NaN, as a bool tensor.")
+isfinite = _constant_result(np.isfinite, "Where ``x`` is neither infinite nor NaN, as a bool tensor.")
+logical_not = _constant_result(np.logical_not, "Where ``x`` is zero (false), as a bool tensor.")
+
+
+def _zero_gradient(numpy_function, doc):
+    def function(x):
+        values = Tensor(numpy_function(x.data).astype(x.dtype, copy=False))
+        if not (x.requires_grad or x._tangent is not None):
+            return values
+        # Selected entirely from the constant: recorded, with a zero derivative, as torch's.
+        return F.where(np.ones(x.shape, dtype=bool), values, x)
+
+    function.__doc__ = doc
+    return function
+
+
+sign = _zero_gradient(lambda a: a.copy() if a.dtype.kind == "b" else np.sign(a),
+                      "-1, 0 or 1 by the sign of ``x`` (a bool is its own sign; zero gradient, as torch).")
+floor = _zero_gradient(np.floor, "``x`` rounded down (zero gradient, as torch).")
+ceil = _zero_gradient(np.ceil, "``x`` rounded up (zero gradient, as torch).")
+round = _zero_gradient(np.round, "``x`` rounded to the nearest integer, halves to even (zero gradient, as torch).")
+
+
+def _floating(x):
+    """``x`` itself if floating, else cast to the default dtype (as torch's unary float functions)."""
+    return x if x.data.dtype.kind == "f" else F.astype(x, dtype=MODE.default_dtype)
+
+
+def tan(x):
+    """sin(x) / cos(x)."""
+    x = _floating(x)
+    return F.sin(x) / F.cos(x)
+
+
+def _near_zero_or_not(x, bound, near, far):
+    """``near(x)`` where ``|x| < bound``, else ``far(x)``; each is fed a harmless value where it is not used.
+
+    (Where a branch is not taken its cotangent is 0, but a 0 times an infinite
+    derivative would still be NaN.)
+    """
+    small = np.abs(x.data) < bound
+    return F.where(small, near(F.where(small, x, 0.0)), far(F.where(small, bound, x)))
+
+
+def expm1(x):
+    """exp(x) - 1, accurate near 0: 2t / (1 - t) with t = tanh(x / 2) there, exp(x) - 1 elsewhere."""
+    x = _floating(x)
+
+    def near_zero(v):
+        half_tanh = F.tanh(v * 0.5)
+        return 2.0 * half_tanh / (1.0 - half_tanh)
+
+    return _near_zero_or_not(x, 0.5, near_zero, lambda v: F.exp(v) - 1.0)
+
+
+def sinh(x):
+    """(exp(x) - exp(-x)) / 2, accurate near 0: 2t / (1 - t^2) with t = tanh(x / 2) there."""
+    x = _floating(x)
+
+    def near_zero(v):
+        half_tanh = F.tanh(v * 0.5)
+        return 2.0 * half_tanh / (1.0 - half_tanh * half_tanh)
+
+    return _near_zero_or_not(x, 1.0, near_zero, lambda v: (F.exp(v) - F.exp(-v)) * 0.5)
+
+
+def cosh(x):
+    """1 + 2 sinh(x / 2)^2: (exp(x) + exp(-x)) / 2 with a derivative accurate near 0."""
+    half_sinh = sinh(_floating(x) * 0.5)
+    return 1.0 + 2.0 * half_sinh * half_sinh
+
+
+def rsqrt(x):
+    """1 / sqrt(x)."""
+    return 1.0 / F.sqrt(_floating(x))
+
+
+def reciprocal(x):
+    """1 / x (floating for an integer x, as torch)."""
+    return 1.0 / _floating(x)
+
+
+def log2(x):
+    """log(x) / log(2), exact at powers of two: x = m 2^e with m in [0.5, 1), so log2 x = e + log(m) / log(2)."""
+    x = _floating(x)
+    _, exponent = np.frexp(x.data)
+    mantissa = x * np.ldexp(np.ones((), x.dtype), -exponent)
+    return F.log(mantissa) / math.log(2) + exponent.astype(x.dtype)
+
+
+# ------------------------------------------------------------ products, joins
+def _check_rank(x, rank, name, argname):
+    if not isinstance(x, Tensor) or x.ndim != rank:
+        got = f"shape {x.shape}" if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{name}: {argname} must be a {rank}-d tensor, got {got}")
+
+
+def _product_of_ranks(name, rank):
+    def product(input, other):
+        _check_rank(input, rank, name, "input")
+        _check_rank(other, rank, name, "other")
+        return F.matmul(input, other)
+
+    product.__name__ = name
+    product.__doc__ = f"The product of two {rank}-d tensors (as torch.{name})."
+    return product
+
+
+mm = _product_of_ranks("mm", 2)
+bmm = _product_of_ranks("bmm", 3)
+dot = _product_of_ranks("dot", 1)
+
+
+def outer(input, vec2):
+    """The outer product of two vectors: ``input[i] * vec2[j]``."""
+    _check_rank(input, 1, "outer", "input")
+    _check_rank(vec2, 1, "outer", "vec2")
+    return F.unsqueeze(input, 1) * F.unsqueeze(vec2, 0)
+
+
+def hstack(tensors):
+    """Concatenate along dim 1 (dim 0 for vectors)."""
+    tensors = _joined(tensors, "hstack")
+    return F.concatenate(*tensors, axis=0 if tensors[0].ndim == 1 else 1)
+
+
+def vstack(tensors):
+    """Concatenate along dim 0, vectors taken as rows."""
+    tensors = [F.reshape(t, shape=(1, -1)) if t.ndim < 2 else t for t in _joined(tensors, "vstack")]
+    return F.concatenate(*tensors, axis=0)
+
+
+def swapaxes(x, axis0, axis1):
+    """Exchange two axes."""
+    return F.swapaxes(x, axis0, axis1)
+
+
+def movedim(x, source, destination):
+    """Move axes ``source`` to positions ``destination`` (ints or sequences of ints), the others keeping their order."""
+    sources, destinations = np.atleast_1d(source), np.atleast_1d(destination)
+    if len(sources) != len(destinations):
+        raise ValueError(f"movedim: source and destination must name as many dims, got {source!r} and {destination!r}")
+    _check_dims(x, sources)
+    _check_dims(x, destinations)
+    rank = builtins.max(x.ndim, 1)
+    sources, destinations = [int(d) % rank for d in sources], [int(d) % rank for d in destinations]
+    order = [axis for axis in range(x.ndim) if axis not in sources]
+    for position, axis in sorted(zip(destinations, sources)):
+        order.insert(position, axis)
+    return F.permute(x, axes=tuple(order))
+
+
+# ------------------------------------------------------ selections and pieces
+def _dim_index(x, dim, index):
+    """The getitem index that applies ``index`` along ``dim`` and takes every other axis whole."""
+    _check_dims(x, dim)
+    return (slice(None),) * (dim % x.ndim) + (index,)
+
+
+def _index_array(index, argname):
+    array = index.data if isinstance(index, Tensor) else np.asarray(index)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"{argname}: expected an integer tensor, got dtype {array.dtype}")
+    return array
+
+
+def flip(x, dims):
+    """``x`` reversed along each of ``dims``."""
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    _check_dims(x, dims)
+    index = [slice(None)] * x.ndim
+    for d in dims:
+        index[d] = slice(None, None, -1)
+    return F.getitem(x, index=tuple(index))
+
+
+def gather(x, dim, index):
+    """``out[i][j][k] = x[index[i][j][k]][j][k]`` for dim 0 (and so on), as torch.gather."""
+    indices = _index_array(index, "index")
+    if indices.ndim != x.ndim:
+        raise ValueError(f"gather: index must have as many dims as the input ({x.ndim}), got shape {indices.shape}")
+    _check_dims(x, dim)
+    return F.getitem(x, index=_along_axis(indices, dim))
+
+
+def index_select(x, dim, index):
+    """The entries of ``x`` at the positions ``index`` (a vector) along ``dim``."""
+    indices = _index_array(index, "index")
+    if indices.ndim > 1:
+        raise ValueError(f"index_select: index must be a vector, got shape {indices.shape}")
+    return F.getitem(x, index=_dim_index(x, dim, indices.reshape(-1)))
+
+
+def unbind(x, dim=0):
+    """The slices of ``x`` along ``dim``, as a tuple."""
+    return tuple(F.getitem(x, index=_dim_index(x, dim, i)) for i in range(x.shape[dim]))
+
+
+def split(x, split_size_or_sections, dim=0):
+    """Pieces of ``x`` along ``dim``: of ``split_size`` each (the last may be shorter), or of the listed sizes."""
+    _check_dims(x, dim)
+    length = x.shape[dim]
+    if isinstance(split_size_or_sections, (int, np.integer)):
+        if split_size_or_sections <= 0:
+            raise ValueError(f"split_size_or_sections: expected a positive size, got {split_size_or_sections}")
+        sizes = [builtins.min(split_size_or_sections, length - start)
+                 for start in range(0, length, int(split_size_or_sections))] or [0]
+    else:
+        sizes = [int(s) for s in split_size_or_sections]
+        if builtins.sum(sizes) != length:
+            raise ValueError(f"split_size_or_sections: the sizes {sizes} must add up to {length}, the size of dim {dim}")
+    ends = np.cumsum(sizes)
+    return tuple(F.getitem(x, index=_dim_index(x, dim, slice(int(end - size), int(end))))
+                 for size, end in zip(sizes, ends))
+
+
+def chunk(x, chunks, dim=0):
+    """``x`` split along ``dim`` into at most ``chunks`` pieces of ceil(size / chunks) each."""
+    if not isinstance(chunks, (int, np.integer)) or chunks <= 0:
+        raise ValueError(f"chunks: expected a positive number of pieces, got {chunks!r}")
+    _check_dims(x, dim)
+    return split(x, builtins.max(-(-x.shape[dim] // chunks), 1), dim)
+
+
+def masked_fill(x, mask, value):
+    """``x`` with ``value`` (a number or a 0-d tensor) where the bool ``mask`` is true; keeps ``x``'s dtype."""
+    value = F.astype(value, dtype=x.dtype) if isinstance(value, Tensor) and value.dtype != x.dtype else value
+    if not isinstance(value, Tensor):
+        value = Tensor(np.asarray(value, dtype=x.dtype))
+    condition = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
+    if condition.dtype != np.bool_:
+        raise TypeError(f"mask: expected a bool tensor, got dtype {condition.dtype}")
+    if np.broadcast_shapes(condition.shape, x.shape) != x.shape:
+        raise ValueError(f"mask: shape {condition.shape} does not broadcast to the input's {x.shape}")
+    return F.where(condition, value, x)
+
+
+def _triangle(keep_lower):
+    def triangle(x, diagonal=0):
+        if x.ndim < 2:
+            raise ValueError(f"x: expected a tensor of at least 2 dims, got shape {x.shape}")
+        lower = np.tri(*x.shape[-2:], k=diagonal if keep_lower else diagonal - 1, dtype=bool)
+        return F.where(lower if keep_lower else ~lower, x, Tensor(np.zeros((), dtype=x.dtype)))
+
+    side = "on and below" if keep_lower else "on and above"
+    triangle.__doc__ = f"The last two dims of ``x`` with zeros except {side} the ``diagonal``-th diagonal."
+    return triangle
+
+
+tril = _triangle(True)
+triu = _triangle(False)
+
+
+def _summing_dtype(x, dtype):
+    """As torch's sum-like ops: ``dtype`` if given, else integers and bools widen to int64."""
+    x = _as_dtype(x, dtype)
+    return F.astype(x, dtype=int64) if x.data.dtype.kind in "biu" and x.data.dtype != int64 else x
+
+
+def cumsum(x, dim, dtype=None):
+    """Running sums along ``dim``: a product with the constant upper-triangular matrix of ones."""
+    x = _summing_dtype(x, dtype)
+    if x.ndim == 0:
+        _check_dims(x, dim)
+        return x
+    moved = F.swapaxes(x, dim, -1)
+    upper = Tensor(np.triu(np.ones((x.shape[dim],) * 2, dtype=x.dtype)))
+    return F.swapaxes(F.matmul(moved, upper), dim, -1)
+
+
+def prod(x, dim=None, keepdim=False, dtype=None):
+    """The product over ``dim`` (all elements when None), as a chain of multiplications (right at zeros)."""
+    x = _summing_dtype(x, dtype)
+    if dim is None:
+        x, dim = F.reshape(x, shape=(-1,)), 0
+    if x.ndim == 0:
+        _check_dims(x, dim)
+        return x
+    factors = unbind(x, dim)
+    out = functools.reduce(lambda a, b: a * b, factors) if factors else Tensor(
+        np.ones(x.shape[:dim % x.ndim] + x.shape[dim % x.ndim + 1:], dtype=x.dtype))
+    return F.unsqueeze(out, dim % x.ndim) if keepdim else out
+
+
+SortResult = MaxResult  # the same (values, indices) pair
+
+
+def sort(x, dim=-1, descending=False, stable=False):
+    """(values, indices) along ``dim``, ascending unless ``descending``; the values are differentiable."""
+    indices = argsort(x, dim, descending, stable).data
+    if x.ndim == 0:
+        return SortResult(x, Tensor(indices))
+    return SortResult(F.getitem(x, index=_along_axis(indices, dim)), Tensor(indices))
+
+
+def argsort(x, dim=-1, descending=False, stable=False):
+    """The indices that sort ``x`` along ``dim`` (ties in order of position, or reversed when ``descending``)."""
+    _check_dims(x, dim)
+    if x.ndim == 0:
+        return Tensor(np.zeros((), dtype=np.int64))
+    indices = np.argsort(x.data, axis=dim, kind="stable")
+    return Tensor(np.flip(indices, dim).copy() if descending else indices)
+
+
+def topk(x, k, dim=-1, largest=True, sorted=True):
+    """The ``k`` largest (or smallest) entries along ``dim`` and their indices, largest first."""
+    _check_dims(x, dim)
+    length = x.shape[dim] if x.ndim else 1
+    if not 0 <= k <= length:
+        raise ValueError(f"k: expected 0 <= k <= {length}, the size of dim {dim}, got {k}")
+    values, indices = sort(x, dim, descending=largest)
+    if x.ndim == 0:
+        return SortResult(values, indices)
+    first = _dim_index(x, dim, slice(0, k))
+    return SortResult(F.getitem(values, index=first), Tensor(indices.data[first]))
+
+
+def repeat(x, *sizes):
+    """``x`` tiled ``sizes[i]`` times along each dim (leading sizes add dims), as torch.Tensor.repeat."""
+    sizes = _shape_arg(sizes, x)
+    if len(sizes) < x.ndim:
+        raise ValueError(f"sizes: expected at least {x.ndim} repeats (one per dim), got {sizes}")
+    shape = (1,) * (len(sizes) - x.ndim) + x.shape
+    interleaved = tuple(n for size in shape for n in (1, size))
+    tiled = tuple(n for repeats, size in zip(sizes, shape) for n in (repeats, size))
+    spread = F.broadcast_to(F.reshape(x, shape=interleaved), shape=tiled)
+    return F.reshape(spread, shape=tuple(r * s for r, s in zip(sizes, shape)))
+
+
+def einsum(equation, *operands):
+    """Einstein summation, as torch.einsum (``'ij,jk->ik'``; without ``->`` the letters seen once, in order).
+
+    Composed as the broadcast product of the operands summed over the letters
+    not kept, so it holds every combination of letters at once (memory as the
+    product of all sizes).  Each letter names one axis of an operand: no
+    ``...`` and no letter twice in one operand (diagonals).
+    """
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    inputs, arrow, output = equation.replace(" ", "").partition("->")
+    terms = inputs.split(",")
+    if len(terms) != len(operands) or not builtins.all(isinstance(x, Tensor) for x in operands):
+        raise ValueError(f"operands: the equation {equation!r} names {len(terms)} tensors, got {len(operands)} operands")
+    for term, x in zip(terms, operands):
+        if not (term.isalpha() or term == "") or len(set(term)) != len(term) or len(term) != x.ndim:
+            raise ValueError(f"equation: {term!r} must give each of the {x.ndim} axes of its operand (shape {x.shape}) "
+                             "a distinct letter ('...' and repeated letters are not supported)")
+    seen = "".join(terms)
+    if not arrow:
+        output = "".join(sorted(letter for letter in set(seen) if seen.count(letter) == 1))
+    if len(set(output)) != len(output) or not set(output) <= set(seen):
+        raise ValueError(f"equation: the output {output!r} must name distinct letters of the inputs")
+    letters = output + "".join(sorted(set(seen) - set(output)))
+    aligned = []
+    for term, x in zip(terms, operands):
+        present = sorted(term, key=letters.index)
+        moved = F.permute(x, axes=tuple(term.index(letter) for letter in present)) if term else x
+        shape = tuple(x.shape[term.index(letter)] if letter in term else 1 for letter in letters)
+        aligned.append(F.reshape(moved, shape=shape))
+    product = functools.reduce(lambda a, b: a * b, aligned)
+    summed = tuple(range(len(output), len(letters)))
+    return F.sum(product, axis=summed) if summed else product

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gradverify.ops import TABLE
+
 from . import api
 from . import functional as F
 from .tensor import MODE, Tensor, _next_sequence_number, lift, mark_modified
@@ -163,5 +165,17 @@ IN_PLACE = {
     "zero_": in_place("zero_", lambda array: array.fill(0), lambda before: F.zeros_like(before)),
     "relu_": in_place("relu_", lambda array: np.maximum(array, 0, out=array), api.relu),
 }
+
+
+def _unary_in_place(name):
+    forward = TABLE[name].forward
+
+    def change(array):
+        np.copyto(array, forward(array), casting="same_kind")
+
+    return in_place(f"{name}_", change, getattr(api, name))
+
+
+IN_PLACE.update({f"{name}_": _unary_in_place(name) for name in ("exp", "log", "sqrt", "tanh", "sigmoid", "neg", "abs")})
 SET_ITEM = in_place("__setitem__", lambda array, index, value: array.__setitem__(index, value), _put)
 """``x[index] = value`` given an index already in numpy's terms."""

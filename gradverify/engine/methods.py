@@ -8,7 +8,7 @@ from gradverify.ops import TABLE
 from . import api
 from . import functional as F
 from .inplace import IN_PLACE, SET_ITEM
-from .tensor import Tensor, apply, lift
+from .tensor import Tensor, apply, lift, promote
 
 _ADD, _SUB, _MUL, _DIV = TABLE["add"], TABLE["sub"], TABLE["mul"], TABLE["div"]
 _MATMUL, _NEG, _GETITEM = TABLE["matmul"], TABLE["neg"], TABLE["getitem"]
@@ -60,6 +60,69 @@ def _compare(ufunc):
 
 
 _DEVICES = ("cpu", "cuda", "mps", "meta", "xpu")
+
+
+def _bitwise(ufunc, reflected=False):
+    def method(self, other):
+        left, right = promote(self, lift(other, self))
+        if reflected:
+            left, right = right, left
+        if left.data.dtype.kind not in "biu" or right.data.dtype.kind not in "biu":
+            raise TypeError(f"{ufunc.__name__}: expected bool or integer tensors, got dtypes "
+                            f"{left.data.dtype} and {right.data.dtype}")
+        return Tensor(ufunc(left.data, right.data))
+
+    return method
+
+
+def _invert(self):
+    if self.data.dtype.kind not in "biu":
+        raise TypeError(f"~ (bitwise not): expected a bool or integer tensor, got dtype {self.data.dtype}")
+    return Tensor(np.invert(self.data))
+
+
+def _floordiv(self, other):
+    return api.div(self, other, rounding_mode="floor")
+
+
+def _rfloordiv(self, other):
+    return api.div(other, self, rounding_mode="floor")
+
+
+def _remainder(self, divisor):
+    """``self - divisor * floor(self / divisor)`` (sign of the divisor), as torch.remainder.
+
+    The values are numpy's remainder; the gradient is torch's (1 for self,
+    -floor(self / divisor) for the divisor), carried by a term that adds exactly 0.
+    """
+    dividend, divisor = promote(self, lift(divisor, self))
+    values = Tensor(np.remainder(dividend.data, divisor.data))
+    if values.data.dtype.kind != "f" or not (dividend.requires_grad or divisor.requires_grad):
+        return values
+    differentiable = dividend - divisor * np.floor_divide(dividend.data, divisor.data)
+    return values + (differentiable - differentiable.detach())
+
+
+def _t(self):
+    if self.ndim > 2:
+        raise ValueError(f"t: expected a tensor of at most 2 dims, got shape {self.shape}")
+    return F.swapaxes(self, 0, -1) if self.ndim == 2 else self
+
+
+def _new(factory):
+    def method(self, *size, dtype=None, requires_grad=False):
+        return factory(*size, dtype=dtype or self.dtype, requires_grad=requires_grad)
+
+    method.__doc__ = f"As ge.{factory.__name__}, of this tensor's dtype unless ``dtype`` is given."
+    return method
+
+
+def _new_full(self, size, fill_value, dtype=None, requires_grad=False):
+    return api.full(size, fill_value, dtype=dtype or self.dtype, requires_grad=requires_grad)
+
+
+def _new_tensor(self, data, dtype=None, requires_grad=False):
+    return api.tensor(data, dtype=dtype or self.dtype, requires_grad=requires_grad)
 
 
 def _to(self, *args, device=None, dtype=None, non_blocking=False, copy=False):
@@ -173,10 +236,55 @@ METHODS = {
     "log_softmax": api.log_softmax,
     "any": api.any,
     "all": api.all,
+    "__invert__": _invert,
+    "__and__": _bitwise(np.bitwise_and),
+    "__rand__": _bitwise(np.bitwise_and, reflected=True),
+    "__or__": _bitwise(np.bitwise_or),
+    "__ror__": _bitwise(np.bitwise_or, reflected=True),
+    "__xor__": _bitwise(np.bitwise_xor),
+    "__rxor__": _bitwise(np.bitwise_xor, reflected=True),
+    "__floordiv__": _floordiv,
+    "__rfloordiv__": _rfloordiv,
+    "__mod__": _remainder,
+    # number % tensor: torch has no derivative for it (its backward raises), so a constant.
+    "__rmod__": lambda self, other: Tensor(np.remainder(*(t.data for t in promote(lift(other, self), self)))),
+    "remainder": _remainder,
+    "cpu": lambda self: self,
+    "contiguous": lambda self: self,
+    "t": _t,
+    "is_floating_point": lambda self: self.data.dtype.kind == "f",
+    "element_size": lambda self: self.data.dtype.itemsize,
+    "device": property(lambda self: api.CPU),
+    "new_zeros": _new(api.zeros),
+    "new_ones": _new(api.ones),
+    "new_empty": _new(api.empty),
+    "new_full": _new_full,
+    "new_tensor": _new_tensor,
+    "repeat": api.repeat,
+    "gather": api.gather,
+    "index_select": api.index_select,
+    "masked_fill": api.masked_fill,
+    "split": api.split,
+    "chunk": api.chunk,
+    "unbind": api.unbind,
+    "swapaxes": api.swapaxes,
+    "movedim": api.movedim,
+    "cumsum": api.cumsum,
+    "prod": api.prod,
+    "sort": api.sort,
+    "argsort": api.argsort,
+    "topk": api.topk,
+    "tril": api.tril,
+    "triu": api.triu,
+    "flip": lambda self, *dims: api.flip(self, api._shape_arg(dims, self)),
 }
 for _name in ("exp", "log", "log1p", "sqrt", "sin", "cos", "tanh", "sigmoid", "relu", "abs", "neg", "softplus",
-              "argmax", "argmin", "square", "var", "std", "norm"):
+              "argmax", "argmin", "square", "var", "std", "norm", "sign", "floor", "ceil", "round", "tan", "sinh",
+              "cosh", "expm1", "rsqrt", "reciprocal", "log2", "isnan", "isfinite", "logical_not"):
     METHODS[_name] = getattr(api, _name)
+
+for _name in ("eq", "ne", "gt", "ge", "lt", "le"):
+    METHODS[_name] = METHODS[f"__{_name}__"]
 
 METHODS.update(IN_PLACE)
 

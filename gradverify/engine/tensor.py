@@ -85,6 +85,68 @@ def _changed_since(tensors, number):
     return None
 
 
+# Hooks and retain_grad, by tensor: id(tensor) -> _Hooks.  Empty until a tensor gets one, so a
+# backward without hooks pays one truthiness check of it per node.
+_HOOKS: dict = {}
+_next_hook_key = itertools.count().__next__
+
+
+class _Hooks:
+    """A tensor's gradient hooks (in registration order) and whether it retains its gradient."""
+
+    __slots__ = ("tensor", "functions", "retains_grad")
+
+    def __init__(self, t):
+        key = id(t)
+        self.tensor = weakref.ref(t, lambda _ref: _HOOKS.pop(key, None))
+        self.functions = {}
+        self.retains_grad = False
+
+
+def _hooks_of(t):
+    """``t``'s entry in ``_HOOKS``, made on first use."""
+    entry = _HOOKS.get(id(t))
+    if entry is None or entry.tensor() is not t:
+        entry = _HOOKS[id(t)] = _Hooks(t)
+    return entry
+
+
+class RemovableHandle:
+    """What ``register_hook`` returns: ``remove()`` unregisters the hook (a second call does nothing)."""
+
+    def __init__(self, tensor_id, entry):
+        self.key, self._tensor_id, self._entry = _next_hook_key(), tensor_id, entry
+
+    def remove(self):
+        entry = self._entry
+        entry.functions.pop(self.key, None)
+        if not entry.functions and not entry.retains_grad and _HOOKS.get(self._tensor_id) is entry:
+            del _HOOKS[self._tensor_id]
+
+
+def _run_hooks(t, g, create_graph):
+    """``t``'s cotangent ``g`` after its hooks (each may return a replacement), retained as ``t.grad`` if asked."""
+    entry = _HOOKS.get(id(t))
+    if entry is None or entry.tensor() is not t:
+        return g
+    for function in list(entry.functions.values()):
+        replacement = function(g)
+        if replacement is None:
+            continue
+        if not isinstance(replacement, Tensor) or replacement.data.shape != g.data.shape:
+            raise RuntimeError(
+                f"hook {getattr(function, '__name__', function)!r} must return None or a Tensor of shape "
+                f"{g.data.shape}, got {getattr(replacement, 'shape', type(replacement).__name__)}"
+            )
+        g = replacement
+    if entry.retains_grad:
+        if t.grad is None:
+            t.grad = g.clone() if create_graph else _wrap(g.data.copy())
+        else:
+            t.grad = t.grad + g if create_graph else _wrap(t.grad.data + g.data)
+    return g
+
+
 def is_floating(dtype) -> bool:
     """True for the floating dtypes the engine differentiates."""
     return np.dtype(dtype).kind == "f"
@@ -208,6 +270,33 @@ class Tensor:
             )
         self.requires_grad = bool(requires_grad)
         return self
+
+    @property
+    def retains_grad(self):
+        """True for a non-leaf whose ``.grad`` is kept by :meth:`retain_grad`."""
+        entry = _HOOKS.get(id(self))
+        return entry is not None and entry.tensor() is self and entry.retains_grad
+
+    def retain_grad(self):
+        """Keep this non-leaf tensor's gradient in ``.grad`` after backward (a leaf keeps it anyway)."""
+        if not self.requires_grad:
+            raise RuntimeError("retain_grad: this tensor does not require grad, so it gets no gradient to keep")
+        if self._ctx is not None:
+            _hooks_of(self).retains_grad = True
+
+    def register_hook(self, hook):
+        """Call ``hook(grad)`` when this tensor's gradient is computed; a returned tensor replaces the gradient.
+
+        Returns a handle whose ``remove()`` unregisters the hook.
+        """
+        if not self.requires_grad:
+            raise RuntimeError("register_hook: this tensor does not require grad, so no gradient will reach a hook")
+        if not callable(hook):
+            raise TypeError(f"hook: expected a function of the gradient, got {type(hook).__name__}")
+        entry = _hooks_of(self)
+        handle = RemovableHandle(id(self), entry)
+        entry.functions[handle.key] = hook
+        return handle
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False):
         """Accumulate d self / d leaf into each leaf's ``.grad`` (reverse accumulation).
@@ -403,6 +492,7 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
     grads, pending, leaves = {}, [], []
     incoming = zip(roots, seeds)  # (tensor, cotangent term) pairs to add in: the seeds, then each node's
     latest_change = MODE.latest_modification
+    hooked = _HOOKS
     saved_modes = MODE.grad_enabled, MODE.in_backward
     MODE.grad_enabled, MODE.in_backward = create_graph, True
     try:
@@ -440,6 +530,8 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
             else:
                 break
             g = grads.pop(t)
+            if hooked:
+                g = _run_hooks(t, g, create_graph)
             if wanted:
                 slot = wanted.get(t)
                 if slot is not None:
@@ -468,6 +560,8 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
     shared = {id(s.data if s.data.base is None else s.data.base) for s in seeds}
     for leaf in leaves:
         g = grads.pop(leaf)
+        if hooked:
+            g = _run_hooks(leaf, g, create_graph)
         if wanted:
             slot = wanted.get(leaf)
             if slot is not None:
