@@ -284,20 +284,60 @@ def _checked_index(index, size, kind):
     return index % size
 
 
-class ModuleList(Module):
-    """A list of modules, registered as children "0", "1", ... so their parameters are found."""
+class _NumberedList(Module):
+    """Entries registered as "0", "1", ... in the store ``_store`` names; ``_put`` registers one."""
 
-    def __init__(self, modules=None):
+    _store = ""
+
+    def __init__(self, entries=None):
         super().__init__()
-        self.extend(modules or ())
+        self.extend(entries or ())
+
+    def _put(self, name, value):
+        raise NotImplementedError
+
+    def _entries(self):
+        return getattr(self, self._store)
+
+    def _name_of(self, index):
+        return str(_checked_index(index, len(self), type(self).__name__))
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return type(self)(list(self._modules.values())[index])
-        return self._modules[str(_checked_index(index, len(self), type(self).__name__))]
+            return type(self)(list(self._entries().values())[index])
+        return self._entries()[self._name_of(index)]
 
-    def __setitem__(self, index, module):
-        self.add_module(str(_checked_index(index, len(self), type(self).__name__)), module)
+    def __setitem__(self, index, value):
+        self._put(self._name_of(index), value)
+
+    def __len__(self):
+        return len(self._entries())
+
+    def __iter__(self):
+        return iter(self._entries().values())
+
+    def __iadd__(self, values):
+        return self.extend(values)
+
+    def append(self, value):
+        """Add ``value`` at the end and return this list."""
+        self._put(str(len(self)), value)
+        return self
+
+    def extend(self, values):
+        """Append each of ``values`` and return this list."""
+        for value in list(values):
+            self.append(value)
+        return self
+
+
+class ModuleList(_NumberedList):
+    """A list of modules, registered as children "0", "1", ... so their parameters are found."""
+
+    _store = "_modules"
+
+    def _put(self, name, module):
+        self.add_module(name, module)
 
     def __delitem__(self, index):
         modules = list(self._modules.values())
@@ -310,27 +350,11 @@ class ModuleList(Module):
             delattr(self, name)
         self.extend(modules)
 
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def __iadd__(self, modules):
-        return self.extend(modules)
-
-    def append(self, module):
-        """Add ``module`` at the end and return this list."""
-        self.add_module(str(len(self)), module)
-        return self
-
     def extend(self, modules):
         """Append each of ``modules`` and return this list."""
         if isinstance(modules, Module) and not isinstance(modules, (ModuleList, Sequential)):
             raise TypeError(f"modules: expected an iterable of modules, got a single {type(modules).__name__}")
-        for module in list(modules):
-            self.append(module)
-        return self
+        return super().extend(modules)
 
     def insert(self, index, module):
         """Insert ``module`` before position ``index``."""
@@ -398,40 +422,13 @@ class ModuleDict(Module):
         raise NotImplementedError("ModuleDict has no forward(); index it and call its modules")
 
 
-class ParameterList(Module):
+class ParameterList(_NumberedList):
     """A list of parameters, registered as "0", "1", ...; tensors that are not Parameters are wrapped in one."""
 
-    def __init__(self, values=None):
-        super().__init__()
-        self.extend(values or ())
+    _store = "_parameters"
 
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return type(self)(list(self._parameters.values())[index])
-        return self._parameters[str(_checked_index(index, len(self), type(self).__name__))]
-
-    def __setitem__(self, index, value):
-        self.register_parameter(str(_checked_index(index, len(self), type(self).__name__)), _as_parameter(value))
-
-    def __len__(self):
-        return len(self._parameters)
-
-    def __iter__(self):
-        return iter(self._parameters.values())
-
-    def __iadd__(self, values):
-        return self.extend(values)
-
-    def append(self, value):
-        """Add ``value`` (wrapped in a Parameter if it is a plain tensor) at the end and return this list."""
-        self.register_parameter(str(len(self)), _as_parameter(value))
-        return self
-
-    def extend(self, values):
-        """Append each of ``values`` and return this list."""
-        for value in list(values):
-            self.append(value)
-        return self
+    def _put(self, name, value):
+        self.register_parameter(name, _as_parameter(value))
 
 
 def _as_parameter(value):
