@@ -105,3 +105,88 @@ def test_utils_bad_input_names_the_argument(call, error, match):
 
 def test_nn_utils_reachable_from_the_engine():
     assert ge.nn.utils is ge_utils
+
+
+def _batch_norm_pair(kwargs):
+    ours = ge.nn.BatchNorm1d(3, **kwargs).double()
+    theirs = torch.nn.BatchNorm1d(3, **kwargs).double()
+    if ours.weight is not None:
+        rng = np.random.default_rng(7)
+        weight, bias = rng.standard_normal(3), rng.standard_normal(3)
+        ours.load_state_dict({"weight": weight, "bias": bias}, strict=False)
+        theirs.load_state_dict({"weight": torch.tensor(weight), "bias": torch.tensor(bias)}, strict=False)
+    return ours, theirs
+
+
+BATCH_NORM_CASES = [
+    ((6, 3), {}),
+    ((4, 3, 5), {}),
+    ((4, 3, 5), {"momentum": 0.3, "eps": 1e-3}),
+    ((5, 3), {"momentum": None}),
+    ((4, 3, 2), {"affine": False}),
+    ((4, 3, 2), {"track_running_stats": False}),
+]
+
+
+@pytest.mark.parametrize("shape, kwargs", BATCH_NORM_CASES)
+def test_batch_norm1d_training_steps_then_eval_match_torch(shape, kwargs):
+    ours, theirs = _batch_norm_pair(kwargs)
+    rng = np.random.default_rng(8)
+    for _ in range(3):
+        data, upstream = 2.0 + 3.0 * rng.standard_normal(shape), rng.standard_normal(shape)
+        x, y = ge.tensor(data, requires_grad=True), torch.tensor(data, requires_grad=True)
+        out, expected = ours(x), theirs(y)
+        assert out.shape == tuple(expected.shape)
+        np.testing.assert_allclose(out.detach().numpy(), expected.detach().numpy(), **TOL)
+        (out * ge.tensor(upstream)).sum().backward()
+        (expected * torch.tensor(upstream)).sum().backward()
+        np.testing.assert_allclose(x.grad.numpy(), y.grad.numpy(), **TOL)
+    for (name, p), (torch_name, q) in zip(ours.named_parameters(), theirs.named_parameters()):
+        assert name == torch_name
+        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), **TOL)
+    ours_state, torch_state = ours.state_dict(), theirs.state_dict()
+    assert list(ours_state) == list(torch_state)
+    for name in ours_state:
+        assert ours_state[name].dtype == np.dtype(str(torch_state[name].dtype).removeprefix("torch."))
+        np.testing.assert_allclose(ours_state[name].numpy(), torch_state[name].numpy(), **TOL)
+    ours.eval()
+    theirs.eval()
+    data = rng.standard_normal(shape)
+    x, y = ge.tensor(data, requires_grad=True), torch.tensor(data, requires_grad=True)
+    out, expected = ours(x), theirs(y)
+    np.testing.assert_allclose(out.detach().numpy(), expected.detach().numpy(), **TOL)
+    out.sum().backward()
+    expected.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), y.grad.numpy(), **TOL)
+
+
+def test_batch_norm1d_state_dict_round_trips_into_torch():
+    ours, theirs = _batch_norm_pair({})
+    ours(ge.tensor(np.random.default_rng(9).standard_normal((5, 3))))
+    theirs.load_state_dict({k: torch.tensor(v.numpy()) for k, v in ours.state_dict().items()})
+    assert int(theirs.num_batches_tracked) == 1
+    np.testing.assert_array_equal(theirs.running_var.numpy(), ours.running_var.numpy())
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_functional_batch_norm_matches_torch(training):
+    rng = np.random.default_rng(10)
+    data, mean, var = rng.standard_normal((4, 3, 2)), rng.standard_normal(3), 1.0 + rng.random(3)
+    weight, bias = rng.standard_normal(3), rng.standard_normal(3)
+    ours_stats, torch_stats = [ge.tensor(mean), ge.tensor(var)], [torch.tensor(mean), torch.tensor(var)]
+    x, y = ge.tensor(data, requires_grad=True), torch.tensor(data, requires_grad=True)
+    out = ge.nn.functional.batch_norm(x, *ours_stats, ge.tensor(weight), ge.tensor(bias), training, 0.2, 1e-4)
+    expected = torch.nn.functional.batch_norm(y, *torch_stats, torch.tensor(weight), torch.tensor(bias), training,
+                                              0.2, 1e-4)
+    np.testing.assert_allclose(out.detach().numpy(), expected.detach().numpy(), **TOL)
+    (out * out).sum().backward()
+    (expected * expected).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), y.grad.numpy(), **TOL)
+    for ours_stat, torch_stat in zip(ours_stats, torch_stats):
+        np.testing.assert_allclose(ours_stat.numpy(), torch_stat.numpy(), **TOL)
+
+
+@pytest.mark.parametrize("shape, match", [((4, 2), "input"), ((4, 3, 2, 2), "input"), ((1, 3), "per channel")])
+def test_batch_norm1d_bad_input_names_the_argument(shape, match):
+    with pytest.raises(ValueError, match=match):
+        ge.nn.BatchNorm1d(3)(ge.zeros(shape))

@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import api
 from .. import functional as _ops
-from ..tensor import Tensor
+from ..tensor import Tensor, mark_modified
 
 relu = api.relu
 sigmoid = api.sigmoid
@@ -345,12 +345,56 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
         raise ValueError(
             f"normalized_shape: expected the trailing axes of the input, of shape {input.shape}, got {normalized_shape}"
         )
-    dims = tuple(range(input.ndim - count, input.ndim))
-    centred = input - api.mean(input, dim=dims, keepdim=True)
-    out = centred / api.sqrt(api.var(input, dim=dims, keepdim=True, correction=0) + eps)
+    out = _normalised(input, tuple(range(input.ndim - count, input.ndim)), eps)
     if weight is not None:
         out = out * weight
     return out if bias is None else out + bias
+
+
+def _normalised(input, dims, eps):
+    """``input`` centred and scaled over ``dims`` by its mean and biased variance plus ``eps``."""
+    centred = input - api.mean(input, dim=dims, keepdim=True)
+    return centred / api.sqrt(api.var(input, dim=dims, keepdim=True, correction=0) + eps)
+
+
+def _blend_in_place(running, batch_value, momentum):
+    """``running <- (1 - momentum) running + momentum batch_value``, in the running tensor's memory as torch."""
+    running.data[...] = (1 - momentum) * running.data + momentum * batch_value
+    mark_modified(running)
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """Normalise each channel (axis 1) over the batch and any trailing axes, then scale and shift.
+
+    While ``training`` the batch's mean and biased variance normalise, and the running statistics given
+    are blended in place with the batch mean and unbiased variance by ``momentum``; otherwise the
+    running statistics normalise.
+    """
+    if input.ndim < 2:
+        raise ValueError(f"input: expected at least 2 dims (N, C, ...), got shape {tuple(input.shape)}")
+    channels = input.shape[1]
+    dims = (0,) + tuple(range(2, input.ndim))
+    along_channels = (channels,) + (1,) * (input.ndim - 2)
+    if training:
+        count = input.data.size // max(channels, 1)
+        if count <= 1:
+            raise ValueError(
+                f"input: expected more than 1 value per channel when training, got shape {tuple(input.shape)}"
+            )
+        out = _normalised(input, dims, eps)
+        if running_mean is not None:
+            _blend_in_place(running_mean, input.data.mean(axis=dims), momentum)
+        if running_var is not None:
+            _blend_in_place(running_var, input.data.var(axis=dims, ddof=1), momentum)
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError("running_mean, running_var: expected tensors when not training, got None")
+        out = (input - api.reshape(running_mean, along_channels)) / api.sqrt(
+            api.reshape(running_var, along_channels) + eps
+        )
+    if weight is not None:
+        out = out * api.reshape(weight, along_channels)
+    return out if bias is None else out + api.reshape(bias, along_channels)
 
 
 def embedding(input, weight, padding_idx=None):

@@ -8,7 +8,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import api
-from ..tensor import Tensor
+from ..tensor import Tensor, mark_modified
 from . import functional as F
 from .module import Module, Parameter
 
@@ -275,6 +275,45 @@ class LayerNorm(Module):
 
     def extra_repr(self):
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class BatchNorm1d(Module):
+    """Batch normalisation of (N, C) or (N, C, L) input per channel, as ``torch.nn.BatchNorm1d``.
+
+    Training normalises by the batch's statistics and, when ``track_running_stats``, blends them into the
+    ``running_mean`` and ``running_var`` buffers by ``momentum`` (None: a cumulative average over
+    ``num_batches_tracked``); eval normalises by the running statistics.
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, dtype=None):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        dtype = dtype or api.get_default_dtype()
+        self.register_parameter("weight", Parameter(np.ones(num_features, dtype)) if affine else None)
+        self.register_parameter("bias", Parameter(np.zeros(num_features, dtype)) if affine else None)
+        tracked = track_running_stats
+        self.register_buffer("running_mean", Tensor(np.zeros(num_features, dtype)) if tracked else None)
+        self.register_buffer("running_var", Tensor(np.ones(num_features, dtype)) if tracked else None)
+        self.register_buffer("num_batches_tracked", Tensor(np.array(0, np.int64)) if tracked else None)
+
+    def forward(self, x):
+        if x.ndim not in (2, 3) or x.shape[1] != self.num_features:
+            raise ValueError(f"input: expected shape (N, {self.num_features}) or (N, {self.num_features}, L), "
+                             f"got {tuple(x.shape)}")
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.num_batches_tracked is not None:
+            self.num_batches_tracked.data[...] += 1
+            mark_modified(self.num_batches_tracked)
+            if self.momentum is None:
+                momentum = 1.0 / float(self.num_batches_tracked.data)
+        batch_statistics = self.training or self.running_mean is None
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, batch_statistics,
+                            momentum, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")
 
 
 def _checked_index(index, size, kind):
