@@ -190,3 +190,42 @@ def test_functional_batch_norm_matches_torch(training):
 def test_batch_norm1d_bad_input_names_the_argument(shape, match):
     with pytest.raises(ValueError, match=match):
         ge.nn.BatchNorm1d(3)(ge.zeros(shape))
+
+
+PAD_CASES = [
+    ((2, 3), (1, 2), 0.0),
+    ((2, 3), (0, 0, 2, 1), 1.5),
+    ((2, 3, 4), (-1, 2), 0.0),
+    ((2, 3, 4), (1, -2, -1, 0, 1, 1), -3.0),
+    ((2, 3, 4), (-2, -2), 0.0),
+    ((3,), (0, 0), 0.0),
+    ((2, 3), (), 0.0),
+]
+
+
+@pytest.mark.parametrize("shape, sizes, value", PAD_CASES)
+def test_pad_constant_values_and_gradient_match_torch(shape, sizes, value):
+    rng = np.random.default_rng(11)
+    data = rng.standard_normal(shape)
+    x, y = ge.tensor(data, requires_grad=True), torch.tensor(data, requires_grad=True)
+    out = ge.nn.functional.pad(x, sizes, value=value)
+    expected = torch.nn.functional.pad(y, sizes, value=value)
+    assert out.shape == tuple(expected.shape)
+    np.testing.assert_array_equal(out.detach().numpy(), expected.detach().numpy())
+    upstream = rng.standard_normal(tuple(expected.shape))
+    (out * ge.tensor(upstream)).sum().backward()
+    (expected * torch.tensor(upstream)).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), y.grad.numpy())
+    np.testing.assert_array_equal(x.detach().numpy(), data)
+
+
+@pytest.mark.parametrize("sizes, mode, error, match", [
+    ((1,), "constant", ValueError, "pad"),
+    ((1, 1, 1, 1, 1, 1), "constant", ValueError, "pad"),
+    ((-3, -2), "constant", ValueError, "pad"),
+    ((1, 1), "reflect", NotImplementedError, "mode"),
+    ((1.5, 1), "constant", TypeError, "pad"),
+])
+def test_pad_bad_input_names_the_argument(sizes, mode, error, match):
+    with pytest.raises(error, match=match):
+        ge.nn.functional.pad(ge.zeros(2, 4), sizes, mode=mode)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import warnings
 
 import mpmath
@@ -482,3 +483,46 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     losses = (1 - target) * input + log_weight * api.softplus(-input)
     weight = _constant_like("weight", weight, input)
     return _reduce(losses if weight is None else losses * weight, reduction)
+
+
+def _pad_dim(input, dim, before, after, value):
+    """``input`` with ``before``/``after`` entries of ``value`` added at the ends of ``dim``
+    (cropped there when negative)."""
+    size = input.shape[dim]
+    index = [slice(None)] * input.ndim
+    index[dim] = slice(max(-before, 0), size - max(-after, 0))
+    kept = input[tuple(index)]
+
+    def block(count):
+        shape = list(kept.shape)
+        shape[dim] = count
+        return api.full(tuple(shape), value, dtype=input.dtype)
+
+    pieces = ([block(before)] if before > 0 else []) + [kept] + ([block(after)] if after > 0 else [])
+    return api.cat(pieces, dim) if len(pieces) > 1 else kept
+
+
+def pad(input, pad, mode="constant", value=0.0):
+    """``input`` padded with ``value``: ``pad`` holds (before, after) pairs for the last dim, then the one
+    before it, and so on, as torch; negative sizes crop.  Only ``mode='constant'`` is implemented."""
+    if mode != "constant":
+        raise NotImplementedError(f"mode: only 'constant' padding is implemented, got {mode!r}")
+    try:
+        sizes = tuple(operator.index(s) for s in pad)
+    except TypeError as err:
+        raise TypeError(f"pad: expected a sequence of ints, got {pad!r}") from err
+    if len(sizes) % 2 or len(sizes) // 2 > input.ndim:
+        raise ValueError(
+            f"pad: expected an even number of sizes, two per dim for at most the {input.ndim} dims of the input, "
+            f"got {sizes}"
+        )
+    out = input
+    for pair in range(len(sizes) // 2):
+        dim = input.ndim - 1 - pair
+        before, after = sizes[2 * pair], sizes[2 * pair + 1]
+        if max(-before, 0) + max(-after, 0) > input.shape[dim] or input.shape[dim] + before + after < 0:
+            raise ValueError(
+                f"pad: sizes ({before}, {after}) crop more than the {input.shape[dim]} entries of dim {dim}"
+            )
+        out = _pad_dim(out, dim, before, after, value)
+    return out
