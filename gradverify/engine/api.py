@@ -533,7 +533,13 @@ def transpose(x, dim0, dim1):
 
 
 def broadcast_to(x, shape):
-    return F.broadcast_to(x, shape=tuple(shape))
+    """``x`` broadcast to ``shape``; a -1 entry keeps that dim's size, as torch."""
+    shape = tuple(int(s) for s in shape)
+    lead = len(shape) - x.ndim
+    for i, size in enumerate(shape[:lead]):
+        if size == -1:
+            raise ValueError(f"shape: -1 is not allowed in a new leading dim ({i}) of {shape}")
+    return F.broadcast_to(x, shape=tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(shape)))
 
 
 def unsqueeze(x, dim):
@@ -569,8 +575,16 @@ def _joined(tensors, name):
 
 
 def cat(tensors, dim=0):
-    """Concatenate a sequence of tensors along ``dim``."""
-    return F.concatenate(*_joined(tensors, "cat"), axis=dim)
+    """Concatenate a sequence of tensors along ``dim``.
+
+    As torch, legacy empty 1-D tensors (shape ``(0,)``) take part in dtype promotion but are
+    skipped when the others have more dims.
+    """
+    joined = _joined(tensors, "cat")
+    kept = [t for t in joined if t.shape != (0,)]
+    if kept and builtins.any(t.ndim > 1 for t in kept):
+        joined = kept
+    return F.concatenate(*joined, axis=dim)
 
 
 concatenate = cat

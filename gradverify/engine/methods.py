@@ -165,10 +165,7 @@ def _size(self, dim=None):
 
 
 def _expand(self, *sizes):
-    sizes = api._shape_arg(sizes, self)
-    lead = len(sizes) - self.ndim
-    shape = tuple(self.shape[i - lead] if s == -1 else s for i, s in enumerate(sizes))
-    return F.broadcast_to(self, shape=shape)
+    return api.broadcast_to(self, api._shape_arg(sizes, self))
 
 
 METHODS = {
