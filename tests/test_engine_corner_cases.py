@@ -42,3 +42,69 @@ def test_cat_skips_legacy_empty_tensors_as_torch(shapes_and_dtypes, dim):
     arrays = [np.arange(np.prod(s), dtype=d).reshape(s) for s, d in shapes_and_dtypes]
     _assert_like_torch(ge.cat([ge.tensor(a) for a in arrays], dim=dim),
                        torch.cat([torch.tensor(a) for a in arrays], dim=dim))
+
+
+@pytest.mark.parametrize("dtype_name", ["int32", "float32", "float64", "int64"])
+@pytest.mark.parametrize("source_name", ["float32", "float64", "int32"])
+def test_view_as_dtype_reinterprets_the_bits_as_torch(source_name, dtype_name):
+    values = np.arange(-4, 4).reshape(2, 4).astype(source_name) * 3
+    x, t = ge.tensor(values), torch.tensor(values)
+    if source_name.startswith("float"):
+        x.requires_grad_(True)
+        t.requires_grad_(True)
+    ours, theirs = x.view(getattr(ge, dtype_name)), t.view(getattr(torch, dtype_name))
+    assert ours.requires_grad == theirs.requires_grad
+    expected = theirs.detach().numpy()
+    assert ours.shape == expected.shape and ours.data.dtype == expected.dtype
+    np.testing.assert_array_equal(ours.data.view(np.uint8), expected.view(np.uint8))
+
+
+def test_view_with_a_shape_still_reshapes():
+    values = np.arange(8.0)
+    for shape in ((2, 4), ((4, 2),), (-1,)):
+        _assert_like_torch(ge.tensor(values).view(*shape), torch.tensor(values).view(*shape))
+
+
+@pytest.mark.parametrize("bias_shape", [(), (4,)])
+def test_linear_broadcasts_a_0d_bias(bias_shape):
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(s) for s in ((2, 3), (4, 3), bias_shape)]
+    ours = [ge.tensor(a, requires_grad=True) for a in arrays]
+    theirs = [torch.tensor(a, requires_grad=True) for a in arrays]
+    out, expected = ge.nn.functional.linear(*ours), torch.nn.functional.linear(*theirs)
+    _assert_like_torch(out, expected)
+    weights = rng.standard_normal((2, 4))
+    (out * ge.tensor(weights)).sum().backward()
+    (expected * torch.tensor(weights)).sum().backward()
+    for x, t in zip(ours, theirs):
+        _assert_like_torch(x.grad, t.grad)
+
+
+@pytest.mark.parametrize("base_dtype, exponent_dtype", [("int64", "int64"), ("int32", "int64"), ("int32", "int32")])
+def test_integer_tensor_to_negative_integer_tensor_powers(base_dtype, exponent_dtype):
+    bases = np.array([2, 1, -1, -1, -2, 3, 0, 5, -3], dtype=base_dtype)
+    exponents = np.array([-1, -1, -1, -2, -1, -2, -1, 2, 3], dtype=exponent_dtype)
+    _assert_like_torch(ge.tensor(bases) ** ge.tensor(exponents), torch.tensor(bases) ** torch.tensor(exponents))
+    _assert_like_torch(2 ** ge.tensor(exponents), 2 ** torch.tensor(exponents))
+
+
+_TYPE_DTYPES = ["float32", "float64", "int64", "int32", "bool"]
+
+
+@pytest.mark.parametrize("dtype_name", _TYPE_DTYPES)
+def test_type_with_no_argument_names_the_legacy_tensor_type(dtype_name):
+    values = np.array([0, 1, 2]).astype(dtype_name)
+    assert ge.tensor(values).type() == torch.tensor(values).type()
+
+
+@pytest.mark.parametrize("name", ["torch.FloatTensor", "torch.DoubleTensor", "torch.LongTensor", "torch.IntTensor",
+                                  "torch.BoolTensor"])
+@pytest.mark.parametrize("dtype_name", _TYPE_DTYPES)
+def test_type_converts_to_a_legacy_type_name(dtype_name, name):
+    values = np.array([0, 1, 2]).astype(dtype_name)
+    _assert_like_torch(ge.tensor(values).type(name), torch.tensor(values).type(name))
+
+
+def test_type_rejects_a_name_torch_rejects():
+    with pytest.raises(ValueError, match="dtype"):
+        ge.ones(2).type("torch.float64")

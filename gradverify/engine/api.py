@@ -292,8 +292,15 @@ def div(input, other, *, rounding_mode=None):
 
 
 def pow(x, exponent):
-    """``x ** exponent`` for a tensor or Python-number exponent."""
+    """``x ** exponent`` for a tensor or Python-number exponent.
+
+    Integer tensors to negative integer tensor powers give torch's integers (the power truncated
+    toward zero: 2 ** -1 is 0, -1 ** -1 is -1) where numpy raises.
+    """
     if isinstance(exponent, Tensor):
+        base, power = promote(lift(x, exponent), exponent)
+        if base.data.dtype.kind in "iu" and np.any(power.data < 0):
+            return Tensor(_integer_power(base.data, power.data))
         return F.pow(x, exponent)
     if not isinstance(x, Tensor):
         raise TypeError(f"pow: the base must be a Tensor when the exponent is a number, got {type(x).__name__}")
@@ -305,6 +312,14 @@ def pow(x, exponent):
             return F.astype(F.pow_scalar(F.astype(x, dtype=int64), exponent=int(exponent)), dtype=bool_)
         x = _as_dtype(x, dtype)
     return F.pow_scalar(x, exponent=exponent)
+
+
+def _integer_power(base, power):
+    """``base ** power`` for integer arrays, negative powers truncated toward zero (not differentiable)."""
+    negative = power < 0
+    result = np.power(base, np.where(negative, 0, power))
+    at_negative = np.where(base == 1, 1, np.where(base == -1, np.where(power % 2 == 0, 1, -1), 0))
+    return np.where(negative, at_negative, result).astype(result.dtype, copy=False)
 
 
 def where(condition, input, other):
