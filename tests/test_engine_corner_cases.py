@@ -108,3 +108,24 @@ def test_type_converts_to_a_legacy_type_name(dtype_name, name):
 def test_type_rejects_a_name_torch_rejects():
     with pytest.raises(ValueError, match="dtype"):
         ge.ones(2).type("torch.float64")
+
+
+@pytest.mark.parametrize("shape, shifts, dims", [
+    ((2, 3), 1, None), ((2, 3), -4, None), ((2, 3), (1, -1), (0, 1)), ((2, 3), 5, 1), ((2, 3, 4), (2, 1), (-1, 0)),
+    ((), 1, None), ((0, 2), 1, 0), ((4,), (1, 2), (0, 0)),
+])
+def test_roll_matches_torch_with_gradients(shape, shifts, dims):
+    values = np.arange(np.prod(shape), dtype=np.float64).reshape(shape)
+    x, t = ge.tensor(values, requires_grad=True), torch.tensor(values, requires_grad=True)
+    ours, theirs = ge.roll(x, shifts, dims), torch.roll(t, shifts, dims)
+    _assert_like_torch(ours, theirs)
+    _assert_like_torch(x.roll(shifts, dims), t.roll(shifts, dims))
+    weights = np.arange(values.size, dtype=np.float64).reshape(shape) ** 2
+    (ours * ge.tensor(weights)).sum().backward()
+    (theirs * torch.tensor(weights)).sum().backward()
+    _assert_like_torch(x.grad, t.grad)
+
+
+def test_roll_needs_one_shift_per_dim():
+    with pytest.raises(ValueError, match="shifts"):
+        ge.roll(ge.ones(2, 3), (1, 2), 0)

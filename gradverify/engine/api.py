@@ -22,7 +22,7 @@ __all__ = [
     "log_softmax", "is_tensor", "numel", "clone", "detach", "set_grad_enabled", "inference_mode", "full_like",
     "empty_like", "randint", "randperm", "isnan", "isfinite", "logical_not", "sign", "floor", "ceil", "round", "tan",
     "expm1", "sinh", "cosh", "rsqrt", "reciprocal", "log2", "mm", "bmm", "dot", "outer", "hstack", "vstack",
-    "swapaxes", "movedim", "flip", "gather", "index_select", "unbind", "split", "chunk", "masked_fill", "tril", "triu",
+    "swapaxes", "movedim", "flip", "gather", "index_select", "unbind", "split", "chunk", "masked_fill", "roll", "tril", "triu",
     "cumsum", "prod", "sort", "argsort", "topk", "device", "einsum",
 ]
 
@@ -900,6 +900,26 @@ def index_select(x, dim, index):
     if indices.ndim > 1:
         raise ValueError(f"index_select: index must be a vector, got shape {indices.shape}")
     return F.getitem(x, index=_dim_index(x, dim, indices.reshape(-1)))
+
+
+def roll(x, shifts, dims=None):
+    """``x`` with its entries shifted by ``shifts`` along ``dims``, wrapping around, as torch.roll.
+
+    With ``dims`` None the flattened tensor rolls and keeps its shape.
+    """
+    shifts = (shifts,) if isinstance(shifts, int) else tuple(shifts)
+    if dims is None:
+        if len(shifts) != 1:
+            raise ValueError(f"shifts: expected one shift when dims is None, got {shifts}")
+        return F.reshape(roll(flatten(x), shifts, 0), shape=x.shape)
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    if len(shifts) != len(dims):
+        raise ValueError(f"shifts: expected one shift per dim, got {len(shifts)} shifts for dims {dims}")
+    for shift, dim in zip(shifts, dims):
+        size = x.shape[dim]
+        if size:
+            x = index_select(x, dim, (np.arange(size) - shift) % size)
+    return x
 
 
 def unbind(x, dim=0):

@@ -287,6 +287,7 @@ METHODS = {
     "repeat": api.repeat,
     "gather": api.gather,
     "index_select": api.index_select,
+    "roll": api.roll,
     "masked_fill": api.masked_fill,
     "split": api.split,
     "chunk": api.chunk,
