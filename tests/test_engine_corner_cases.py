@@ -129,3 +129,48 @@ def test_roll_matches_torch_with_gradients(shape, shifts, dims):
 def test_roll_needs_one_shift_per_dim():
     with pytest.raises(ValueError, match="shifts"):
         ge.roll(ge.ones(2, 3), (1, 2), 0)
+
+
+def _both(values):
+    return ge.tensor(values), torch.tensor(values)
+
+
+@pytest.mark.parametrize("argnums", [0, 1, (0, 1)])
+@pytest.mark.parametrize("has_aux", [False, True])
+def test_grad_and_value_matches_torch_func(argnums, has_aux):
+    (x, tx), (y, ty) = _both(np.array([0.5, -1.5, 2.0])), _both(np.array([1.0, 3.0, -0.25]))
+
+    def f(a, b):
+        value = ((a * b).sum()) ** 2 + (a * a).sum()
+        return (value, a * 2) if has_aux else value
+
+    ours = ge.func.grad_and_value(f, argnums=argnums, has_aux=has_aux)(x, y)
+    theirs = torch.func.grad_and_value(f, argnums=argnums, has_aux=has_aux)(tx, ty)
+    flat_ours, flat_theirs = torch.utils._pytree.tree_leaves(ours), torch.utils._pytree.tree_leaves(theirs)
+    assert len(flat_ours) == len(flat_theirs)
+    for o, t in zip(flat_ours, flat_theirs):
+        _assert_like_torch(o, t)
+
+
+@pytest.mark.parametrize("use_inputs", [False, True])
+def test_autograd_backward_accumulates_as_torch(use_inputs):
+    values = [np.array([0.5, -1.5]), np.array([2.0, 3.0])]
+
+    def gradients(lib):
+        a, b = (lib.tensor(v, requires_grad=True) for v in values)
+        hidden = a * b
+        outputs = [(hidden * hidden).sum(), hidden.exp()]
+        inputs = [hidden, b] if use_inputs else None
+        lib.autograd.backward(outputs, grad_tensors=[None, lib.tensor(np.array([1.0, -2.0]))], retain_graph=True,
+                              inputs=inputs)
+        lib.autograd.backward(outputs[0], inputs=inputs)
+        return [t.grad for t in (inputs or [a, b])]
+
+    for ours, theirs in zip(gradients(ge), gradients(torch)):
+        _assert_like_torch(ours, theirs)
+
+
+def test_autograd_backward_rejects_inputs_that_do_not_require_grad():
+    x = ge.tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="inputs"):
+        ge.autograd.backward((x * x).sum(), inputs=[ge.tensor([1.0])])

@@ -1,7 +1,7 @@
-"""``ge.autograd.grad``: gradients of outputs with respect to chosen inputs (``torch.autograd.grad``)."""
+"""``ge.autograd.grad`` and ``ge.autograd.backward``: gradients of outputs with respect to inputs, as torch.autograd."""
 from __future__ import annotations
 
-from .tensor import Tensor, _seed_gradient, run_backward
+from .tensor import Tensor, _accumulate_grad, _seed_gradient, run_backward
 
 
 def _as_tuple(value, argname):
@@ -10,6 +10,48 @@ def _as_tuple(value, argname):
         if not isinstance(item, Tensor):
             raise TypeError(f"{argname}: expected engine Tensors, got {type(item).__name__}")
     return items
+
+
+def _roots_and_seeds(outputs, grad_outputs, argname):
+    """The outputs that require grad and their cotangents (``grad_outputs`` may be None, one tensor or a sequence)."""
+    if grad_outputs is None:
+        grad_outputs = (None,) * len(outputs)
+    elif isinstance(grad_outputs, Tensor):
+        grad_outputs = (grad_outputs,)
+    if len(grad_outputs) != len(outputs):
+        raise ValueError(f"{argname} has {len(grad_outputs)} entries for {len(outputs)} outputs")
+    roots, seeds = [], []
+    for i, (out, g) in enumerate(zip(outputs, grad_outputs)):
+        if not out.requires_grad:
+            continue
+        roots.append(out)
+        seeds.append(_seed_gradient(out, g, f"{argname}[{i}]"))
+    if not roots:
+        raise RuntimeError("none of the outputs requires grad: they do not depend on any input that requires grad")
+    return roots, seeds
+
+
+def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
+    """Accumulate the gradients of ``tensors`` into the leaves' ``.grad``, as torch.autograd.backward.
+
+    With ``inputs`` only those tensors (leaves or not) receive their gradient in ``.grad``.
+    """
+    roots, seeds = _roots_and_seeds(_as_tuple(tensors, "tensors"), grad_tensors, "grad_tensors")
+    retain = create_graph if retain_graph is None else retain_graph
+    if inputs is None:
+        run_backward(roots, seeds, create_graph=create_graph, retain_graph=retain, accumulate=True)
+        return
+    inputs = _as_tuple(inputs, "inputs")
+    for i, x in enumerate(inputs):
+        if not x.requires_grad:
+            raise RuntimeError(f"inputs[{i}] does not require grad: create it with requires_grad=True")
+    results = run_backward(roots, seeds, create_graph=create_graph, retain_graph=retain, accumulate=False,
+                           inputs=inputs)
+    # As run_backward's own accumulation: no .grad may share memory with a seed or another .grad.
+    shared = {id(s.data if s.data.base is None else s.data.base) for s in seeds}
+    for x, g in zip(inputs, results):
+        if g is not None:
+            _accumulate_grad(x, g, create_graph, shared)
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False, allow_unused=False):
@@ -24,20 +66,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     for i, x in enumerate(inputs):
         if not x.requires_grad:
             raise RuntimeError(f"inputs[{i}] does not require grad: create it with requires_grad=True")
-    if grad_outputs is None:
-        grad_outputs = (None,) * len(outputs)
-    elif isinstance(grad_outputs, Tensor):
-        grad_outputs = (grad_outputs,)
-    if len(grad_outputs) != len(outputs):
-        raise ValueError(f"grad_outputs has {len(grad_outputs)} entries for {len(outputs)} outputs")
-    roots, seeds = [], []
-    for i, (out, g) in enumerate(zip(outputs, grad_outputs)):
-        if not out.requires_grad:
-            continue
-        roots.append(out)
-        seeds.append(_seed_gradient(out, g, f"grad_outputs[{i}]"))
-    if not roots:
-        raise RuntimeError("none of the outputs requires grad: they do not depend on any input that requires grad")
+    roots, seeds = _roots_and_seeds(outputs, grad_outputs, "grad_outputs")
     retain = create_graph if retain_graph is None else retain_graph
     results = run_backward(
         roots, seeds, create_graph=create_graph, retain_graph=retain, accumulate=False, inputs=inputs
