@@ -174,3 +174,69 @@ def test_autograd_backward_rejects_inputs_that_do_not_require_grad():
     x = ge.tensor([1.0, 2.0], requires_grad=True)
     with pytest.raises(RuntimeError, match="inputs"):
         ge.autograd.backward((x * x).sum(), inputs=[ge.tensor([1.0])])
+
+
+def _tensors(lib, arrays):
+    return tuple(lib.tensor(a) for a in arrays)
+
+
+_A, _B = np.array([1.0, 2.0, -3.0]), np.array([0.5, -1.0, 2.0])
+
+
+def _scalar_of_two(a, b):
+    return (a * a * b).sum() + (a * b).exp().sum()
+
+
+def _square(a):
+    return a * a * a
+
+
+@pytest.mark.parametrize("name, fn, inputs, vectors, options", [
+    ("jacobian", _square, _A, None, {}),
+    ("jacobian", _square, _A, None, {"strategy": "forward-mode", "vectorize": True}),
+    ("jacobian", _scalar_of_two, (_A, _B), None, {}),
+    ("jacobian", lambda a, b: (a * b, a.exp()), (_A, _B), None, {}),
+    ("jacobian", lambda a: (a * a,), (_A,), None, {}),
+    ("hessian", lambda a: (a * a * a).sum(), _A, None, {}),
+    ("hessian", _scalar_of_two, (_A, _B), None, {}),
+    ("vjp", _square, _A, _B, {}),
+    ("vjp", lambda a, b: a * b.exp(), (_A, _B), _B, {}),
+    ("vjp", lambda a: (a * a).sum(), _A, None, {}),
+    ("jvp", _square, _A, _B, {}),
+    ("jvp", lambda a, b: a * b.exp(), (_A, _B), (_B, _A), {}),
+    ("hvp", lambda a: (a * a * a).sum(), _A, _B, {}),
+    ("hvp", _scalar_of_two, (_A, _B), (_B, _A), {}),
+    ("vhp", lambda a: (a * a * a).sum(), _A, _B, {}),
+    ("vhp", _scalar_of_two, (_A, _B), (_B, _A), {}),
+])
+def test_autograd_functional_matches_torch(name, fn, inputs, vectors, options):
+    def run(lib):
+        args = lib.tensor(inputs) if isinstance(inputs, np.ndarray) else _tensors(lib, inputs)
+        extra = {} if vectors is None else {
+            "v": lib.tensor(vectors) if isinstance(vectors, np.ndarray) else _tensors(lib, vectors)}
+        return getattr(lib.autograd.functional, name)(fn, args, **extra, **options)
+
+    ours, theirs = run(ge), run(torch)
+    assert torch.utils._pytree.tree_structure(ours) == torch.utils._pytree.tree_structure(theirs)
+    flat_ours = torch.utils._pytree.tree_leaves(ours)
+    flat_theirs = torch.utils._pytree.tree_leaves(theirs)
+    assert len(flat_ours) == len(flat_theirs)
+    for o, t in zip(flat_ours, flat_theirs):
+        assert not o.requires_grad
+        _assert_like_torch(o, t)
+
+
+def test_autograd_functional_create_graph_keeps_results_differentiable():
+    def second_order(lib):
+        x = lib.tensor(_A, requires_grad=True)
+        _, product = lib.autograd.functional.vjp(_square, x, lib.tensor(_B), create_graph=True)
+        (first,) = lib.autograd.grad(product.sum(), x)
+        return product, first
+
+    for ours, theirs in zip(second_order(ge), second_order(torch)):
+        _assert_like_torch(ours, theirs)
+
+
+def test_autograd_functional_strict_is_refused():
+    with pytest.raises(NotImplementedError, match="strict"):
+        ge.autograd.functional.jacobian(_square, ge.tensor(_A), strict=True)

@@ -1,7 +1,7 @@
 """``ge.autograd.grad`` and ``ge.autograd.backward``: gradients of outputs with respect to inputs, as torch.autograd."""
 from __future__ import annotations
 
-from .tensor import Tensor, _accumulate_grad, _seed_gradient, run_backward
+from ..tensor import Tensor, _accumulate_grad, _seed_gradient, run_backward
 
 
 def _as_tuple(value, argname):
@@ -77,3 +77,5 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
                 f"inputs[{i}] was not used to compute the outputs; pass allow_unused=True to get None for it"
             )
     return tuple(results)
+
+from . import functional  # noqa: E402  (after grad and backward, which the functional transforms call)
