@@ -1,8 +1,8 @@
 """gradverify's AD engine: numpy-backed, shaped like PyTorch.
 
 ``import gradverify.engine as ge`` and write PyTorch code: ``ge.tensor``,
-operators, ``.backward()``, ``ge.nn``, ``ge.optim``, ``ge.autograd.grad`` and
-``ge.func`` (grad, vjp, jvp, hessian, hvp).  Every op comes from the op table
+operators, ``.backward()``, ``ge.nn``, ``ge.optim``, ``ge.autograd`` (grad, backward,
+functional) and ``ge.func`` (grad, vjp, jvp, hessian, hvp).  Every op comes from the op table
 (:mod:`gradverify.ops`).
 
 A backward pass releases the graph's saved tensors unless ``retain_graph=True``

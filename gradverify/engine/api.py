@@ -22,7 +22,7 @@ __all__ = [
     "log_softmax", "is_tensor", "numel", "clone", "detach", "set_grad_enabled", "inference_mode", "full_like",
     "empty_like", "randint", "randperm", "isnan", "isfinite", "logical_not", "sign", "floor", "ceil", "round", "tan",
     "expm1", "sinh", "cosh", "rsqrt", "reciprocal", "log2", "mm", "bmm", "dot", "outer", "hstack", "vstack",
-    "swapaxes", "movedim", "flip", "gather", "index_select", "unbind", "split", "chunk", "masked_fill", "tril", "triu",
+    "swapaxes", "movedim", "flip", "gather", "index_select", "unbind", "split", "chunk", "masked_fill", "roll", "tril", "triu",
     "cumsum", "prod", "sort", "argsort", "topk", "device", "einsum",
 ]
 
@@ -292,8 +292,15 @@ def div(input, other, *, rounding_mode=None):
 
 
 def pow(x, exponent):
-    """``x ** exponent`` for a tensor or Python-number exponent."""
+    """``x ** exponent`` for a tensor or Python-number exponent.
+
+    Integer tensors to negative integer tensor powers give torch's integers (the power truncated
+    toward zero: 2 ** -1 is 0, -1 ** -1 is -1) where numpy raises.
+    """
     if isinstance(exponent, Tensor):
+        base, power = promote(lift(x, exponent), exponent)
+        if base.data.dtype.kind in "iu" and np.any(power.data < 0):
+            return Tensor(_integer_power(base.data, power.data))
         return F.pow(x, exponent)
     if not isinstance(x, Tensor):
         raise TypeError(f"pow: the base must be a Tensor when the exponent is a number, got {type(x).__name__}")
@@ -305,6 +312,14 @@ def pow(x, exponent):
             return F.astype(F.pow_scalar(F.astype(x, dtype=int64), exponent=int(exponent)), dtype=bool_)
         x = _as_dtype(x, dtype)
     return F.pow_scalar(x, exponent=exponent)
+
+
+def _integer_power(base, power):
+    """``base ** power`` for integer arrays, negative powers truncated toward zero (not differentiable)."""
+    negative = power < 0
+    result = np.power(base, np.where(negative, 0, power))
+    at_negative = np.where(base == 1, 1, np.where(base == -1, np.where(power % 2 == 0, 1, -1), 0))
+    return np.where(negative, at_negative, result).astype(result.dtype, copy=False)
 
 
 def where(condition, input, other):
@@ -533,7 +548,13 @@ def transpose(x, dim0, dim1):
 
 
 def broadcast_to(x, shape):
-    return F.broadcast_to(x, shape=tuple(shape))
+    """``x`` broadcast to ``shape``; a -1 entry keeps that dim's size, as torch."""
+    shape = tuple(int(s) for s in shape)
+    lead = len(shape) - x.ndim
+    for i, size in enumerate(shape[:lead]):
+        if size == -1:
+            raise ValueError(f"shape: -1 is not allowed in a new leading dim ({i}) of {shape}")
+    return F.broadcast_to(x, shape=tuple(x.shape[i - lead] if s == -1 else s for i, s in enumerate(shape)))
 
 
 def unsqueeze(x, dim):
@@ -569,8 +590,16 @@ def _joined(tensors, name):
 
 
 def cat(tensors, dim=0):
-    """Concatenate a sequence of tensors along ``dim``."""
-    return F.concatenate(*_joined(tensors, "cat"), axis=dim)
+    """Concatenate a sequence of tensors along ``dim``.
+
+    As torch, legacy empty 1-D tensors (shape ``(0,)``) take part in dtype promotion but are
+    skipped when the others have more dims.
+    """
+    joined = _joined(tensors, "cat")
+    kept = [t for t in joined if t.shape != (0,)]
+    if kept and builtins.any(t.ndim > 1 for t in kept):
+        joined = kept
+    return F.concatenate(*joined, axis=dim)
 
 
 concatenate = cat
@@ -871,6 +900,26 @@ def index_select(x, dim, index):
     if indices.ndim > 1:
         raise ValueError(f"index_select: index must be a vector, got shape {indices.shape}")
     return F.getitem(x, index=_dim_index(x, dim, indices.reshape(-1)))
+
+
+def roll(x, shifts, dims=None):
+    """``x`` with its entries shifted by ``shifts`` along ``dims``, wrapping around, as torch.roll.
+
+    With ``dims`` None the flattened tensor rolls and keeps its shape.
+    """
+    shifts = (shifts,) if isinstance(shifts, int) else tuple(shifts)
+    if dims is None:
+        if len(shifts) != 1:
+            raise ValueError(f"shifts: expected one shift when dims is None, got {shifts}")
+        return F.reshape(roll(flatten(x), shifts, 0), shape=x.shape)
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    if len(shifts) != len(dims):
+        raise ValueError(f"shifts: expected one shift per dim, got {len(shifts)} shifts for dims {dims}")
+    for shift, dim in zip(shifts, dims):
+        size = x.shape[dim]
+        if size:
+            x = index_select(x, dim, (np.arange(size) - shift) % size)
+    return x
 
 
 def unbind(x, dim=0):

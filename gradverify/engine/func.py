@@ -1,4 +1,4 @@
-"""Function transforms in the style of ``torch.func``: grad, vjp, jvp, jacrev, jacfwd, hessian, hvp."""
+"""Function transforms in the style of ``torch.func``: grad, grad_and_value, vjp, jvp, jacrev, jacfwd, hessian, hvp."""
 from __future__ import annotations
 
 import itertools
@@ -55,6 +55,16 @@ def value_and_grad(fn, argnums=0, has_aux=False):
         return ((value, aux), grads) if has_aux else (value, grads)
 
     return vg
+
+
+def grad_and_value(fn, argnums=0, has_aux=False):
+    """Like :func:`grad`, returning ``(gradient, value)`` (``(gradient, (value, aux))`` with ``has_aux``), as torch.func."""
+
+    def gv(*args):
+        value, grads, aux = _value_and_grad(fn, argnums, has_aux, args)
+        return (grads, (value, aux)) if has_aux else (grads, value)
+
+    return gv
 
 
 def _value_and_grad(fn, argnums, has_aux, args):

@@ -33,7 +33,7 @@ def _pow(self, exponent):
 
 
 def _rpow(self, base):
-    return F.pow(lift(base, self), self)
+    return api.pow(lift(base, self), self)
 
 
 def _index_arg(index):
@@ -157,7 +157,34 @@ def _integer_value(self):
 
 
 def _view(self, *shape):
+    """``view(*shape)`` reshapes; ``view(dtype)`` reinterprets the bits (the last dim scales with the
+    itemsize), cut from the graph as torch's."""
+    if len(shape) == 1 and not isinstance(shape[0], (int, np.integer, tuple, list)):
+        return Tensor(self.data.view(api._dtype_arg(shape[0])))
     return api.reshape(self, *shape)
+
+
+# torch's legacy tensor-type names, as Tensor.type() gives and takes them.
+_LEGACY_TYPE_NAMES = {
+    np.dtype(np.float64): "torch.DoubleTensor", np.dtype(np.float32): "torch.FloatTensor",
+    np.dtype(np.float16): "torch.HalfTensor", np.dtype(np.int64): "torch.LongTensor",
+    np.dtype(np.int32): "torch.IntTensor", np.dtype(np.int16): "torch.ShortTensor",
+    np.dtype(np.int8): "torch.CharTensor", np.dtype(np.uint8): "torch.ByteTensor",
+    np.dtype(np.bool_): "torch.BoolTensor",
+}
+_DTYPES_BY_LEGACY_NAME = {name: dtype for dtype, name in _LEGACY_TYPE_NAMES.items()}
+
+
+def _type(self, dtype=None):
+    """With no argument, torch's type name ('torch.FloatTensor' ...); else this tensor as ``dtype``,
+    a dtype or a legacy type name such as 'torch.DoubleTensor'."""
+    if dtype is None:
+        return _LEGACY_TYPE_NAMES[self.data.dtype]
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES_BY_LEGACY_NAME:
+            raise ValueError(f"dtype: expected a dtype or a type name such as 'torch.FloatTensor', got {dtype!r}")
+        dtype = _DTYPES_BY_LEGACY_NAME[dtype]
+    return _to(self, dtype)
 
 
 def _size(self, dim=None):
@@ -165,10 +192,7 @@ def _size(self, dim=None):
 
 
 def _expand(self, *sizes):
-    sizes = api._shape_arg(sizes, self)
-    lead = len(sizes) - self.ndim
-    shape = tuple(self.shape[i - lead] if s == -1 else s for i, s in enumerate(sizes))
-    return F.broadcast_to(self, shape=shape)
+    return api.broadcast_to(self, api._shape_arg(sizes, self))
 
 
 METHODS = {
@@ -205,7 +229,7 @@ METHODS = {
     "long": lambda self: _to(self, api.int64),
     "int": lambda self: _to(self, api.int32),
     "bool": lambda self: _to(self, api.bool_),
-    "type": lambda self, dtype=None: str(self.dtype) if dtype is None else _to(self, dtype),
+    "type": _type,
     "size": _size,
     "dim": lambda self: self.ndim,
     "numel": lambda self: int(self.data.size),
@@ -263,6 +287,7 @@ METHODS = {
     "repeat": api.repeat,
     "gather": api.gather,
     "index_select": api.index_select,
+    "roll": api.roll,
     "masked_fill": api.masked_fill,
     "split": api.split,
     "chunk": api.chunk,

@@ -42,9 +42,14 @@ def log_softmax(input, dim=None, dtype=None):
 
 
 def linear(input, weight, bias=None):
-    """``input @ weight.T + bias`` (one op of the table with a bias, a matmul without)."""
+    """``input @ weight.T + bias`` (one op of the table with a bias, a matmul without).
+
+    A 0-d bias broadcasts over the output features, as torch's.
+    """
     if bias is None:
         return input @ weight.T
+    if bias.ndim == 0:
+        return input @ weight.T + bias
     return _ops.linear(input, weight, bias)
 
 
