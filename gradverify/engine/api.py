@@ -354,20 +354,14 @@ def _clamp_to_tensors(x, min, max):
     # Two selects give torch's clamp_backward_min_max: the input's gradient on [min, max], a bound's
     # where it was taken (and `max` everywhere when min > max).  `x < min` keeps a NaN input NaN.
     if min is not None:
-        x = F.where((x.data < _array_of(min)), *_same_dtype(min, x))
+        x = where(x.data < _array_of(min), min, x)
     if max is not None:
-        x = F.where((x.data > _array_of(max)), *_same_dtype(max, x))
+        x = where(x.data > _array_of(max), max, x)
     return x
 
 
 def _array_of(bound):
     return bound.data if isinstance(bound, Tensor) else bound
-
-
-def _same_dtype(bound, x):
-    """``(bound, x)`` as tensors of their common dtype (a number bound takes ``x``'s dtype)."""
-    bound = lift(bound, x)
-    return promote(bound, x)
 
 
 clip = clamp

@@ -103,10 +103,16 @@ class _Hooks:
         self.retains_grad = False
 
 
+def _live_hooks(t):
+    """``t``'s entry in ``_HOOKS``, or None (an entry left by a dead tensor whose id ``t`` reuses is not ``t``'s)."""
+    entry = _HOOKS.get(id(t))
+    return entry if entry is not None and entry.tensor() is t else None
+
+
 def _hooks_of(t):
     """``t``'s entry in ``_HOOKS``, made on first use."""
-    entry = _HOOKS.get(id(t))
-    if entry is None or entry.tensor() is not t:
+    entry = _live_hooks(t)
+    if entry is None:
         entry = _HOOKS[id(t)] = _Hooks(t)
     return entry
 
@@ -126,8 +132,8 @@ class RemovableHandle:
 
 def _run_hooks(t, g, create_graph):
     """``t``'s cotangent ``g`` after its hooks (each may return a replacement), retained as ``t.grad`` if asked."""
-    entry = _HOOKS.get(id(t))
-    if entry is None or entry.tensor() is not t:
+    entry = _live_hooks(t)
+    if entry is None:
         return g
     for function in list(entry.functions.values()):
         replacement = function(g)
@@ -274,8 +280,8 @@ class Tensor:
     @property
     def retains_grad(self):
         """True for a non-leaf whose ``.grad`` is kept by :meth:`retain_grad`."""
-        entry = _HOOKS.get(id(self))
-        return entry is not None and entry.tensor() is self and entry.retains_grad
+        entry = _live_hooks(self)
+        return entry is not None and entry.retains_grad
 
     def retain_grad(self):
         """Keep this non-leaf tensor's gradient in ``.grad`` after backward (a leaf keeps it anyway)."""

@@ -406,7 +406,7 @@ def _where_forward(condition, x, y):
 
 
 def _where_vjp(g, out, cond, x, y):
-    zero = F.zeros_like(g)
+    zero = _zero(g.data.dtype)
     return None, F.where(cond, g, zero), F.where(cond, zero, g)
 
 

@@ -199,10 +199,7 @@ def _cross_entropy_of_probabilities(log_probs, target, class_dim, weights, reduc
     products = log_probs * target
     if weights is not None:
         products = products * _weights_along(weights, log_probs.ndim, class_dim)
-    if reduction == "none":
-        return -api.sum(products, dim=class_dim)
-    total = -api.sum(products)
-    return total if reduction == "sum" else _divide(total, log_probs.data.size // classes)
+    return _reduce(-api.sum(products, dim=class_dim), reduction)
 
 
 def _cross_entropy_of_indices(log_probs, target_data, class_dim, weights, ignore_index, reduction, label_smoothing):
