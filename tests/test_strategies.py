@@ -20,7 +20,8 @@ def _table_forward(graph, inputs):
         def __getattr__(self, name):
             return TABLE[name].forward
 
-    return np.asarray(graph.compile()(TableOps(), *inputs))
+    with np.errstate(over="ignore"):  # tanh_backward's cosh may overflow to inf (its result is then 0)
+        return np.asarray(graph.compile()(TableOps(), *inputs))
 
 
 @settings(max_examples=60)

@@ -12,22 +12,18 @@ import numpy as np
 
 from gradverify.ops import TABLE
 
-from .tensor import Tensor, apply, lift, needs_cotangent  # noqa: F401  (needs_cotangent: for the table's rules)
-
-
-def _lift_all(inputs):
-    """``inputs`` as tensors; numbers take the dtype of the first tensor among them."""
-    like = next((x for x in inputs if isinstance(x, Tensor)), None)
-    if like is None:
-        like = Tensor(np.asarray(inputs[0]))
-    return tuple(lift(x, like) for x in inputs)
+# needs_cotangent: for the table's rules.
+from .tensor import Tensor, apply, fast_function, lift_all, needs_cotangent  # noqa: F401
 
 
 def _make(op):
+    if op.kind in ("unary", "binary") and not op.attrs:
+        return fast_function(op)
+
     def engine_op(*inputs, **attrs):
         for x in inputs:
             if not isinstance(x, Tensor):
-                inputs = _lift_all(inputs)
+                inputs = lift_all(inputs)
                 break
         return apply(op, inputs, attrs)
 

@@ -15,17 +15,14 @@ _MATMUL, _NEG, _GETITEM = TABLE["matmul"], TABLE["neg"], TABLE["getitem"]
 
 
 def _binary(op, reflected=False):
+    run = getattr(F, op.name)  # for the elementwise ops, fast_function's: the operator is the engine function
     if reflected:
 
         def method(self, other):
-            return apply(op, (lift(other, self), self))
+            return run(other, self)
 
-    else:
-
-        def method(self, other):
-            return apply(op, (self, other if type(other) is Tensor else lift(other, self)))
-
-    return method
+        return method
+    return run
 
 
 def _pow(self, exponent):
