@@ -80,3 +80,4 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
 
 from . import functional  # noqa: E402  (after grad and backward, which the functional transforms call)
 from .function import Function, FunctionCtx  # noqa: E402
+from .gradcheck import GradcheckError, gradcheck, gradgradcheck  # noqa: E402
