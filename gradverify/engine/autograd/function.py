@@ -239,7 +239,7 @@ class _Call:
         if g is None or not x.requires_grad:
             return None
         shape, wanted = g.data.shape, x.data.shape
-        if shape != wanted and np.broadcast_shapes(wanted, shape) != shape:
+        if shape != wanted and not _reduces_to(shape, wanted):
             raise RuntimeError(f"Function {self.name} returned an invalid gradient at index {i} - got {list(shape)} "
                                f"but expected shape compatible with {list(wanted)}")
         return g
@@ -261,6 +261,14 @@ class _Call:
             raise RuntimeError(f"function {self.cls.__name__}.jvp returned an incorrect number of tangents "
                                f"(expected {len(self.output_specs)}, got {len(result)})")
         return dict(enumerate(result))
+
+
+def _reduces_to(shape, target):
+    """Whether a gradient of ``shape`` sums down to ``target`` (``target`` broadcasts to ``shape``)."""
+    try:
+        return np.broadcast_shapes(target, shape) == shape
+    except ValueError:
+        return False
 
 
 # The rules of a call's node (parents: the tensor arguments) and of its outputs (parent: the node).
