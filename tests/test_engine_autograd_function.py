@@ -195,6 +195,13 @@ def make_mul_jvp(lib):
     return Mul
 
 
+def _doubling(lib, **rules):
+    """A Function computing ``x * 2`` whose other static methods are ``rules`` (name: function)."""
+    namespace = {"forward": staticmethod(lambda ctx, x: x * 2)}
+    namespace.update({name: staticmethod(rule) for name, rule in rules.items()})
+    return type("Twice", (lib.autograd.Function,), namespace)
+
+
 def make_exp_without_jvp(lib):
     class NoJvp(make_exp(lib)):
         @staticmethod
@@ -389,17 +396,9 @@ def test_broadcast_and_dtype_of_returned_gradients_as_torch():
     def program(lib):
         x = _tensor(lib, X)
 
-        class Loose(lib.autograd.Function):
-            @staticmethod
-            def forward(ctx, x):
-                return x * 2
-
-            @staticmethod
-            def backward(ctx, g):
-                # A gradient that broadcasts to the input's shape is summed down to it; float32 is cast to float64.
-                return (g * lib.ones((2, 3), dtype=lib.float64)).to(lib.float32)
-
-        Loose.apply(x).sum().backward()
+        # A gradient that broadcasts to the input's shape is summed down to it; float32 is cast to float64.
+        loose = _doubling(lib, backward=lambda ctx, g: (g * lib.ones((2, 3), dtype=lib.float64)).to(lib.float32))
+        loose.apply(x).sum().backward()
         return x.grad
 
     engine, reference = _on_both(program)
@@ -422,7 +421,8 @@ def _backward_returning(lib, make_grads):
 
 
 BAD_BACKWARDS = {
-    "too few": (lambda lib, g: g, r"function BadBackward returned an incorrect number of gradients \(expected 2, got 1\)"),
+    "too few": (lambda lib, g: g, r"function BadBackward returned an incorrect number of gradients "
+                                  r"\(expected 2, got 1\)"),
     "too many": (lambda lib, g: (g, None, g), r"function BadBackward returned an incorrect number of gradients "
                                               r"\(expected 2, got 3\)"),
     "non-tensor argument": (lambda lib, g: (g, g.sum()), "function BadBackward returned a gradient different than "
@@ -452,29 +452,15 @@ def test_extra_none_gradients_are_allowed(lib):
 
 @pytest.mark.parametrize("lib", LIBS)
 def test_vjp_is_an_alias_of_backward(lib):
-    class Twice(lib.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            return x * 2
-
-        @staticmethod
-        def vjp(ctx, g):
-            return g * 2
-
     x = _tensor(lib, X)
-    Twice.apply(x).sum().backward()
+    _doubling(lib, vjp=lambda ctx, g: g * 2).apply(x).sum().backward()
     np.testing.assert_array_equal(_np(x.grad), [2.0, 2.0, 2.0])
 
 
 @pytest.mark.parametrize("lib", LIBS)
 def test_missing_backward_raises_not_implemented(lib):
-    class NoBackward(lib.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            return x * 2
-
     with pytest.raises(NotImplementedError, match="You must implement either the backward or vjp method"):
-        NoBackward.apply(_tensor(lib, X)).sum().backward()
+        _doubling(lib).apply(_tensor(lib, X)).sum().backward()
 
 
 @pytest.mark.parametrize("lib", LIBS)

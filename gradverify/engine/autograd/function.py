@@ -3,19 +3,18 @@
 A subclass defines static ``forward`` and ``backward`` (optionally ``setup_context`` and ``jvp``) and is
 called through ``apply``::
 
-    class MyExp(ge.autograd.Function):
+    class Cube(ge.autograd.Function):
         @staticmethod
         def forward(ctx, x):
-            y = x.exp()
-            ctx.save_for_backward(y)
-            return y
+            ctx.save_for_backward(x)
+            return x ** 3
 
         @staticmethod
         def backward(ctx, g):
-            (y,) = ctx.saved_tensors
-            return g * y
+            (x,) = ctx.saved_tensors
+            return 3 * x ** 2 * g
 
-    y = MyExp.apply(x)
+    y = Cube.apply(x)
 
 How it sits in the engine's graph: ``apply`` records one node for the call, whose parents are the tensor
 arguments and whose rules call the user's ``backward`` and ``jvp``, and one node per differentiable output
