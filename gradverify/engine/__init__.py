@@ -2,8 +2,8 @@
 
 ``import gradverify.engine as ge`` and write PyTorch code: ``ge.tensor``,
 operators, ``.backward()``, ``ge.nn``, ``ge.optim``, ``ge.autograd`` (grad, backward,
-functional) and ``ge.func`` (grad, vjp, jvp, hessian, hvp).  Every op comes from the op table
-(:mod:`gradverify.ops`).
+functional, custom ``Function``, gradcheck, gradgradcheck) and ``ge.func`` (grad, vjp,
+jvp, hessian, hvp).  Every op comes from the op table (:mod:`gradverify.ops`).
 
 A backward pass releases the graph's saved tensors unless ``retain_graph=True``
 (as in PyTorch), so a second backward through the same graph raises.

@@ -1,4 +1,5 @@
-"""``ge.autograd.grad`` and ``ge.autograd.backward``: gradients of outputs with respect to inputs, as torch.autograd."""
+"""``ge.autograd``, as torch.autograd: ``grad`` and ``backward`` (gradients of outputs with respect to inputs),
+``functional``, custom ``Function`` and ``gradcheck`` / ``gradgradcheck``."""
 from __future__ import annotations
 
 from ..tensor import Tensor, _accumulate_grad, _seed_gradient, run_backward
@@ -79,3 +80,5 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     return tuple(results)
 
 from . import functional  # noqa: E402  (after grad and backward, which the functional transforms call)
+from .function import Function  # noqa: E402
+from .gradcheck import GradcheckError, gradcheck, gradgradcheck  # noqa: E402
