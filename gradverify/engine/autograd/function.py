@@ -30,7 +30,7 @@ import inspect
 
 import numpy as np
 
-from ..tensor import _FREED_MARKS, MODE, Tensor, _Freed, apply
+from ..tensor import MODE, Tensor, apply
 
 _PLACEHOLDER = np.zeros((), dtype=np.float64)
 _PLACEHOLDER.flags.writeable = False
@@ -44,8 +44,6 @@ class _Rule:
 
     def __init__(self, name, forward, vjp, jvp):
         self.name, self.forward, self.vjp, self.jvp = name, forward, vjp, jvp
-        # run_backward marks a freed node with the marker of its op's name.
-        _FREED_MARKS.setdefault(name, _Freed(name))
 
 
 class _PerOutput(Tensor):
