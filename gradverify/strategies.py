@@ -375,15 +375,29 @@ def _loss(draw, pool, ops=None):
         target = Const(np.array(values, dtype=pool[a].dtype).reshape(shape))
         return _try_op("mse_loss", pool, (a, target), ())
 
-    def cross_entropy():
+    def logits_and_labels():
         a = _pick(draw, pool, lambda v: len(v.shape) == 2)
         if a is None:
-            return None
+            return None, None
         rows, classes = pool[a].shape
         labels = draw(st.lists(st.integers(0, classes - 1), min_size=rows, max_size=rows))
-        return _try_op("cross_entropy", pool, (a, Const(np.array(labels, dtype=np.int64))), ())
+        return a, Const(np.array(labels, dtype=np.int64))
 
-    return _first(draw, _only(ops, [mse_loss, cross_entropy]))
+    def cross_entropy():
+        a, labels = logits_and_labels()
+        return None if a is None else _try_op("cross_entropy", pool, (a, labels), ())
+
+    def cross_entropy_backward():
+        a, labels = logits_and_labels()
+        if a is None:
+            return None
+        # The loss's cotangent: a 0-d value of the graph when there is one, else a constant.
+        g = _pick(draw, pool, lambda v: v.shape == () and v.dtype == pool[a].dtype)
+        if g is None:
+            g = Const(np.array(draw(st.floats(-2, 2, width=32)), dtype=pool[a].dtype))
+        return _try_op("cross_entropy_backward", pool, (g, a, labels), ())
+
+    return _first(draw, _only(ops, [mse_loss, cross_entropy, cross_entropy_backward]))
 
 
 def _threshold(draw, sums, below, above):

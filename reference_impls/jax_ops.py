@@ -154,5 +154,10 @@ def cross_entropy(logits, target):
     return -jnp.mean(picked)
 
 
+def cross_entropy_backward(g, logits, target):
+    hot = jax.nn.one_hot(jnp.asarray(target), logits.shape[1], dtype=logits.dtype)
+    return g * (jax.nn.softmax(logits, axis=1) - hot) / logits.shape[0]
+
+
 def mse_loss(x, y):
     return jnp.mean(jnp.square(x - y))

@@ -137,6 +137,12 @@ def cross_entropy(logits, target):
     return neg(mean(logp[np.arange(logits.shape[0]), target]))
 
 
+def cross_entropy_backward(g, logits, target):
+    hot = _zeros(logits.shape)
+    hot[np.arange(logits.shape[0]), target] = mpmath.mpf(1)
+    return div(mul(g, sub(softmax(logits, axis=1), hot)), mpmath.mpf(logits.shape[0]))
+
+
 def mse_loss(x, y):
     d = sub(x, y)
     return mean(mul(d, d))

@@ -193,5 +193,10 @@ def cross_entropy(logits, target):
     return -np.mean(logp[np.arange(logits.shape[0]), target])
 
 
+def cross_entropy_backward(g, logits, target):
+    hot = np.eye(logits.shape[1])[target]
+    return g * (softmax(logits, axis=1) - hot) / logits.shape[0]
+
+
 def mse_loss(x, y):
     return np.mean(np.square(x - y))

@@ -165,5 +165,10 @@ def cross_entropy(logits, target):
     return tnf.cross_entropy(logits, target.long())
 
 
+def cross_entropy_backward(g, logits, target):
+    hot = tnf.one_hot(target.long(), logits.shape[1]).to(logits.dtype)
+    return g * (torch.softmax(logits, dim=1) - hot) / logits.shape[0]
+
+
 def mse_loss(x, y):
     return tnf.mse_loss(x, y)

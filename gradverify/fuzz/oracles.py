@@ -634,9 +634,14 @@ def _saturating_args(opdef, rng):
     """float64 inputs of ``opdef`` far in the tails (20 to 45 in magnitude, inside each input's domain),
     and the op's arguments: input positions, with integer inputs (class indices) as constants."""
     from gradverify.fuzz.graph import Const
-    from gradverify.ops.samples import CLASS_LOSS_SHAPES, sample_values
+    from gradverify.ops.samples import CLASS_LOSS_SHAPES, STRUCTURAL_CASES, sample_values
 
-    shapes = CLASS_LOSS_SHAPES[0] if any(d.integer for d in opdef.domains) else ((2, 3),) * len(opdef.domains)
+    if opdef.name in STRUCTURAL_CASES:
+        shapes = STRUCTURAL_CASES[opdef.name][0][0]
+    elif any(d.integer for d in opdef.domains):
+        shapes = CLASS_LOSS_SHAPES[0]
+    else:
+        shapes = ((2, 3),) * len(opdef.domains)
     inputs, args = [], []
     for domain, shape in zip(opdef.domains, shapes):
         if domain.integer:
@@ -645,7 +650,8 @@ def _saturating_args(opdef, rng):
         args.append(len(inputs))
         # One entry per row leads the others by at least 20: a softmax over the row saturates.
         values = rng.uniform(20.0, 45.0, shape) * rng.choice([-1.0, 1.0], shape)
-        values[..., 0] = np.abs(values[..., 0]) + 20.0
+        if values.ndim:  # (a 0-d input, a loss's cotangent, only scales)
+            values[..., 0] = np.abs(values[..., 0]) + 20.0
         inputs.append(values if np.all(domain.contains(values)) else np.abs(values))
     return inputs, tuple(args)
 

@@ -613,7 +613,7 @@ def _max_shift(x, axis):
     # (initial: an empty group's max is -inf, so it is shifted by 0.)
     m = np.maximum.reduce(x, axis=axis, keepdims=True, initial=-np.inf)
     # One finite sum means every max is finite (an overflowing sum only takes the slower exact path).
-    if np.isfinite(np.add.reduce(m, axis=None)):
+    if math.isfinite(np.add.reduce(m, axis=None)):
         return m
     return np.where(np.isfinite(m), m, 0)
 
@@ -697,7 +697,10 @@ def sum_to_forward(x, shape):
     shape = tuple(shape)
     if x.shape == shape:
         return x
-    return np.add.reduce(x, axis=sum_to_axes(x.shape, shape), keepdims=True).reshape(shape)
+    axes = sum_to_axes(x.shape, shape)
+    if shape and len(axes) == x.ndim - len(shape):  # leading axes only (a bias's gradient): the sum has the shape
+        return np.add.reduce(x, axis=axes)
+    return np.add.reduce(x, axis=axes, keepdims=True).reshape(shape)
 
 
 op(
@@ -873,12 +876,6 @@ op(
 )
 
 
-def _one_hot(target, like):
-    hot = np.zeros(like.shape, dtype=like.data.dtype)
-    hot[np.arange(like.shape[0]), target.data] = 1.0
-    return F.constant(hot)
-
-
 def _cross_entropy_forward(logits, target):
     # The mean of logsumexp(row) - row[target], with the row's max taken out of both terms.
     shifted = logits - _max_shift(logits, 1)
@@ -886,26 +883,69 @@ def _cross_entropy_forward(logits, target):
     return np.add.reduce(total - shifted[np.arange(logits.shape[0]), target]) / logits.shape[0]
 
 
-def _cross_entropy_dlogits(logits, target, scale):
-    """``scale`` times d loss / d logits = (softmax - one_hot) / N.
-
-    At the target entry p - 1 is written as minus the sum of the other
-    probabilities: where p rounds to 1, p - 1 cancels to 0 (as in PyTorch).
-    """
-    hot = _one_hot(target, logits)
-    others = F.softmax(logits, axis=1) * F.constant((1.0 - hot.data) / logits.shape[0])
-    return (others - hot * F.sum(others, axis=1, keepdims=True)) * scale
-
-
 op(
     "cross_entropy",
     _cross_entropy_forward,
-    lambda g, out, logits, target: (_cross_entropy_dlogits(logits, target, g), None),
-    lambda t, out, logits, target: None if t[0] is None else F.sum(_cross_entropy_dlogits(logits, target, t[0])),
+    lambda g, out, logits, target: (F.cross_entropy_backward(g, logits, target), None),
+    lambda t, out, logits, target: None if t[0] is None else F.sum(t[0] * _dlogits(logits, target)),
     (Domain(sample=(-5.0, 5.0)), CLASS_INDEX),
     "loss",
     nondiff=(1,),
     doc="Mean cross-entropy of (N, C) logits against (N,) class indices.",
+)
+
+
+def _cross_entropy_backward_forward(g, logits, target):
+    # g (softmax - one_hot) / N in one pass.  The target entry p - 1 is minus the sum of the other
+    # probabilities, summed without the target's term: where p rounds to 1, p - 1 cancels to 0 and
+    # keeps only rounding error (as PyTorch's does).
+    n = logits.shape[0]
+    rows = np.arange(n)
+    e = np.exp(logits - _max_shift(logits, 1))
+    at_target = e[rows, target]
+    e[rows, target] = 0.0
+    others = np.add.reduce(e, axis=1)
+    scale = g / (n * (others + at_target))
+    e *= scale[:, None]
+    e[rows, target] = -others * scale
+    return e
+
+
+def _dlogits(logits, target):
+    """d cross_entropy / d logits, which is cross_entropy_backward(1, logits, target): its derivative in g."""
+    return F.cross_entropy_backward(F.constant(np.ones((), dtype=logits.data.dtype)), logits, target)
+
+
+def _through_logits(u, g, logits):
+    """The derivative in the logits applied to ``u``: g / N times softmax's Jacobian (symmetric: VJP = JVP)."""
+    return _softmax_vjp(u, F.softmax(logits, axis=1), logits, axis=1)[0] * (g / logits.shape[0])
+
+
+def _cross_entropy_backward_vjp(u, out, g, logits, target):
+    return (
+        F.sum(u * _dlogits(logits, target)) if F.needs_cotangent(g) else None,
+        _through_logits(u, g, logits) if F.needs_cotangent(logits) else None,
+        None,
+    )
+
+
+def _cross_entropy_backward_jvp(t, out, g, logits, target):
+    return _tangent_sum(
+        None if t[0] is None else t[0] * _dlogits(logits, target),
+        None if t[1] is None else _through_logits(t[1], g, logits),
+    )
+
+
+op(
+    "cross_entropy_backward",
+    _cross_entropy_backward_forward,
+    _cross_entropy_backward_vjp,
+    _cross_entropy_backward_jvp,
+    (REAL, Domain(sample=(-5.0, 5.0)), CLASS_INDEX),
+    "loss",
+    nondiff=(2,),
+    doc="g (softmax(logits) - one_hot(target)) / N, the backward of cross_entropy (g: the loss's cotangent); "
+    "accurate where the target's probability rounds to 1.",
 )
 
 
