@@ -24,7 +24,7 @@ __all__ = [
     "empty_like", "randint", "randperm", "isnan", "isfinite", "logical_not", "sign", "floor", "ceil", "round", "tan",
     "expm1", "sinh", "cosh", "rsqrt", "reciprocal", "log2", "mm", "bmm", "dot", "outer", "hstack", "vstack",
     "swapaxes", "movedim", "flip", "gather", "index_select", "unbind", "split", "chunk", "masked_fill", "roll", "tril", "triu",
-    "cumsum", "prod", "sort", "argsort", "topk", "device", "einsum", "erf",
+    "cumsum", "prod", "sort", "argsort", "topk", "device", "einsum", "erf", "save", "load",
 ]
 
 float32 = np.dtype(np.float32)
@@ -1144,3 +1144,7 @@ def einsum(equation, *operands):
     product = functools.reduce(lambda a, b: a * b, aligned)
     summed = tuple(range(len(output), len(letters)))
     return F.sum(product, axis=summed) if summed else product
+
+
+# Last: serialization builds on this module (through nn), which must be complete when it is imported.
+from .serialization import load, save  # noqa: E402
