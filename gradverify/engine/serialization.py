@@ -73,7 +73,8 @@ def load(f, map_location=None, weights_only=True):
             if not isinstance(description, dict) or description.get("format") != FORMAT:
                 raise _Unreadable(f"its {_OBJECT} does not describe a {FORMAT} file")
             if description.get("version") != VERSION:
-                raise _Unreadable(f"it has format version {description.get('version')!r}, this gradverify reads {VERSION}")
+                version = description.get("version")
+                raise _Unreadable(f"it has format version {version!r}, this gradverify reads {VERSION}")
             tensors = _Reader(archive, members).tensors(description.get("tensors"))
             return _decode(description.get("object"), tensors)
     except (zipfile.BadZipFile, _Unreadable, ValueError, TypeError, KeyError, IndexError, BufferError,
