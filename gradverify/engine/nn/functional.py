@@ -1,7 +1,6 @@
 """``ge.nn.functional``: the torch.nn.functional subset built on the op table."""
 from __future__ import annotations
 
-import functools
 import math
 import operator
 import warnings
