@@ -1,7 +1,15 @@
-"""Function transforms in the style of ``torch.func``: grad, grad_and_value, vjp, jvp, jacrev, jacfwd, hessian, hvp."""
+"""Function transforms in the style of ``torch.func``: grad, grad_and_value, vjp, jvp, jacrev, jacfwd, hessian, hvp,
+and ``functional_call``.
+
+grad, grad_and_value, value_and_grad, jacrev and vjp take pytrees as torch.func does: an argument they
+differentiate may be a tensor or a dict, list or tuple of them nested to any depth (``dict(model.named_parameters())``),
+and its gradient comes back in the same arrangement.
+"""
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections import OrderedDict
 
 import numpy as np
 
@@ -38,7 +46,10 @@ def _argnums_tuple(argnums, n):
 
 
 def grad(fn, argnums=0, has_aux=False):
-    """``grad(fn)(*args)``: the gradient of a scalar-valued ``fn`` with respect to ``args[argnums]``."""
+    """``grad(fn)(*args)``: the gradient of a scalar-valued ``fn`` with respect to ``args[argnums]``.
+
+    Each differentiated argument may be a pytree (dicts, lists and tuples of tensors); its gradient has its arrangement.
+    """
 
     def grad_fn(*args):
         value, grads, aux = _value_and_grad(fn, argnums, has_aux, args)
@@ -68,25 +79,57 @@ def grad_and_value(fn, argnums=0, has_aux=False):
 
 
 def _value_and_grad(fn, argnums, has_aux, args):
-    args, wanted, nested = _differentiable_args(args, argnums)
+    args, wanted, nested, arranged = _differentiable_args(args, argnums)
     with _enabled():
         result = fn(*args)
     value, aux = result if has_aux else (result, None)
     if not isinstance(value, Tensor) or value.data.size != 1:
         raise RuntimeError("grad: the function must return a one-element tensor")
     grads = autograd.grad(value, wanted, create_graph=nested, allow_unused=True)
-    grads = tuple(zeros_like(w) if g is None else g for g, w in zip(grads, wanted))
-    return value, grads[0] if isinstance(argnums, int) else grads, aux
+    return value, arranged(zeros_like(w) if g is None else g for g, w in zip(grads, wanted)), aux
 
 
 def _differentiable_args(args, argnums):
-    """``args`` with the ``argnums`` entries replaced by inputs that require grad."""
+    """``args`` with the leaves of the ``argnums`` entries replaced by inputs that require grad.
+
+    Returns those args, the inputs, whether an enclosing transform differentiates through them
+    (as :func:`_as_inputs`), and ``arranged(values)``, which arranges one value per input as the
+    ``argnums`` entries are arranged (the entry itself for an int ``argnums``, else a tuple of them).
+    """
     nums = _argnums_tuple(argnums, len(args))
     args = list(args)
-    wanted, nested = _as_inputs([args[k] for k in nums])
-    for k, w in zip(nums, wanted):
-        args[k] = w
-    return args, wanted, nested
+    trees = [args[k] for k in nums]
+    wanted, nested = _as_inputs([leaf for tree in trees for leaf in _leaves(tree)])
+    inputs = iter(wanted)
+    for k, tree in zip(nums, trees):
+        args[k] = _rebuilt(tree, inputs)
+
+    def arranged(values):
+        values = iter(values)
+        trees_of_values = tuple(_rebuilt(tree, values) for tree in trees)
+        return trees_of_values[0] if isinstance(argnums, int) else trees_of_values
+
+    return args, wanted, nested, arranged
+
+
+def _leaves(tree):
+    """The leaves of a pytree of dicts, lists and tuples, in order (a tensor or a number is one leaf)."""
+    if isinstance(tree, dict):
+        return [leaf for value in tree.values() for leaf in _leaves(value)]
+    if isinstance(tree, (list, tuple)):
+        return [leaf for item in tree for leaf in _leaves(item)]
+    return [tree]
+
+
+def _rebuilt(tree, leaves):
+    """``tree`` with its leaves replaced, in order, by the next items of the iterator ``leaves``."""
+    if isinstance(tree, dict):
+        return (OrderedDict if isinstance(tree, OrderedDict) else dict)(
+            (key, _rebuilt(value, leaves)) for key, value in tree.items())
+    if isinstance(tree, (list, tuple)):
+        items = [_rebuilt(item, leaves) for item in tree]
+        return type(tree)(*items) if hasattr(tree, "_fields") else type(tree)(items)
+    return next(leaves)
 
 
 class _enabled:
@@ -99,14 +142,14 @@ class _enabled:
 
 
 def vjp(fn, *primals):
-    """``(output, vjp_fn)`` where ``vjp_fn(cotangent)`` returns one cotangent per primal."""
-    inputs, nested = _as_inputs(primals)
+    """``(output, vjp_fn)`` where ``vjp_fn(cotangent)`` returns one cotangent per primal, arranged as the primal."""
+    args, inputs, nested, arranged = _differentiable_args(primals, tuple(range(len(primals))))
     with _enabled():
-        output = fn(*inputs)
+        output = fn(*args)
 
     def vjp_fn(cotangent):
         grads = autograd.grad(output, inputs, cotangent, retain_graph=True, create_graph=nested, allow_unused=True)
-        return tuple(zeros_like(x) if g is None else g for g, x in zip(grads, inputs))
+        return arranged(zeros_like(x) if g is None else g for g, x in zip(grads, inputs))
 
     return output, vjp_fn
 
@@ -156,7 +199,7 @@ def jacrev(fn, argnums=0):
     """Jacobian by reverse mode: one VJP per output element."""
 
     def jac(*args):
-        args, wanted, nested = _differentiable_args(args, argnums)
+        args, wanted, nested, arranged = _differentiable_args(args, argnums)
         with _enabled():
             out = fn(*args)
         rows = [[] for _ in wanted]
@@ -165,8 +208,7 @@ def jacrev(fn, argnums=0):
             gs = autograd.grad(flat[i], wanted, retain_graph=True, create_graph=nested, allow_unused=True)
             for r, g, w in zip(rows, gs, wanted):
                 r.append(zeros_like(w) if g is None else g)
-        jacs = tuple(stack(r).reshape(out.shape + w.shape) for r, w in zip(rows, wanted))
-        return jacs[0] if isinstance(argnums, int) else jacs
+        return arranged(stack(r).reshape(out.shape + w.shape) for r, w in zip(rows, wanted))
 
     return jac
 
@@ -221,3 +263,118 @@ def _split_like(flat, like):
         pieces.append(flat[start : start + n].reshape(np.shape(p)))
         start += n
     return tuple(pieces)
+
+
+_MISSING = object()  # the place of a name a module does not have
+
+
+def functional_call(module, parameter_and_buffer_dicts, args=None, kwargs=None, *, tie_weights=True, strict=False):
+    """``module(*args, **kwargs)`` with its parameters and buffers replaced by the given tensors (torch.func's).
+
+    ``parameter_and_buffer_dicts`` maps dotted names (``'0.weight'``, as ``named_parameters()``) to tensors,
+    or is a sequence of such dicts with distinct keys.  The module's own tensors are put back afterwards,
+    also when the call raises, so ``grad(lambda p: loss(functional_call(model, p, (x,))))(params)`` differentiates
+    with respect to ``params`` and leaves the model as it was.  ``args`` is a tuple of arguments or one argument.
+    With ``tie_weights`` a tensor given for one name of a tied parameter or buffer serves all its names
+    (different tensors for them raise ValueError); with ``strict`` the names must be exactly the module's
+    (RuntimeError otherwise).  A name the module lacks becomes an attribute during the call.  A value the
+    module assigns to a given name during the call (a buffer it replaces) is written back into a given dict.
+    """
+    given = _merged(parameter_and_buffer_dicts)
+    named = _untied(module, given) if tie_weights else given
+    if strict:
+        _check_names(module, named)
+    if args is None:
+        args = ()
+    elif not isinstance(args, tuple):
+        args = (args,)
+    with _reparametrized(module, named, given):
+        return module(*args, **(kwargs or {}))
+
+
+def _merged(parameter_and_buffer_dicts):
+    if isinstance(parameter_and_buffer_dicts, dict):
+        return parameter_and_buffer_dicts
+    if not isinstance(parameter_and_buffer_dicts, (list, tuple)) or not all(
+        isinstance(d, dict) for d in parameter_and_buffer_dicts
+    ):
+        raise ValueError("parameter_and_buffer_dicts: expected a dict, or a list or tuple of dicts, got "
+                         f"{type(parameter_and_buffer_dicts).__name__}")
+    names = [name for d in parameter_and_buffer_dicts for name in d]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"{repeated} appeared in multiple dictionaries; behavior of functional call is ambiguous")
+    return {name: value for d in parameter_and_buffer_dicts for name, value in d.items()}
+
+
+def _all_named_tensors(module):
+    return itertools.chain(module.named_parameters(remove_duplicate=False),
+                           module.named_buffers(remove_duplicate=False))
+
+
+def _untied(module, named):
+    """``named`` with the value given for one name of a tied tensor set for all of its names."""
+    names_of = {}
+    for name, t in _all_named_tensors(module):
+        names_of.setdefault(id(t), []).append(name)
+    untied = dict(named)
+    for names in names_of.values():
+        given = [name for name in names if name in named]
+        if len({id(named[name]) for name in given}) > 1:
+            raise ValueError(f"functional_call got multiple values for keys {sorted(names)}, which are tied. "
+                             "Consider using tie_weights=False")
+        if given and len(names) > 1:
+            untied.update((name, named[given[0]]) for name in names)
+    return untied
+
+
+def _check_names(module, named):
+    valid = {name for name, _ in _all_named_tensors(module)}
+    unexpected, missing = sorted(set(named) - valid), sorted(valid - set(named))
+    errors = ([f"Unexpected key(s): {', '.join(map(repr, unexpected))}."] if unexpected else []) + (
+        [f"Missing key(s): {', '.join(map(repr, missing))}."] if missing else [])
+    if errors:
+        raise RuntimeError(f"Error(s) in reparametrizing for {type(module).__name__}:\n\t" + "\n\t".join(errors))
+
+
+@contextlib.contextmanager
+def _reparametrized(module, named, given):
+    originals = {}
+    try:
+        for name, value in named.items():
+            originals[name] = _swap(module, name, value)
+        yield
+    finally:
+        for name, original in reversed(originals.items()):
+            current = _swap(module, name, original)
+            if name in given:
+                given[name] = current
+
+
+def _swap(module, dotted_name, value):
+    """Put ``value`` in the place of ``module``'s member ``dotted_name`` and return what was there.
+
+    ``_MISSING`` stands for a member that is not there: swapped out, it is removed.
+    """
+    path, _, name = dotted_name.rpartition(".")
+    owner = module
+    for part in path.split(".") if path else ():
+        child = owner._modules.get(part)
+        if child is None:
+            raise AttributeError(f"{type(owner).__name__} has no attribute `{part}`")
+        owner = child
+    if value is not _MISSING and value is not None and not isinstance(value, Tensor):
+        raise TypeError(f"{dotted_name}: expected a Tensor, got {type(value).__name__}")
+    registry = next((r for r in (owner._parameters, owner._buffers) if name in r), None)
+    if registry is not None:
+        original = registry[name]
+        registry[name] = value
+    else:
+        original = getattr(owner, name, _MISSING)
+        if original is not _MISSING and original is not None and not isinstance(original, Tensor):
+            raise TypeError(f"attribute `{name}`: {original!r} is not an instance of Tensor")
+    if value is _MISSING:
+        object.__delattr__(owner, name)
+    else:
+        object.__setattr__(owner, name, value)
+    return original

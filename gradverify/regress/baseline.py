@@ -46,15 +46,14 @@ import datetime
 import hashlib
 import importlib.metadata
 import json
-import os
 import pathlib
 import platform
 import re
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._files import atomic_write
 from .drift import Tolerance
 
 FORMAT = "gradverify-baseline"
@@ -189,7 +188,7 @@ def write(baseline: Baseline, path) -> pathlib.Path:
     arrays_path = target.with_name(arrays_name)
     # An .npz holding these very arrays is kept: rewriting would change its bytes (zip timestamps) for nothing.
     if not _holds(arrays_path, arrays):
-        _atomic_write(arrays_path, lambda f: np.savez_compressed(f, **arrays))
+        atomic_write(arrays_path, lambda f: np.savez_compressed(f, **arrays))
     document = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "created": baseline.created or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -200,7 +199,7 @@ def write(baseline: Baseline, path) -> pathlib.Path:
         "cases": cases,
     }
     text = json.dumps(document, indent=1, allow_nan=False) + "\n"
-    _atomic_write(target, lambda f: f.write(text.encode()))
+    atomic_write(target, lambda f: f.write(text.encode()))
     stale = re.compile(re.escape(target.stem) + r"\.[0-9a-f]{12}\.npz")
     for old in target.parent.iterdir():
         if old.name != arrays_name and stale.fullmatch(old.name):
@@ -215,24 +214,6 @@ def _holds(arrays_path: pathlib.Path, arrays: dict) -> bool:
             return set(npz.files) == set(arrays) and all(digest(npz[k]) == digest(arrays[k]) for k in arrays)
     except Exception:  # missing or unreadable: numpy raises many types (OSError, BadZipFile, ValueError...)
         return False
-
-
-def _atomic_write(path: pathlib.Path, write_to) -> None:
-    """Write through ``write_to(file)`` into a temporary file beside ``path``, then rename it over ``path``."""
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            write_to(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # Temporary files are private (0600); a baseline is an ordinary file, readable as the umask allows.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(handle.name, 0o666 & ~umask)
-        os.replace(handle.name, path)
-    except BaseException:
-        pathlib.Path(handle.name).unlink(missing_ok=True)
-        raise
 
 
 def read(path) -> Baseline:

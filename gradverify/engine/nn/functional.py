@@ -1,12 +1,10 @@
 """``ge.nn.functional``: the torch.nn.functional subset built on the op table."""
 from __future__ import annotations
 
-import functools
 import math
 import operator
 import warnings
 
-import mpmath
 import numpy as np
 
 from .. import api
@@ -296,47 +294,13 @@ def elu(input, alpha=1.0):
     return api.where(input > 0, input, alpha * (api.exp(api.clamp(input, max=0.0)) - 1))
 
 
-_ERFC_DEGREE = 26
-
-
-@functools.cache
-def _erfc_chebyshev_coefficients():
-    """Chebyshev coefficients in ``y = (2 - z) / (2 + z)`` of ``log(erfc(z) / t) + z^2``, ``t = 2 / (2 + z)``,
-    interpolated from mpmath at 40 digits (the Numerical Recipes form of erfc for z >= 0; smooth on [-1, 1])."""
-    with mpmath.workdps(40):
-        def exponent(y):
-            t = (mpmath.mpf(y) + 1) / 2
-            z = 2 / t - 2
-            return float(mpmath.log(mpmath.erfc(z) / t) + z * z)
-
-        nodes = np.cos(np.pi * (np.arange(_ERFC_DEGREE + 1) + 0.5) / (_ERFC_DEGREE + 1))
-        return np.polynomial.chebyshev.chebfit(nodes, [exponent(y) for y in nodes], _ERFC_DEGREE).tolist()
-
-
-def _erfc_of_nonnegative(z):
-    """erfc(z) for z >= 0, to about 1e-15 relative, composed of differentiable engine ops (Clenshaw's recurrence)."""
-    y = (2 - z) / (2 + z)
-    coefficients = _erfc_chebyshev_coefficients()
-    later, latest = 0.0, 0.0
-    for c in reversed(coefficients[1:]):
-        later, latest = latest, c + 2 * y * latest - later
-    exponent = coefficients[0] + y * latest - later
-    return 2 / (2 + z) * api.exp(exponent - z * z)
-
-
-def _erf(x):
-    """The error function from engine ops (the op table has none): 1 - erfc(x), mirrored for x < 0."""
-    return api.where(x >= 0, 1 - _erfc_of_nonnegative(api.clamp(x, min=0.0)),
-                     _erfc_of_nonnegative(-api.clamp(x, max=0.0)) - 1)
-
-
 def gelu(input, approximate="none"):
     """``x * Phi(x)``, Phi the standard normal CDF; ``approximate='tanh'`` uses torch's tanh formula."""
     if approximate == "tanh":
         inner = math.sqrt(2.0 / math.pi) * (input + 0.044715 * input * input * input)
         return 0.5 * input * (1 + api.tanh(inner))
     if approximate == "none":
-        return 0.5 * input * (1 + _erf(input * (1 / math.sqrt(2.0))))
+        return 0.5 * input * (1 + api.erf(input * (1 / math.sqrt(2.0))))
     raise ValueError(f"approximate: expected 'none' or 'tanh', got {approximate!r}")
 
 
