@@ -315,7 +315,7 @@ def _seed_gradient(output, gradient, argname):
                 f"grad can be implicitly created only for scalar outputs; this output has shape "
                 f"{output.data.shape}, so pass {argname}= with that shape"
             )
-        return Tensor(np.ones_like(output.data))
+        return _wrap(np.ones(output.data.shape, output.data.dtype))
     seed = gradient if isinstance(gradient, Tensor) else Tensor(np.asarray(gradient, dtype=output.data.dtype))
     if seed.data.shape != output.data.shape:
         raise RuntimeError(
@@ -549,13 +549,23 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
     """
     wanted = {} if inputs is None else {t: i for i, t in enumerate(inputs)}
     results = [None] * (0 if inputs is None else len(inputs))
+    hooked = _HOOKS
+
+    def deliver(t, g):
+        """``t``'s cotangent after its hooks, noted in ``results`` when ``t`` is one of ``inputs``."""
+        if hooked:
+            g = _run_hooks(t, g, create_graph)
+        slot = wanted.get(t)
+        if slot is not None:
+            results[slot] = g
+        return g
+
     # grads: the cotangent summed so far, by tensor (tensors hash by identity: no id() call per lookup).
     # A node enters `pending` (a heap on its negated number) with its first cotangent term, and runs
     # when every later node has.
     grads, pending, leaves = {}, [], []
     incoming = zip(roots, seeds)  # (tensor, cotangent term) pairs to add in: the seeds, then each node's
     latest_change = MODE.latest_modification
-    hooked = _HOOKS
     saved_modes = MODE.grad_enabled, MODE.in_backward
     MODE.grad_enabled, MODE.in_backward = create_graph, True
     try:
@@ -602,12 +612,8 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
                     else:
                         break
                     g = grads.pop(t)
-                if hooked:
-                    g = _run_hooks(t, g, create_graph)
-                if wanted:
-                    slot = wanted.get(t)
-                    if slot is not None:
-                        results[slot] = g
+                if hooked or wanted:
+                    g = deliver(t, g)
                 op, parents, attrs = t._ctx
                 if parents is None:
                     raise RuntimeError(
@@ -637,12 +643,8 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
     shared = {id(s.data if s.data.base is None else s.data.base) for s in seeds}
     for leaf in leaves:
         g = grads.pop(leaf)
-        if hooked:
-            g = _run_hooks(leaf, g, create_graph)
-        if wanted:
-            slot = wanted.get(leaf)
-            if slot is not None:
-                results[slot] = g
+        if hooked or wanted:
+            g = deliver(leaf, g)
         if accumulate:
             _accumulate_grad(leaf, g, create_graph, shared)
     return results
