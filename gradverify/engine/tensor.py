@@ -629,10 +629,13 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
                             "by an in-place operation after it was used; compute the gradient first, or change a copy "
                             "(x.clone())"
                         )
+                # The common cases are called without unpacking (a third of a node's cost).
                 if attrs:
                     incoming = zip(parents, op.vjp(g, t, *parents, **attrs))
-                elif len(parents) == 2:  # the common case, called without unpacking (a third of a node's cost)
+                elif len(parents) == 2:
                     incoming = zip(parents, op.vjp(g, t, parents[0], parents[1]))
+                elif len(parents) == 1:
+                    incoming = zip(parents, op.vjp(g, t, parents[0]))
                 else:
                     incoming = zip(parents, op.vjp(g, t, *parents))
                 if not retain_graph:
