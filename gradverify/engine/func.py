@@ -181,7 +181,9 @@ def jvp(fn, primals, tangents):
     outer = MODE.forward_levels
     MODE.forward_levels = outer + (level,)
     try:
-        output = fn(*inputs)
+        # Overflow warnings off, as in the backward pass (see run_backward): here once per call, not per op.
+        with np.errstate(over="ignore"):
+            output = fn(*inputs)
     finally:
         MODE.forward_levels = outer
     if not isinstance(output, Tensor):

@@ -508,10 +508,9 @@ def _propagate_tangents(op, out, inputs, attrs):
             continue
         MODE.forward_levels = levels[:depth]
         try:
-            with np.errstate(over="ignore"):  # as in run_backward
-                tangent = op.jvp(tangents, out, *inputs, **attrs)
-                if tangent is not None and tangent.data.shape != out.data.shape:
-                    tangent = apply(TABLE["broadcast_to"], (tangent,), {"shape": out.data.shape})
+            tangent = op.jvp(tangents, out, *inputs, **attrs)
+            if tangent is not None and tangent.data.shape != out.data.shape:
+                tangent = apply(TABLE["broadcast_to"], (tangent,), {"shape": out.data.shape})
         finally:
             MODE.forward_levels = levels
         if tangent is not None:

@@ -130,8 +130,8 @@ def _tanh_backward_forward(g, x):
     # tanh'(x) = 1 - tanh(x)^2 as 1 / cosh(x)^2: no cancellation, so full relative accuracy in the
     # tails where tanh rounds to ±1.  Dividing twice never overflows, where cosh(x)^2 would.  Where
     # cosh(x) overflows (|x| > 89 in float32), sech^2 has long underflowed to 0, which dividing by
-    # inf gives; the engine runs rules with numpy's overflow warnings off, so that costs no clamp
-    # (two more passes, a fifth of W4's time).
+    # inf gives; the engine's backward and jvp run with numpy's overflow warnings off, so no clamp
+    # (two passes fewer, a tenth of W4's time).
     cosh = np.cosh(x)
     out = g / cosh
     out /= cosh
@@ -201,7 +201,7 @@ def _activation(name, forward, backward, backward_forward, second, backward_doc)
 # tanh'' = -2 tanh' tanh and sigmoid'' = -sigmoid' tanh(x / 2), so d(g f'(x))/dx is out times those factors.
 _activation("tanh", np.tanh, "tanh_backward", _tanh_backward_forward, lambda x, out: -2.0 * out * F.tanh(x),
             "g * (1 - tanh(x)^2), the backward of tanh; accurate where tanh(x) rounds to ±1.  Beyond cosh's range "
-            "(|x| > 89 in float32) it is 0, with numpy's overflow warning when called outside the engine's rules.")
+            "(|x| > 89 in float32) it is 0, with numpy's overflow warning outside the engine's backward and jvp.")
 _activation("sigmoid", _stable_sigmoid, "sigmoid_backward", _sigmoid_backward_forward,
             lambda x, out: -out * F.tanh(0.5 * x),
             "g * sigmoid(x) (1 - sigmoid(x)), the backward of sigmoid; accurate where sigmoid(x) rounds to 1.")
