@@ -382,9 +382,13 @@ def _cast(t, dtype):
 
 
 def apply(op, inputs, attrs=_NO_ATTRS):
-    """Run ``op`` on engine tensors, recording the graph and forward tangents as needed."""
-    # One and two inputs are spelled out, and the output is built without a call: this is
-    # the engine's hottest code.
+    """Run ``op`` on engine tensors, recording the graph and forward tangents as needed.
+
+    Every op goes through here but the elementwise ones without attributes, which have their
+    :func:`fast_function`.
+    """
+    # One and two inputs are spelled out, and the output is built without a call: matmul, linear,
+    # reductions and shape ops come through here at every step.
     # (Calling without ``**attrs`` when there are none saves building an empty keyword dict.)
     try:
         if len(inputs) == 2:
@@ -440,7 +444,10 @@ def fast_function(op):
                 dtype = x.data.dtype
                 if dtype is not _FLOAT32 and dtype is not _FLOAT64 and dtype.kind != "f":
                     x = _cast(x, mode.default_dtype)
-            data = forward(x.data)
+            try:
+                data = forward(x.data)
+            except (ValueError, IndexError, TypeError) as err:
+                raise _with_shapes(err, op, (x,)) from None
             out = new_tensor(Tensor)
             out.data = data if type(data) is _ndarray else np.asarray(data)
             out.requires_grad = False
