@@ -224,6 +224,12 @@ def rounding_scale(graph_fn, inputs, cotangent, tangents, dtype, libraries=("tor
     noise; and no entry's estimate falls below ``LADDER_FLOOR`` times its
     array's largest (a lucky rounding can hide an entry's error).
     ``known`` maps ``(library, precision)`` to derivatives already computed.
+
+    When ``dtype`` is below the inputs' precision (an ``astype`` narrows part
+    of the graph), the graph as written and its mathematical function, both
+    at the inputs' precision, differ by the rounding of the casts: that
+    difference counts too.  The float32 rung alone can miss it, as a float64
+    constant lifts an op of that rung back to float64.
     """
     known = known or {}
     ratio = float(np.finfo(dtype).eps / np.finfo(np.float32).eps)
@@ -245,6 +251,13 @@ def rounding_scale(graph_fn, inputs, cotangent, tangents, dtype, libraries=("tor
             ])
         except Exception:  # noqa: BLE001  (a crash is reported by the main comparison; here it only loses an estimate)
             continue
+    if np.dtype(dtype) != np.asarray(inputs[0]).dtype:
+        for library in libraries:
+            try:
+                runs.append([library_derivatives(library, graph_fn, inputs, cotangent, tangents, exact=exact)
+                             for exact in (False, True)])
+            except Exception:  # noqa: BLE001  (as above)
+                continue
 
     def combine(arrays):
         shaped = [a for a in arrays if a.shape == arrays[0].shape]
