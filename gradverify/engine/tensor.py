@@ -631,9 +631,9 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
                     changed = _changed_since((t,) + tuple(parents), t._seq)
                     if changed is not None:
                         raise RuntimeError(
-                            f"a tensor of shape {changed.data.shape} that the backward of {op.name!r} needs was changed "
-                            "by an in-place operation after it was used; compute the gradient first, or change a copy "
-                            "(x.clone())"
+                            f"a tensor of shape {changed.data.shape} that the backward of {op.name!r} needs was "
+                            "changed by an in-place operation after it was used; compute the gradient first, or "
+                            "change a copy (x.clone())"
                         )
                 # The common cases are called without unpacking (a third of a node's cost).
                 if attrs:

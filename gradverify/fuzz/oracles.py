@@ -214,7 +214,8 @@ def ground_truth(graph_fn, inputs, cotangent, tangents) -> Truth:
     return Truth(reference_impls.from_mp(center), vjp, reference_impls.from_mp(jvp), float(uhu), error)
 
 
-def rounding_scale(graph_fn, inputs, cotangent, tangents, dtype, libraries=("torch", "engine"), known=None) -> dict:
+def rounding_scale(graph_fn, inputs, cotangent, tangents, dtype, libraries=("torch", "engine"), known=None,
+                   as_written=None) -> dict:
     """Estimated rounding error of each derivative entry in ``dtype`` (per quantity; lists per input).
 
     Each library runs the graph's mathematical function in float32 and
@@ -229,10 +230,12 @@ def rounding_scale(graph_fn, inputs, cotangent, tangents, dtype, libraries=("tor
     of the graph), the graph as written and its mathematical function, both
     at the inputs' precision, differ by the rounding of the casts: that
     difference counts too.  The float32 rung alone can miss it, as a float64
-    constant lifts an op of that rung back to float64.
+    constant lifts an op of that rung back to float64.  ``as_written`` maps a
+    library to its derivatives of the graph as written, already computed.
     """
-    known = known or {}
+    known, as_written = known or {}, as_written or {}
     ratio = float(np.finfo(dtype).eps / np.finfo(np.float32).eps)
+    input_dtype = np.asarray(inputs[0]).dtype
 
     def spread(low, high):
         with np.errstate(invalid="ignore"):
@@ -242,22 +245,21 @@ def rounding_scale(graph_fn, inputs, cotangent, tangents, dtype, libraries=("tor
     runs = []
     for library in libraries:
         try:
-            runs.append([
-                known.get((library, np.dtype(precision))) or library_derivatives(
+            rungs = {
+                precision: known.get((library, precision)) or library_derivatives(
                     library, graph_fn, [np.asarray(x, precision) for x in inputs], np.asarray(cotangent, precision),
                     [np.asarray(u, precision) for u in tangents], exact=True,
                 )
-                for precision in (np.float32, np.float64)
-            ])
+                for precision in (np.dtype(np.float32), np.dtype(np.float64))
+            }
+            runs.append(list(rungs.values()))
+            if np.dtype(dtype) != input_dtype:
+                written = as_written.get(library) or library_derivatives(library, graph_fn, inputs, cotangent, tangents)
+                exact = rungs.get(input_dtype) or library_derivatives(
+                    library, graph_fn, inputs, cotangent, tangents, exact=True)
+                runs.append([written, exact])
         except Exception:  # noqa: BLE001  (a crash is reported by the main comparison; here it only loses an estimate)
             continue
-    if np.dtype(dtype) != np.asarray(inputs[0]).dtype:
-        for library in libraries:
-            try:
-                runs.append([library_derivatives(library, graph_fn, inputs, cotangent, tangents, exact=exact)
-                             for exact in (False, True)])
-            except Exception:  # noqa: BLE001  (as above)
-                continue
 
     def combine(arrays):
         shaped = [a for a in arrays if a.shape == arrays[0].shape]
@@ -426,13 +428,12 @@ def check_case(graph_fn, inputs, cotangent, tangents, depth, precision=None,
     # At the inputs' precision the main runs serve as the ladder's rung (exactly so unless an
     # astype raises part of a float32 graph to float64, which only makes the estimate milder).
     input_dtype = np.asarray(inputs[0]).dtype
-    exact_runs = {} if dtype != input_dtype else {
-        (library, input_dtype): derivatives
-        for library, derivatives in (("engine", engine), ("torch", references.get("torch")))
-        if derivatives is not None
-    }
-    judge = _Judge(dtype, depth, rounding_scale(graph_fn, inputs, cotangent, tangents, dtype, known=exact_runs),
-                   tangents)
+    main_runs = {library: derivatives
+                 for library, derivatives in (("engine", engine), ("torch", references.get("torch")))
+                 if derivatives is not None}
+    exact_runs = {} if dtype != input_dtype else {(library, input_dtype): d for library, d in main_runs.items()}
+    scale = rounding_scale(graph_fn, inputs, cotangent, tangents, dtype, known=exact_runs, as_written=main_runs)
+    judge = _Judge(dtype, depth, scale, tangents)
 
     structure = _structure_problem(engine, inputs)
     if structure is not None:
