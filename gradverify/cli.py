@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "fuzz": ("gradverify.fuzz.cli", "random-graph differential testing campaign"),
     "mutants": ("gradverify.fuzz.mutants_cli", "mutation self-test: does the suite catch broken rules?"),
     "regress": ("gradverify.regress.cli", "record and compare gradient baselines (CI regression gate)"),
+    "audit": ("gradverify.audit.cli", "audit PyTorch's or JAX's own gradients, op by op (findings, reproducers)"),
 }
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

@@ -1,0 +1,251 @@
+"""PyTorch's own op registry (OpInfo ``op_db``) as audit cases: op, sample, dtype -> a function of tensors.
+
+Samples are regenerated from a seed derived from the op and dtype, so a unit
+of work names its sample by index alone and any process rebuilds the same
+inputs.  The function checked is the op applied to the sample's floating
+tensor arguments through the OpInfo's ``gradcheck_wrapper`` (as torch's own
+tests do: it makes inputs valid, e.g. Hermitian for cholesky), returning the
+outputs torch differentiates (torch's gradcheck skips the others too).
+"""
+from __future__ import annotations
+
+import functools
+import sys
+import types
+import unittest
+import zlib
+
+import numpy as np
+
+from .sources import Case, Skip
+from .truth import mpmath_counterpart
+
+DTYPES = ("float64", "float32", "bfloat16")
+
+
+@functools.lru_cache(maxsize=None)
+def op_db() -> dict:
+    """OpInfo id ("name" or "name.variant") -> OpInfo, for every op that supports autograd in float64 on CPU."""
+    import torch
+    from hypothesis import settings
+
+    if "expecttest" not in sys.modules:
+        # torch's internal test utilities import expecttest only for its TestCase base class, which op_db does
+        # not need; a stand-in avoids a dependency on it.
+        stand_in = types.ModuleType("expecttest")
+        stand_in.TestCase = unittest.TestCase
+        sys.modules["expecttest"] = stand_in
+    # Importing them loads a hypothesis profile of torch's own for the whole process: put ours back.
+    profile = settings.get_current_profile_name()
+    from torch.testing._internal.common_methods_invocations import op_db as ops
+
+    settings.load_profile(profile)
+    chosen = (op for op in ops if op.supports_autograd and torch.float64 in op.supported_dtypes("cpu"))
+    return {op_id(op): op for op in sorted(chosen, key=lambda op: (op.name, op.variant_test_name))}
+
+
+def op_id(op) -> str:
+    return f"{op.name}.{op.variant_test_name}" if op.variant_test_name else op.name
+
+
+def select(names) -> list:
+    """The op ids matching ``names`` (OpInfo names or ids; every variant of a name), in op_db order.
+
+    Raises ValueError naming the unknown ones.
+    """
+    table = op_db()
+    if names is None:
+        return list(table)
+    unknown = [n for n in names if n not in table and not any(op.name == n for op in table.values())]
+    if unknown:
+        raise ValueError(f"--ops: not differentiable OpInfo names of torch's op_db: {', '.join(unknown)}")
+    return [key for key, op in table.items() if key in names or op.name in names]
+
+
+def dtypes(key) -> list:
+    """The audit dtypes (names) the op supports on CPU."""
+    import torch
+
+    supported = op_db()[key].supported_dtypes("cpu")
+    return [d for d in DTYPES if getattr(torch, d) in supported]
+
+
+@functools.lru_cache(maxsize=8)
+def samples(key, dtype) -> tuple:
+    """The op's OpInfo samples in ``dtype``, generated under a seed fixed by (op, dtype)."""
+    import torch
+
+    torch.manual_seed(zlib.crc32(f"{key}/{dtype}".encode()))
+    return tuple(op_db()[key].sample_inputs("cpu", getattr(torch, dtype), requires_grad=False))
+
+
+def count(key, dtype) -> int:
+    return len(samples(key, dtype))
+
+
+def _floating(value):
+    import torch
+
+    return isinstance(value, torch.Tensor) and value.is_floating_point() and value.layout == torch.strided
+
+
+def _prepare(key, index, dtype):
+    """(op, sample, slots, leaves, call, kept): the sample's floating tensor slots and the outputs to check."""
+    import torch
+
+    op, sample = op_db()[key], samples(key, dtype)[index]
+    slots = ([("input", None)] if _floating(sample.input) else []) + [
+        ("arg", i) for i, a in enumerate(sample.args) if _floating(a)]
+    if not slots:
+        raise Skip("no floating tensor argument")
+    leaves = [(sample.input if kind == "input" else sample.args[i]).detach().clone() for kind, i in slots]
+    if any(x.numel() == 0 for x in leaves):
+        raise Skip("an empty input")
+
+    def call(*tensors):
+        first, args = sample.input, list(sample.args)
+        for (kind, i), tensor in zip(slots, tensors):
+            if kind == "input":
+                first = tensor
+            else:
+                args[i] = tensor
+        result = op.gradcheck_wrapper(op.get_op(), first, *args, **sample.kwargs)
+        return result if isinstance(result, (tuple, list)) else (result,)
+
+    try:
+        with torch.enable_grad():
+            probe = call(*[x.clone().requires_grad_() for x in leaves])
+    except RuntimeError as error:  # floating arguments that are not differentiable (running statistics ...)
+        raise Skip(f"the op refuses gradients for its floating arguments: {str(error).splitlines()[0][:120]}")
+    kept = [k for k, y in enumerate(probe) if _floating(y) and y.requires_grad]
+    if not kept:
+        raise Skip("no differentiable floating output")
+    return op, sample, slots, leaves, call, kept
+
+
+def case(key, index, dtype):
+    """The sample as a :class:`~gradverify.audit.sources.Case`: a function of its floating tensors.
+
+    Raises :class:`~gradverify.audit.sources.Skip` with the reason when the
+    sample has no differentiable floating input or output.
+    """
+    op, _, _, leaves, call, kept = _prepare(key, index, dtype)
+
+    def fn(*tensors):
+        outputs = call(*tensors)
+        return tuple(outputs[k] for k in kept)
+
+    return Case(fn, leaves, op.supports_forward_ad, op.supports_gradgrad)
+
+
+def _direct_path(op):
+    """``torch.<op.name>`` when that is the op's own callable, else None."""
+    import torch
+
+    target = torch
+    for part in op.name.split("."):
+        target = getattr(target, part, None)
+    return f"torch.{op.name}" if target is not None and target is op.op else None
+
+
+def reproducer_call(key, index, dtype) -> str:
+    """Code defining ``XS`` (exact inputs) and ``outputs(*xs)``: a direct call when the op is a public torch
+    function on literal arguments, else the OpInfo sample regenerated from its seed."""
+    from .reproducer import literal
+
+    op, sample, slots, leaves, _, kept = _prepare(key, index, dtype)
+    lines = ["import torch", "", f"XS = [{', '.join(literal(x) for x in leaves)}]", ""]
+    path = _direct_path(op) if _plain(key, index, dtype) is not None else None
+    try:
+        if path is None:
+            raise ValueError("no public callable")
+        positions = iter(range(len(slots)))
+        parts = [f"xs[{next(positions)}]" if _floating(v) else literal(v) for v in [sample.input, *sample.args]]
+        parts += [f"{k}={literal(v)}" for k, v in sample.kwargs.items()]
+        lines += ["", "def outputs(*xs):", f"    result = {path}({', '.join(parts)})"]
+    except ValueError:
+        lines += [
+            "import types, unittest, zlib", "",
+            "# The OpInfo sample itself (torch's test utilities want expecttest only for a TestCase base class).",
+            "sys.modules.setdefault('expecttest', types.SimpleNamespace(TestCase=unittest.TestCase))",
+            "from torch.testing._internal.common_methods_invocations import op_db  # noqa: E402", "",
+            f"OP = next(op for op in op_db if (op.name, op.variant_test_name) == {(op.name, op.variant_test_name)!r})",
+            f"torch.manual_seed({zlib.crc32(f'{key}/{dtype}'.encode())})",
+            f"SAMPLE = list(OP.sample_inputs('cpu', torch.{dtype}, requires_grad=False))[{index}]",
+            f"SLOTS = {slots!r}", "", "",
+            "def outputs(*xs):",
+            "    first, args = SAMPLE.input, list(SAMPLE.args)",
+            "    for (kind, i), x in zip(SLOTS, xs):",
+            "        if kind == 'input':",
+            "            first = x",
+            "        else:",
+            "            args[i] = x",
+            "    result = OP.gradcheck_wrapper(OP.get_op(), first, *args, **SAMPLE.kwargs)",
+        ]
+    lines += ["    result = result if isinstance(result, (tuple, list)) else (result,)",
+              f"    return tuple(result[k] for k in {kept!r})", ""]
+    return "\n".join(lines)
+
+
+def describe(key, index, dtype) -> str:
+    """The sample as torch prints it (shapes and arguments), for the findings table."""
+    sample = samples(key, dtype)[index]
+    shapes = [tuple(t.shape) for t in [sample.input, *sample.args] if _floating(t)]
+    extra = [repr(a) for a in sample.args if not _floating(a)] + [f"{k}={v!r}" for k, v in sample.kwargs.items()]
+    return f"shapes {shapes}" + (f", {', '.join(extra)}" if extra else "")
+
+
+def _plain(key, index, dtype):
+    """(op, sample) when the call is the op itself on (input, *args) with no wrapper, else None."""
+    op, sample = op_db()[key], samples(key, dtype)[index]
+    default = type(op).__dataclass_fields__["gradcheck_wrapper"].default
+    return (op, sample) if op.gradcheck_wrapper is default else None
+
+
+def mpmath_function(key, index, dtype, made):
+    """The op's mpmath counterpart on one number, for a one-input elementwise sample; else None."""
+    plain = _plain(key, index, dtype)
+    if plain is None or len(made.leaves) != 1 or not _floating(plain[1].input):
+        return None
+    op, sample = plain
+    return mpmath_counterpart(op.name, sample.args, sample.kwargs)
+
+
+def other_framework(key, index, dtype, made):
+    """("jax", backend, fn, float64 arrays): JAX's counterpart of the op on this sample, when it computes the
+    same values; else None."""
+    plain = _plain(key, index, dtype)
+    if plain is None or plain[1].kwargs or not all(_floating(a) for a in plain[1].args):
+        return None
+    from . import jax_source
+
+    return jax_source.counterpart_on(plain[0].name, [x.double().numpy() for x in made.leaves],
+                                     [y.detach().double().numpy() for y in made.fn(*made.leaves)])
+
+
+native_checker = "torch gradcheck"
+
+
+def native_confirmation(fn, leaves, mode) -> bool | None:
+    """Does torch's own gradcheck (float64) agree that ``mode`` is wrong?  None when it does not apply."""
+    import warnings
+
+    import torch
+
+    if leaves[0].dtype != torch.float64:
+        return None
+    inputs = [x.clone().requires_grad_() for x in leaves]
+    options = dict(raise_exception=False, check_undefined_grad=False, check_batched_grad=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            if mode == "second order":
+                return not torch.autograd.gradgradcheck(fn, inputs, **options)
+            if mode == "forward":
+                return not torch.autograd.gradcheck(fn, inputs, check_forward_ad=True, check_backward_ad=False,
+                                                    **options)
+            if mode == "reverse":
+                return not torch.autograd.gradcheck(fn, inputs, **options)
+        except (RuntimeError, NotImplementedError):
+            return None
+    return None

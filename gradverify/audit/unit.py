@@ -1,0 +1,197 @@
+"""The audit's unit of work: (framework, op, sample, dtype, order) -> a result, as a pure function.
+
+:func:`audit_unit` rebuilds the sample from the unit alone, runs
+:func:`gradverify.check_grad` on it (reverse, forward and their consistency
+at order 1; the derivative of the derivative and the Hessian's symmetry at
+order 2) and, for each failing mode, asks the second oracles of
+:mod:`gradverify.audit.truth`.  Units and results are plain data (picklable,
+JSON-able), so a run can be split over processes or machines.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+import traceback
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gradverify.check import MutatedInput, NondeterministicFunction, UncheckableFunction, backend_for, check_grad
+
+from . import sources, truth
+
+ORDERS = (1, 2)
+STATUSES = ("pass", "fail", "inconclusive", "skipped", "refused", "error")
+"""skipped: nothing differentiable in the sample; refused: check_grad declined the function (its message says
+why); error: the op itself raised."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One check: sample ``sample`` of ``op`` (an OpInfo id or a JAX function name) in ``dtype``, at ``order``."""
+
+    framework: str
+    op: str
+    sample: int
+    dtype: str
+    order: int = 1
+
+    @property
+    def key(self) -> str:
+        return f"{self.framework}:{self.op}#{self.sample}:{self.dtype}:order{self.order}"
+
+
+@dataclass
+class Failure:
+    """One failing mode of a unit: check_grad's worst entry and what each second oracle said.
+
+    ``oracles`` maps an oracle's name to True (agrees the value is wrong), False (says it is right) or is
+    missing when the oracle does not apply; ``evidence`` is the confirming oracle's worst entry (output,
+    input, element, observed, truth, ulps), from which the reproducer is written.
+    """
+
+    mode: str
+    check: str
+    observed: float
+    truth: float
+    ulps: float
+    oracles: dict
+    evidence: dict | None = None
+
+    @property
+    def confirmed(self) -> bool:
+        return any(agrees for name, agrees in self.oracles.items() if name != "check_grad")
+
+
+@dataclass
+class UnitResult:
+    unit: Unit
+    status: str
+    reason: str
+    seconds: float
+    sample: str = ""
+    failures: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data) -> "UnitResult":
+        return cls(Unit(**data["unit"]), data["status"], data["reason"], data["seconds"], data.get("sample", ""),
+                   [Failure(**f) for f in data.get("failures", [])])
+
+
+def _mode(check: str) -> str:
+    if check.startswith("order 2") or check.startswith("symmetry"):
+        return "second order"
+    return "reverse" if check.startswith("reverse") else "forward"
+
+
+def _failing_rows(result):
+    """{mode: worst failing row} from a check_grad result."""
+    worst = {}
+    for row in result.records:
+        if row.status != "fail":
+            continue
+        mode = _mode(row.check)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = abs(row.error) / row.bound if row.bound else np.inf
+        if mode not in worst or ratio > worst[mode][0]:
+            worst[mode] = (ratio, row)
+    return {mode: row for mode, (_, row) in worst.items()}
+
+
+def audit_unit(unit: Unit) -> UnitResult:
+    """Check one unit; never raises for a problem of the op or sample (those become the result's status)."""
+    start = time.perf_counter()
+    source = sources.source(unit.framework)
+
+    def done(status, reason, failures=(), sample=""):
+        return UnitResult(unit, status, reason, round(time.perf_counter() - start, 4), sample, list(failures))
+
+    try:
+        made = source.case(unit.op, unit.sample, unit.dtype)
+    except sources.Skip as skip:
+        return done("skipped", str(skip))
+    except Exception as error:  # noqa: BLE001  (the op's own failure is a result, not a crash)
+        return done("error", f"building the sample raised {type(error).__name__}: {error}"[:300])
+    sample = source.describe(unit.op, unit.sample, unit.dtype)
+    if unit.order == 2 and not made.gradgrad:
+        return done("skipped", "the op does not declare second-order support", sample=sample)
+    try:
+        result = check_grad(made.fn, *made.leaves, order=unit.order, check_forward=made.forward)
+    except MutatedInput:
+        return done("skipped", "the op updates an argument in place (running statistics)", sample=sample)
+    except (UncheckableFunction, NondeterministicFunction, TypeError, ValueError, NotImplementedError) as refusal:
+        return done("refused", f"{type(refusal).__name__}: {refusal}"[:300], sample=sample)
+    except Exception as error:  # noqa: BLE001
+        last = traceback.format_exception_only(type(error), error)[-1].strip()
+        return done("error", f"check_grad raised {last}"[:300], sample=sample)
+    if result.verdict != "fail":
+        return done(result.verdict, result.reason, sample=sample)
+    failures = _confirm(unit, source, made, _failing_rows(result))
+    return done("fail", result.reason, failures, sample)
+
+
+def _confirm(unit, source, made, rows):
+    """A Failure per failing mode, with the second oracles' verdicts."""
+    dtype = np.dtype(unit.dtype) if unit.dtype != "bfloat16" else np.dtype(np.float32)
+    elementwise = source.mpmath_function(unit.op, unit.sample, unit.dtype, made)
+    mp = {}
+    if elementwise is not None:
+        try:
+            mp = truth.elementwise_truths(made.fn, made.leaves, elementwise, dtype, [*rows, "value"])
+        except Exception:  # noqa: BLE001  (mpmath outside the function's domain: that oracle says nothing)
+            mp = {}
+    blocks = _jacobian_truths(unit, source, made, rows)
+    failures = []
+    for mode, row in rows.items():
+        oracles, evidence = {"check_grad": True}, None
+        native = source.native_confirmation(made.fn, made.leaves, mode)
+        if native is not None:
+            oracles[source.native_checker] = native
+        for name, found in [("mpmath", mp.get(mode, "n/a")), *blocks.get(mode, [])]:
+            if found == "n/a":
+                continue
+            oracles[name] = found is not None
+            if found is not None and evidence is None:
+                evidence = dict(found, oracle=name, mode=mode)
+        if mp.get("value") is not None and mode in ("reverse", "forward") and not oracles.get("mpmath", True):
+            # mpmath says the derivative is right and the value wrong: the finite differences follow a wrong value.
+            oracles["mpmath value"] = True
+            evidence = dict(mp["value"], oracle="mpmath value", mode="value")
+            mode = "value"
+        observed, reference = float(row.analytical), float(row.numerical)
+        if evidence is not None:
+            observed, reference = evidence["observed"], evidence["truth"]
+        failures.append(Failure(mode, row.check, observed, reference, truth.ulps(observed, reference, dtype),
+                                oracles, evidence))
+    return failures
+
+
+def _jacobian_truths(unit, source, made, rows):
+    """{mode: [(oracle name, worst disagreement or None)]} from whole Jacobians (float64, reverse AD, other library)."""
+    wanted = [m for m in rows if m in ("reverse", "forward")]
+    if not wanted:
+        return {}
+    backend = backend_for(made.leaves)
+    arrays = [backend.to_numpy(x) for x in made.leaves]
+    dtype = arrays[0].dtype
+    found = {}
+    for mode in wanted:
+        observed = truth.jacobian(backend, made.fn, arrays, mode)
+        if observed is None:
+            continue
+        candidates = []
+        if dtype != np.float64:
+            candidates.append(("float64", truth.jacobian(backend, made.fn, [a.astype(np.float64) for a in arrays],
+                                                         "reverse")))
+        if mode == "forward" and "reverse" not in rows:
+            candidates.append(("reverse AD", truth.jacobian(backend, made.fn, arrays, "reverse")))
+        other = source.other_framework(unit.op, unit.sample, unit.dtype, made)
+        if other is not None:
+            name, other_backend, other_fn, other_arrays = other
+            candidates.append((name, truth.jacobian(other_backend, other_fn, other_arrays, "reverse")))
+        found[mode] = [(name, truth.worst_disagreement(observed, blocks, dtype))
+                       for name, blocks in candidates if blocks is not None]
+    return found

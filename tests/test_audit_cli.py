@@ -1,0 +1,77 @@
+"""``python -m gradverify audit``: exit codes, JSON fields, reproducers, --resume and --shard, on a few ops."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from gradverify.audit import Shard, plan
+from gradverify.cli import main
+
+HARDSIGMOID = ["audit", "torch", "--ops", "nn.functional.hardsigmoid", "--dtypes", "float64", "--orders", "1"]
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory):
+    out = tmp_path_factory.mktemp("audit")
+    code = main([*HARDSIGMOID, "--out", str(out), "--json", str(out / "report.json")])
+    return code, out, json.loads((out / "report.json").read_text())
+
+
+def test_known_findings_exit_0_and_the_json_names_op_and_reproducer(audited, capsys):
+    code, out, report = audited
+    assert code == 0
+    assert report["summary"]["ops"] == 1 and report["summary"]["units"] == report["summary"]["samples"] >= 3
+    modes = {(f["op"], f["mode"]) for f in report["findings"]}
+    assert ("nn.functional.hardsigmoid", "reverse") in modes
+    for finding in report["findings"]:
+        assert finding["known"] and finding["dtype"] == "float64"
+        assert {"check_grad", "mpmath"} <= set(finding["oracles_agreeing"])
+        assert (out / "reproducers" / finding["reproducer"].rsplit("/", 1)[-1]).exists()
+    assert "| nn.functional.hardsigmoid | reverse | float64 |" in (out / "findings.md").read_text()
+
+
+def test_the_reproducer_is_standalone_and_exits_1_while_the_defect_exists(audited, tmp_path):
+    _, _, report = audited
+    reverse = next(f for f in report["findings"] if f["mode"] == "reverse")
+    script = open(reverse["reproducer"]).read()
+    assert "gradverify" not in script.split('"""', 2)[2]
+    run = subprocess.run([sys.executable, reverse["reproducer"]], cwd=tmp_path, capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin"}, timeout=300)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "0.1666666716337204 where the truth (mpmath) is 0.16666666666666666" in run.stdout
+
+
+def test_resume_reruns_nothing_and_a_new_finding_exits_1(audited, tmp_path):
+    _, out, _ = audited
+    lines = (out / "results.jsonl").read_text().splitlines()
+    (tmp_path / "known.json").write_text('{"framework": "torch", "defects": []}')
+    assert main([*HARDSIGMOID, "--out", str(out), "--resume", "--known", str(tmp_path / "known.json")]) == 1
+    assert (out / "results.jsonl").read_text().splitlines() == lines
+
+
+@pytest.mark.parametrize("flag, value", [("--ops", "no_such_op"), ("--shard", "3/2"), ("--dtypes", "float16"),
+                                         ("--orders", "3"), ("--known", "/nonexistent/known.json")])
+def test_bad_arguments_exit_2_naming_the_flag(flag, value, capsys, tmp_path):
+    assert main([*HARDSIGMOID, "--out", str(tmp_path), flag, value]) == 2
+    assert flag in capsys.readouterr().err
+
+
+def test_shards_split_the_plan_without_overlap():
+    whole = plan("torch", ["nn.functional.hardsigmoid", "sin"], ["float64", "float32"], [1, 2])
+    parts = [plan("torch", ["nn.functional.hardsigmoid", "sin"], ["float64", "float32"], [1, 2], Shard(i, 3))
+             for i in range(3)]
+    assert sorted(u.key for part in parts for u in part) == sorted(u.key for u in whole)
+    assert len({u.key for u in whole}) == len(whole) == sum(map(len, parts))
+
+
+def test_progress_prints_a_line_per_op_when_not_a_terminal(tmp_path, capsys):
+    assert main(["audit", "torch", "--ops", "sin", "--dtypes", "float32", "--orders", "1", "--out", str(tmp_path)]) == 0
+    assert "  sin: 1 units, 0 failing (1/1)" in capsys.readouterr().out
+
+
+def test_jax_audit_on_the_matching_opinfo_samples(tmp_path):
+    assert main(["audit", "jax", "--ops", "sin", "--dtypes", "float64", "--orders", "1", "--out", str(tmp_path),
+                 "--json", str(tmp_path / "report.json")]) == 0
+    summary = json.loads((tmp_path / "report.json").read_text())["summary"]
+    assert summary["ops"] == 1 and summary["statuses"]["pass"] >= 1 and summary["statuses"]["fail"] == 0
