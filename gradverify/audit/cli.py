@@ -41,6 +41,8 @@ def configure(parser):
     parser.add_argument("--json", metavar="FILE", default=None, help="write the JSON report to FILE")
     parser.add_argument("--known", metavar="FILE", default=None,
                         help="known-defects file (default: the one shipped for the framework)")
+    parser.add_argument("--update-known", action="store_true",
+                        help="add this run's findings to the known-defects file (existing notes are kept)")
 
 
 def _arguments(args):
@@ -85,6 +87,11 @@ def run(args) -> int:
     if args.json:
         _write(pathlib.Path(args.json), findings.to_json(report))
     _print_summary(report, out)
+    if args.update_known:
+        path = pathlib.Path(args.known or findings.KNOWN_DEFECTS[args.framework])
+        _write(path, findings.updated_known(args.framework, known, report["findings"]))
+        print(f"known defects written to {path}")
+        return EXIT_OK
     return EXIT_FAILED if any(not f["known"] for f in report["findings"]) else EXIT_OK
 
 
@@ -93,6 +100,7 @@ def build_report(framework, results, seconds, shard, known, out) -> dict:
     report = {"summary": findings.summary(framework, results, seconds, shard), **findings.collect(results, known)}
     src = source(framework)
     for finding in report["findings"]:
+        finding["framework_expects_it"] = src.expected_failure(finding["op"], finding["mode"])
         code = src.reproducer_call(finding["op"], finding["sample"], finding["dtype"])
         path = out / "reproducers" / finding["reproducer"]
         _write(path, reproducer.script(finding, code))

@@ -34,6 +34,18 @@ def load_known(path) -> dict:
         raise ValueError(f"known-defects file {path}: expected {{'defects': [{{'op', 'mode', 'note'}}]}}: {error}")
 
 
+def updated_known(framework, known, found) -> str:
+    """The known-defects file's text with ``found`` findings added (notes of listed ones are kept)."""
+    merged = dict(known)
+    for f in found:
+        if not f["known"]:
+            merged[(f["op"], f["mode"])] = (
+                f"{f['dtype']} sample {f['sample']}: {f['observed']!r} where the truth is {f['truth']!r} "
+                f"({f['ulps']:.3g} ulps; {', '.join(f['oracles_agreeing'])} agree)")
+    defects = [{"op": op, "mode": mode, "note": note} for (op, mode), note in sorted(merged.items())]
+    return json.dumps({"framework": framework, "defects": defects}, indent=2) + "\n"
+
+
 def _known_note(known, op, mode):
     base = op.split(".")
     for name in (op, *(".".join(base[:k]) for k in range(len(base) - 1, 0, -1))):
@@ -140,12 +152,13 @@ def _table(title, rows, with_reproducer):
     lines = [f"## {title}: {len(rows)}", ""]
     if not rows:
         return lines
-    lines += ["| op | mode | dtype | sample | observed | truth | ulps | oracles agreeing | known | reproducer |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| op | mode | dtype | sample | observed | truth | ulps | oracles agreeing | known | framework's tests "
+              "expect it | reproducer |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         lines.append(
             f"| {row['op']} | {row['mode']} | {row['dtype']} | #{row['sample']} ({row['sample_description']}; "
             f"{row['failing_samples']} failing) | {row['observed']:.10g} | {row['truth']:.10g} | {row['ulps']:.3g} | "
             f"{', '.join(row['oracles_agreeing'])} | {'yes' if row['known'] else 'NEW'} | "
+            f"{'yes' if row.get('framework_expects_it') else 'no'} | "
             f"{row['reproducer'] if with_reproducer else ''} |")
     return lines + [""]
