@@ -13,7 +13,7 @@ from gradverify.cli import main
 from gradverify.fuzz import mutants
 from gradverify.fuzz.campaign import Shard, check, cover_every_op, draw_cases, run_campaign
 from gradverify.fuzz.graph import Graph, OpNode
-from gradverify.fuzz.oracles import ORACLES, check_case, check_kinks, check_saturation
+from gradverify.fuzz.oracles import ORACLES, check_case, check_kinks, check_saturation, intermediate_rounding
 from gradverify.ops import TABLE
 from gradverify.strategies import cases
 
@@ -66,6 +66,19 @@ def test_a_derivative_the_graph_cancels_is_not_blamed_on_the_engine():
     with mutants.active("cotangent_ignored"):  # a real error on the same kind of graph is still caught
         exp_graph = Graph(((),), "float64", (OpNode("exp", (0,), ()), OpNode("neg", (1,), ()), OpNode("add", (2, 0), ())))
         assert check_case(exp_graph.compile(), [np.array(2.0)], np.array(0.126), [np.array(0.105)], depth=3).engine_failures
+
+
+def test_the_rounding_of_an_intermediate_value_is_part_of_the_bound():
+    # Graph 453 of `fuzz --graphs 2000 --seed 7 --shard 2/4` (issue 16): v0 + v1 rounds 65.87499999999999289
+    # to 65.875, next to a root of sin, and log(sin(.)) turns that half ulp into 1.6e-12 of u^T H u.
+    graph = Graph(((), ()), "float64", (OpNode("add", (0, 1)), OpNode("sin", (2,)), OpNode("log", (3,)),
+                                         OpNode("cos", (4,))))
+    x, v, u = [np.array(39.99999999999999), np.array(25.875)], np.array(0.84), [np.array(1.3), np.array(0.9)]
+    carried = intermediate_rounding(graph.compile(), x, v, u, np.float64)
+    assert 0 < float(np.sum(np.abs(u[0] * carried["hvp"][0]))) < 1e-10
+    assert check_case(graph.compile(), x, v, u, depth=4).engine_failures == []
+    with mutants.active("sign_flip"):  # the widened bound still sees a wrong cos'
+        assert "mpmath" in check_case(graph.compile(), x, v, u, depth=4).fired
 
 
 def test_a_wrong_rule_is_caught_by_the_ground_truth_and_the_references():

@@ -8,7 +8,13 @@ entry, of ``J u`` and of ``u^T H u``; and numpy's finite-difference and
 complex-step estimates of ``J u`` with their error estimates.  Every pair
 is compared with :func:`gradverify.check.oracles.compare_gradients`.
 
-How much rounding error a graph allows is measured, not assumed: the same
+How much rounding error a graph allows is measured, not assumed, in two
+parts.  The rounding of every intermediate value (half an ulp of each op's
+output) is carried through the rest of the graph by measuring each op's
+share: PyTorch recomputes every quantity with that op's output moved by a
+tiny relative step (:func:`intermediate_rounding`); so an ill-conditioned
+graph (log(sin(x)) near a root of sin) gets the allowance it needs.  And the
+rounding of the derivative computations themselves: the
 derivatives computed by PyTorch and by the engine in float32 and in float64
 differ by about the float32 rounding error of *this* graph (cancellations
 included); scaled by the ratio of epsilons it estimates the error in the
@@ -63,7 +69,7 @@ import numpy as np
 import reference_impls
 from gradverify.check import backends as check_backends
 from gradverify.check import oracles as numerical
-from gradverify.fuzz.backends import bind
+from gradverify.fuzz.backends import bind, namespace
 
 ORACLES = (
     "mpmath", "torch", "jax", "finite_difference", "complex_step", "forward_reverse", "second_order",
@@ -276,6 +282,99 @@ def rounding_scale(graph_fn, inputs, cotangent, tangents, dtype, libraries=("tor
     return scale
 
 
+EXACT_OPS = frozenset({
+    "neg", "abs", "relu", "clip", "astype", "maximum", "minimum", "where", "amax", "amin", "reshape", "permute",
+    "broadcast_to", "unsqueeze", "squeeze", "getitem", "concatenate", "stack",
+})
+"""Table ops whose outputs are exact (selections and moves of their inputs): they round nothing."""
+PERTURBATION = 2.0 ** -26
+"""Relative step of the sensitivity measurement: far above float64's half ulp, which 1 + h would round away."""
+
+
+class _PerturbedOps:
+    """An op namespace whose ``target``-th rounding op call returns its output times ``1 + step * signs``.
+
+    ``signs`` are a fixed pseudo-random pattern of +-1 over the output's
+    entries; ``calls`` counts the rounding op calls (those outside
+    :data:`EXACT_OPS`) of one evaluation.
+    """
+
+    def __init__(self, ops, target, step):
+        self._ops, self._target, self._step = ops, target, step
+        self.const, self.value = ops.const, ops.value
+        self.calls = 0
+
+    def __getattr__(self, name):
+        fn = getattr(self._ops, name)
+        if name.startswith("_") or name in EXACT_OPS:
+            return fn
+
+        def call(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            k, self.calls = self.calls, self.calls + 1
+            if k != self._target:
+                return out
+            shape = tuple(np.shape(out))
+            signs = np.random.default_rng(k).choice((-1.0, 1.0), size=shape)
+            return out * self.const(1.0 + self._step * signs)
+
+        return call
+
+
+def _perturbed(graph_fn, target, step=PERTURBATION):
+    """``graph_fn`` with the output of its ``target``-th rounding op call perturbed (see :class:`_PerturbedOps`)."""
+    return lambda ops, *inputs: graph_fn(_PerturbedOps(ops, target, step), *inputs)
+
+
+def intermediate_rounding(graph_fn, inputs, cotangent, tangents, dtype, base=None, library="torch") -> dict:
+    """First-order effect on every quantity of rounding each intermediate value to ``dtype`` (per entry).
+
+    A float program rounds the output of each op to ``dtype``: a relative
+    change of up to half an ulp, ``u = eps(dtype) / 2``, that the rest of
+    the graph propagates, amplified where the graph is ill-conditioned
+    (log(sin(x)) near a root of sin, the second derivative more so than the
+    value).  It is measured: ``library`` computes every quantity in float64
+    with the output of one rounding op at a time moved by a relative
+    :data:`PERTURBATION` (entries' signs fixed at random), and the change,
+    scaled by ``u / PERTURBATION`` (the response is linear at that size),
+    is that op's share; the shares add up over the ops.  The reference
+    library, not the engine, is perturbed, so an engine bug cannot widen
+    its own bound.  ``base`` is ``library``'s unperturbed float64 run if
+    already made.
+    """
+    as64 = [np.asarray(x, np.float64) for x in inputs]
+    cot64, tan64 = np.asarray(cotangent, np.float64), [np.asarray(u, np.float64) for u in tangents]
+    counter = _PerturbedOps(namespace("numpy"), -1, 0.0)
+    with np.errstate(all="ignore"):
+        graph_fn(counter, *as64)
+    base = base or library_derivatives(library, graph_fn, as64, cot64, tan64, exact=True)
+    unit = float(np.finfo(dtype).eps) / 2 / PERTURBATION
+    total = None
+    for target in range(counter.calls):
+        moved = library_derivatives(library, _perturbed(graph_fn, target), as64, cot64, tan64, exact=True)
+        shares = {name: _spread(getattr(moved, name), getattr(base, name), unit) for name in QUANTITIES}
+        total = shares if total is None else {name: _add(total[name], shares[name]) for name in QUANTITIES}
+    if total is None:  # no op rounds
+        return {name: _spread(getattr(base, name), getattr(base, name), 0.0) for name in QUANTITIES}
+    return total
+
+
+def _spread(moved, base, unit):
+    """``|moved - base| * unit`` (lists entry by entry); a NaN or a changed shape counts as infinite."""
+    if isinstance(base, list):
+        return [_spread(m, b, unit) for m, b in zip(moved, base)]
+    moved, base = np.asarray(moved, np.float64), np.asarray(base, np.float64)
+    if moved.shape != base.shape:
+        return np.full(base.shape, np.inf)
+    with np.errstate(invalid="ignore"):
+        gap = np.abs(moved - base) * unit
+    return np.where(np.isnan(gap), np.inf, gap)
+
+
+def _add(a, b):
+    return [x + y for x, y in zip(a, b)] if isinstance(a, list) else a + b
+
+
 def _numpy_evaluate_many(graph_fn):
     """The graph's mathematical function on numpy, in the checker's batch form (points -> outputs)."""
     fn = bind(graph_fn, "numpy")
@@ -433,6 +532,12 @@ def check_case(graph_fn, inputs, cotangent, tangents, depth, precision=None,
                  if derivatives is not None}
     exact_runs = {} if dtype != input_dtype else {(library, input_dtype): d for library, d in main_runs.items()}
     scale = rounding_scale(graph_fn, inputs, cotangent, tangents, dtype, known=exact_runs, as_written=main_runs)
+    try:
+        carried = intermediate_rounding(graph_fn, inputs, cotangent, tangents, dtype,
+                                        base=exact_runs.get(("torch", np.dtype(np.float64))))
+        scale = {name: _add(scale[name], carried[name]) for name in QUANTITIES}
+    except Exception:  # noqa: BLE001  (torch failed on this graph: the comparisons above report its crash)
+        outcome.inconclusive.append(Finding("torch", "intermediate rounding", "oracle", "not measured"))
     judge = _Judge(dtype, depth, scale, tangents)
 
     structure = _structure_problem(engine, inputs)
