@@ -75,3 +75,21 @@ def test_jax_audit_on_the_matching_opinfo_samples(tmp_path):
                  "--json", str(tmp_path / "report.json")]) == 0
     summary = json.loads((tmp_path / "report.json").read_text())["summary"]
     assert summary["ops"] == 1 and summary["statuses"]["pass"] >= 1 and summary["statuses"]["fail"] == 0
+
+
+def test_max_elements_leaves_large_samples_out_and_says_how_many(tmp_path, capsys):
+    whole = plan("torch", ["sin"], ["float64"], [1])
+    assert plan("torch", ["sin"], ["float64"], [1], max_elements=1) == []
+    assert main(["audit", "torch", "--ops", "sin", "--dtypes", "float64", "--orders", "1", "--max-elements", "1",
+                 "--out", str(tmp_path), "--json", str(tmp_path / "r.json")]) == 0
+    assert f"0 units planned; {len(whole)} samples over --max-elements 1 left out" in capsys.readouterr().out
+    assert json.loads((tmp_path / "r.json").read_text())["summary"]["samples_over_max_elements"] == len(whole)
+
+
+def test_a_sample_whose_output_is_nan_is_skipped_not_blamed():
+    # __rpow__ sample 2 raises negative bases to fractional powers: NaN outputs, whose 0 * NaN poisons the
+    # broadcast sum of every gradient (torch's gradcheck fails it too); that is IEEE arithmetic, not a defect.
+    from gradverify.audit import Unit, audit_unit
+
+    result = audit_unit(Unit("torch", "__rpow__", 2, "float64"))
+    assert result.status == "skipped" and "not finite" in result.reason

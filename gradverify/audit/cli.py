@@ -15,7 +15,7 @@ import time
 from gradverify.cli import EXIT_FAILED, EXIT_OK, UsageError
 
 from . import findings, reproducer
-from .run import Shard, execute, plan
+from .run import Shard, execute, oversized, plan
 from .sources import FRAMEWORKS, source
 from .unit import ORDERS
 
@@ -34,6 +34,9 @@ def configure(parser):
     parser.add_argument("--orders", default="1,2", metavar="ORDERS",
                         help="1 (reverse, forward and their consistency), 2 (derivatives of derivatives, Hessian "
                              "symmetry) or 1,2 (default)")
+    parser.add_argument("--max-elements", type=int, default=None, metavar="N",
+                        help="leave out samples whose floating tensors hold more than N elements (default: none; "
+                             "OpInfo has samples of millions, which take minutes each)")
     parser.add_argument("--shard", default="1/1", help="run part i of n of the units, written i/n (default 1/1)")
     parser.add_argument("--resume", action="store_true", help="skip units already in OUT/results.jsonl")
     parser.add_argument("--out", default=None, metavar="DIR",
@@ -65,6 +68,8 @@ def _arguments(args):
         raise UsageError(f"{'--' if str(error).startswith('shard') else ''}{error}") from None
     if args.known and not pathlib.Path(args.known).exists():
         raise UsageError(f"--known: no such file: {args.known}")
+    if args.max_elements is not None and args.max_elements < 1:
+        raise UsageError(f"--max-elements: expected a positive number, got {args.max_elements}")
     out = pathlib.Path(args.out or f"audit-{args.framework}")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out: {out} exists and is not a directory")
@@ -78,11 +83,14 @@ def run(args) -> int:
     stage = _Stages()
     stage.say(f"audit {args.framework}: planning {len(ops)} ops ({', '.join(dtypes)}; orders "
               f"{', '.join(map(str, orders))}; shard {args.shard})")
-    units = plan(args.framework, ops, dtypes, orders, shard)
-    stage.say(f"audit {args.framework}: {len(units)} units planned")
+    units = plan(args.framework, ops, dtypes, orders, shard, args.max_elements)
+    left_out = 0 if args.max_elements is None else oversized(args.framework, ops, dtypes, args.max_elements)
+    stage.say(f"audit {args.framework}: {len(units)} units planned"
+              + (f"; {left_out} samples over --max-elements {args.max_elements} left out" if left_out else ""))
     (out / "reproducers").mkdir(parents=True, exist_ok=True)
     results, _ = stage.execute(units, out / "results.jsonl", args.resume)
     report = build_report(args.framework, results, time.perf_counter() - started, args.shard, known, out)
+    report["summary"]["samples_over_max_elements"] = left_out
     _write(out / "findings.md", findings.to_markdown(report))
     if args.json:
         _write(pathlib.Path(args.json), findings.to_json(report))

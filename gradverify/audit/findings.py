@@ -138,6 +138,8 @@ def to_markdown(report) -> str:
              f"{s['ops']} ops ({s['ops_checked']} with at least one checked sample), {s['samples']} samples, "
              f"{s['units']} units (dtypes {', '.join(s['dtypes'])}; orders {', '.join(map(str, s['orders']))}; "
              f"shard {s['shard']}) in {s['seconds']} s.", "",
+             *([f"{s['samples_over_max_elements']} samples larger than --max-elements left out.", ""]
+               if s.get("samples_over_max_elements") else []),
              "| status | units |", "|---|---|", *[f"| {k} | {v} |" for k, v in s["statuses"].items()], ""]
     lines += _table("Findings (confirmed by a second oracle)", report["findings"], True)
     lines += _table("Unconfirmed disagreements (check_grad alone; not counted as defects)", report["unconfirmed"],

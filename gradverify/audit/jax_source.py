@@ -78,6 +78,10 @@ def count(name, dtype) -> int:
     return torch_source.count(pairs()[name], dtype)
 
 
+def elements(name, index, dtype) -> int:
+    return torch_source.elements(pairs()[name], index, dtype)
+
+
 def describe(name, index, dtype) -> str:
     return torch_source.describe(pairs()[name], index, dtype)
 

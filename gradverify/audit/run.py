@@ -18,14 +18,26 @@ from .sources import source
 from .unit import Unit, UnitResult, audit_unit
 
 
-def plan(framework, ops, dtypes, orders, shard=Shard()) -> list:
+def plan(framework, ops, dtypes, orders, shard=Shard(), max_elements=None) -> list:
     """Every (op, sample, dtype, order) unit of ``ops`` in the dtypes each op supports; of those, every
-    ``shard.count``-th from ``shard.index`` (a :class:`gradverify.fuzz.campaign.Shard`)."""
+    ``shard.count``-th from ``shard.index`` (a :class:`gradverify.fuzz.campaign.Shard`).
+
+    With ``max_elements``, samples whose floating tensors hold more elements are left out (see :func:`oversized`).
+    """
     src = source(framework)
     units = [Unit(framework, op, index, dtype, order)
              for op in ops for dtype in src.dtypes(op) if dtype in dtypes
-             for index in range(src.count(op, dtype)) for order in orders]
+             for index in range(src.count(op, dtype))
+             if max_elements is None or src.elements(op, index, dtype) <= max_elements
+             for order in orders]
     return units[shard.index::shard.count]
+
+
+def oversized(framework, ops, dtypes, max_elements) -> int:
+    """How many samples of ``ops`` in ``dtypes`` hold more than ``max_elements`` floating elements."""
+    src = source(framework)
+    return sum(src.elements(op, index, dtype) > max_elements
+               for op in ops for dtype in src.dtypes(op) if dtype in dtypes for index in range(src.count(op, dtype)))
 
 
 def load_results(path) -> dict:

@@ -1,7 +1,8 @@
 """Where audited ops come from: one module per framework, all with the same functions.
 
 A source module provides ``select(names)`` (op ids, in order), ``dtypes(op)``,
-``count(op, dtype)`` (samples), ``case(op, index, dtype)`` -> :class:`Case`,
+``count(op, dtype)`` (samples), ``elements(op,
+index, dtype)`` (the sample's floating elements), ``case(op, index, dtype)`` -> :class:`Case`,
 ``describe(op, index, dtype)``, ``mpmath_function(op, index, dtype, case)``,
 ``other_framework(op, index, dtype, case)``, ``native_confirmation(fn,
 leaves, mode)``, ``native_checker`` (its name), ``expected_failure(op, mode)``

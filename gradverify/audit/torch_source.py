@@ -83,6 +83,12 @@ def count(key, dtype) -> int:
     return len(samples(key, dtype))
 
 
+def elements(key, index, dtype) -> int:
+    """The number of elements of the sample's floating tensors."""
+    sample = samples(key, dtype)[index]
+    return sum(t.numel() for t in [sample.input, *sample.args, *sample.kwargs.values()] if _floating(t))
+
+
 def _floating(value):
     import torch
 
