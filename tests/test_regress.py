@@ -243,7 +243,7 @@ def test_interrupted_record_leaves_the_previous_baseline_whole(recorded, tmp_pat
 
     monkeypatch.setattr(os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        main(["regress", "record", "--cases", cases, "--out", str(baseline), "--repeats", "1"])
+        main(["regress", "record", "--cases", cases, "--out", str(baseline), "--update", "--repeats", "1"])
     monkeypatch.setattr(os, "replace", real_replace)
     capsys.readouterr()
     after = {p.name: p.read_bytes() for p in baseline.parent.iterdir()}

@@ -11,6 +11,8 @@ from gradverify.regress.gate import array_drift, environment_changes
 
 TOLERANCE = Tolerance()
 
+INPUTS_SHA256 = "ab" * 32
+
 
 def nudged(array, index, ulps):
     """``array`` with entry ``index`` moved ``ulps`` representable numbers towards +inf."""
@@ -97,7 +99,7 @@ def test_write_then_read_round_trips_and_replaces_stale_arrays(tmp_path):
 
     def baseline(scale):
         stored = [baseline_format.StoredArray.of(a * scale) for a in (small, large)]
-        case = baseline_format.CaseRecord("torch", "float64", "abc", [(2, 3)], None, True,
+        case = baseline_format.CaseRecord("torch", "float64", INPUTS_SHA256, [(2, 3), (30_000,)], None, True,
                                           {"repeats": 1, "best_s": 1e-3, "median_s": 1e-3}, stored[:1], stored)
         return baseline_format.Baseline({"case": case}, Tolerance(ulps=8))
 
@@ -109,34 +111,34 @@ def test_write_then_read_round_trips_and_replaces_stale_arrays(tmp_path):
     np.testing.assert_array_equal(case.outputs[0].data, small)
     assert case.gradients[1].sketched and case.gradients[1].shape == (30_000,)
     first_arrays = sorted(p.name for p in tmp_path.glob("b.*.npz"))
-    baseline_format.write(baseline(2.0), path)
+    baseline_format.write(baseline(2.0), path, replace=True)
     second_arrays = sorted(p.name for p in tmp_path.glob("b.*.npz"))
     assert len(first_arrays) == len(second_arrays) == 1 and first_arrays != second_arrays
     np.testing.assert_array_equal(baseline_format.read(path).cases["case"].outputs[0].data, 2 * small)
 
 
 def test_a_tampered_array_fails_its_digest(tmp_path):
-    case = baseline_format.CaseRecord("engine", "float64", "abc", [(3,)], None, True,
+    case = baseline_format.CaseRecord("engine", "float64", INPUTS_SHA256, [], None, True,
                                       {"repeats": 1, "best_s": 1e-3, "median_s": 1e-3},
                                       [baseline_format.StoredArray.of(np.ones(3))], [])
     path = baseline_format.write(baseline_format.Baseline({"c": case}), tmp_path / "b.json")
     (arrays,) = tmp_path.glob("b.*.npz")
     np.savez(arrays, c0_output0=np.zeros(3))
-    with pytest.raises(baseline_format.BaselineError, match="array 'c0_output0' does not match its digest"):
+    with pytest.raises(baseline_format.BaselineError, match="field cases.c.outputs.0. does not describe array 'c0_output0'"):
         baseline_format.read(path)
 
 
 def test_rerecording_the_same_arrays_keeps_the_npz_and_repairs_a_damaged_one(tmp_path):
-    case = baseline_format.CaseRecord("engine", "float64", "abc", [(3,)], None, True,
+    case = baseline_format.CaseRecord("engine", "float64", INPUTS_SHA256, [], None, True,
                                       {"repeats": 1, "best_s": 1e-3, "median_s": 1e-3},
                                       [baseline_format.StoredArray.of(np.arange(3.0))], [])
     path = baseline_format.write(baseline_format.Baseline({"c": case}), tmp_path / "b.json")
     (arrays,) = tmp_path.glob("b.*.npz")
     first_bytes, first_inode = arrays.read_bytes(), arrays.stat().st_ino
-    baseline_format.write(baseline_format.Baseline({"c": case}), path)
+    baseline_format.write(baseline_format.Baseline({"c": case}), path, replace=True)
     assert (arrays.read_bytes(), arrays.stat().st_ino) == (first_bytes, first_inode)  # not even renamed over
     arrays.write_bytes(first_bytes[:50])
-    baseline_format.write(baseline_format.Baseline({"c": case}), path)
+    baseline_format.write(baseline_format.Baseline({"c": case}), path, replace=True)
     np.testing.assert_array_equal(baseline_format.read(path).cases["c"].outputs[0].data, np.arange(3.0))
 
 

@@ -137,10 +137,8 @@ class GradRegression:
 
     def check(self, fn, *inputs, basename: str | None = None):
         """Compare ``fn``'s value and gradients at ``inputs`` with the baseline ``basename`` (default: the test)."""
-        from gradverify.regress import baseline as baseline_format
+        from gradverify._files import describe
         from gradverify.regress.cases import measure
-        from gradverify.regress.drift import Tolerance
-        from gradverify.regress.gate import compare
 
         name = basename or self.default_basename
         if name in self._used:
@@ -148,29 +146,46 @@ class GradRegression:
         self._used.add(name)
         path = self.datadir / f"{name}.json"
         measurement = measure(fn, inputs, repeats=1)
+        try:
+            self._check(name, path, measurement)
+        except OSError as err:
+            pytest.fail(f"grad_regression: {describe(err)}", pytrace=False)
 
-        def write():
+    def _check(self, name, path, measurement):
+        from gradverify.regress import baseline as baseline_format
+        from gradverify.regress.drift import Tolerance
+        from gradverify.regress.gate import compare
+
+        def write(why: str, details: str = ""):
             record = {name: measurement.record(baseline_format.FULL_LIMIT)}
-            baseline_format.write(baseline_format.Baseline(record, Tolerance(**self.tolerance)), path)
+            try:
+                baseline_format.write(baseline_format.Baseline(record, Tolerance(**self.tolerance)), path,
+                                      replace=self.force_regen)
+            except baseline_format.BaselineExists as err:
+                pytest.fail(f"grad_regression: {why} and --force-regen is set, but {err}\n{details}".rstrip(),
+                            pytrace=False)
+            pytest.fail(f"grad_regression: {why} and --force-regen is set; rewrote {path}\n{details}".rstrip(),
+                        pytrace=False)
 
         if not path.exists():
-            write()
-            pytest.fail(f"grad_regression: no baseline for {name!r}; created {path}: run the test again",
-                        pytrace=False)
+            try:
+                baseline_format.write(baseline_format.Baseline({name: measurement.record(baseline_format.FULL_LIMIT)},
+                                                               Tolerance(**self.tolerance)), path)
+                pytest.fail(f"grad_regression: no baseline for {name!r}; created {path}: run the test again",
+                            pytrace=False)
+            except baseline_format.BaselineExists:
+                pass  # another process recorded it meanwhile: compare with theirs
         try:
             stored = baseline_format.read(path)
         except baseline_format.BaselineError as err:
             if self.force_regen:
-                write()
-                pytest.fail(f"grad_regression: {err}; --force-regen is set: rewrote {path}", pytrace=False)
+                write(str(err))
             pytest.fail(f"grad_regression: {err} (rewrite it with --force-regen)", pytrace=False)
         tolerance = dataclasses.replace(stored.tolerance, **self.tolerance)
         report = compare(stored, str(path), {name: measurement}, {}, baseline_format.environment(), tolerance)
         if not report.passed:
             if self.force_regen:
-                write()
-                pytest.fail(f"grad_regression: {name!r} differed and --force-regen is set; rewrote {path}\n"
-                            f"{report.text()}", pytrace=False)
+                write(f"{name!r} differed", report.text())
             pytest.fail(report.text(), pytrace=False)
 
 

@@ -28,6 +28,10 @@ DOCUMENT_DTYPES = ("float64", "float32")
 DEFAULT_REPEATS = 5
 
 
+USER_CODE_ERRORS = (Exception, SystemExit)
+"""What running the user's cases may raise: any error, and sys.exit (which must not end the gate with its code)."""
+
+
 class CasesError(Exception):
     """The cases could not be loaded (the message says why)."""
 
@@ -44,12 +48,15 @@ def load_cases(source: str | None = None) -> dict:
     if source is None:
         return document_cases()
     path = pathlib.Path(source)
-    from_file = path.suffix == ".py" or path.exists()
-    if from_file and not path.is_file():
-        raise CasesError(f"--cases {source}: no such file")
+    try:
+        from_file = path.suffix == ".py" or path.exists()
+        if from_file and not path.is_file():
+            raise CasesError(f"--cases {source}: no such file")
+    except OSError as err:
+        raise CasesError(f"--cases {source}: {err.strerror}") from None
     try:
         module = _import_file(path) if from_file else importlib.import_module(source)
-    except Exception as err:  # the user's module may raise anything while importing
+    except USER_CODE_ERRORS as err:
         raise CasesError(f"--cases {source}: could not load it: {type(err).__name__}: {err}") from err
     cases = getattr(module, "CASES", None)
     if not isinstance(cases, collections.abc.Mapping):

@@ -106,9 +106,15 @@ def compare_case(name: str, measurement: Measurement, record: CaseRecord, tolera
         return CaseReport(name, INPUTS_CHANGED, message=(
             f"the inputs differ from the baseline's (shapes {[list(s) for s in measurement.input_shapes]} vs "
             f"{[list(s) for s in record.input_shapes]}, or their values): the case changed, so re-record"))
-    if len(measurement.outputs) != len(record.outputs):
-        return CaseReport(name, DRIFT, message=(
-            f"the function returns {len(measurement.outputs)} outputs; the baseline has {len(record.outputs)}"))
+    recorded = (record.backend, record.cotangent_seed)
+    if (measurement.backend, measurement.cotangent_seed) != recorded:
+        return CaseReport(name, INPUTS_CHANGED, message=(
+            f"backend {measurement.backend} with cotangent seed {measurement.cotangent_seed}; the baseline was "
+            f"recorded with backend {record.backend} and cotangent seed {record.cotangent_seed}: re-record"))
+    for kind, now, then in (("outputs", measurement.outputs, record.outputs),
+                            ("gradients", measurement.gradients, record.gradients)):
+        if len(now) != len(then):
+            return CaseReport(name, DRIFT, message=f"the case has {len(now)} {kind}; the baseline has {len(then)}")
     single = len(record.outputs) == 1
     outputs = [array_drift("value" if single else f"value[{i}]", stored, current, tolerance)
                for i, (stored, current) in enumerate(zip(record.outputs, measurement.outputs))]
