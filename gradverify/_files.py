@@ -52,8 +52,8 @@ def check_output(path) -> pathlib.Path:
         raise _os_error(errno.EISDIR, path, "is a folder, expected a file")
     folder = path.parent
     if not folder.is_dir():
-        raise _os_error(errno.ENOTDIR if folder.exists() else errno.ENOENT, folder,
-                        "is not a folder" if folder.exists() else "no such folder")
+        raise _os_error(errno.ENOTDIR if folder.exists() else errno.ENOENT, path,
+                        f"its folder {folder} {'is not a folder' if folder.exists() else 'does not exist'}")
     if len(os.fsencode(path.name)) > os.pathconf(folder, "PC_NAME_MAX"):
         raise _os_error(errno.ENAMETOOLONG, path)
     with tempfile.TemporaryFile(dir=folder):  # the folder takes new files (permissions, read-only mounts)
@@ -77,7 +77,7 @@ def atomic_write(path, write_to) -> None:
     except OSError as err:
         raise _naming(err, path) from err
     try:
-        _remove_leftovers(path, started, keep=handle.name)
+        remove_leftovers(path.parent, _temporary_prefix(path), started)
         with handle:
             write_to(handle)
             handle.flush()
@@ -105,6 +105,11 @@ def _naming(err: OSError, path: pathlib.Path) -> OSError:
     return named
 
 
+def write_text(path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
 def _temporary_prefix(path: pathlib.Path) -> str:
     return f".{path.name}."
 
@@ -125,12 +130,12 @@ def _held_temporary(path: pathlib.Path):
         handle.close()
 
 
-def _remove_leftovers(path: pathlib.Path, started: float, keep: str) -> None:
+def remove_leftovers(folder: pathlib.Path, prefix: str, started: float) -> None:
+    """Remove the temporary files ``folder/PREFIX*.tmp`` older than ``started`` that no live writer holds."""
     if fcntl is None:
         return
-    prefix = _temporary_prefix(path)
-    for entry in os.scandir(path.parent):
-        if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp")) or entry.path == keep:
+    for entry in os.scandir(folder):
+        if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp")):
             continue
         try:
             if entry.stat(follow_symlinks=False).st_mtime >= started:
@@ -148,6 +153,27 @@ def _remove_leftovers(path: pathlib.Path, started: float, keep: str) -> None:
             os.close(fd)
 
 
+def _expansion_limit(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[int, int]:
+    """``(stored bytes, the most bytes the member may expand to)``; the zip directory's sizes are the file's word."""
+    archive.fp.seek(0, os.SEEK_END)
+    stored = min(info.compress_size, archive.fp.tell())
+    return stored, max(ARRAY_FLOOR_BYTES, ARRAY_EXPANSION_LIMIT * stored)
+
+
+def _too_large(name: str, stored: int, declared: int, limit: int) -> ValueError:
+    return ValueError(f"{name} expands {stored} stored bytes into {declared} bytes, over the limit of {limit} "
+                      f"(max({ARRAY_FLOOR_BYTES}, {ARRAY_EXPANSION_LIMIT} x stored)); allow large arrays to read it")
+
+
+def read_member(archive: zipfile.ZipFile, name: str, allow_large: bool = False) -> bytes:
+    """The bytes of ``archive``'s member ``name``; ValueError if it expands past the limit (unless ``allow_large``)."""
+    info = archive.getinfo(name)
+    stored, limit = _expansion_limit(archive, info)
+    if not allow_large and info.file_size > limit:
+        raise _too_large(name, stored, info.file_size, limit)
+    return archive.read(info)
+
+
 def read_npy_member(archive: zipfile.ZipFile, name: str, allow_large: bool = False) -> np.ndarray:
     """The array stored in ``archive``'s member ``name`` (an ``.npy``), read without pickle.
 
@@ -156,8 +182,7 @@ def read_npy_member(archive: zipfile.ZipFile, name: str, allow_large: bool = Fal
     ``allow_large``: a crafted file never becomes a MemoryError or a decompression bomb.
     """
     info = archive.getinfo(name)
-    archive.fp.seek(0, os.SEEK_END)
-    stored = min(info.compress_size, archive.fp.tell())  # the directory's sizes are the file's word, not facts
+    stored, limit = _expansion_limit(archive, info)
     with archive.open(info) as member:
         version = np.lib.format.read_magic(member)
         readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
@@ -171,10 +196,7 @@ def read_npy_member(archive: zipfile.ZipFile, name: str, allow_large: bool = Fal
     if declared > info.file_size - header:
         raise ValueError(f"{name} declares {declared} bytes of data (shape {shape}, {dtype}) but holds "
                          f"{info.file_size - header}")
-    limit = max(ARRAY_FLOOR_BYTES, ARRAY_EXPANSION_LIMIT * stored)
     if not allow_large and declared > limit:
-        raise ValueError(f"{name} expands {stored} stored bytes into {declared} bytes, over the limit "
-                         f"of {limit} (max({ARRAY_FLOOR_BYTES}, {ARRAY_EXPANSION_LIMIT} x stored)); allow large "
-                         "arrays to read it")
+        raise _too_large(name, stored, declared, limit)
     with archive.open(info) as member:
         return np.lib.format.read_array(member, allow_pickle=False)

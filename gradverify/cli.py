@@ -44,6 +44,11 @@ def main(argv=None) -> int:
     except UsageError as err:
         print(f"gradverify {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as err:  # a path given on the command line or by an environment variable cannot be used
+        from gradverify._files import describe
+
+        print(f"gradverify {args.command}: error: {describe(err)}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -218,7 +218,7 @@ DESCRIPTION = {"format": serialization.FORMAT, "version": serialization.VERSION,
 
 def test_a_pickle_inside_is_refused():
     crafted = _archive(DESCRIPTION, [("storage_0.npy", _npy(np.array([print, 1], dtype=object)))])
-    with pytest.raises(ValueError, match=r"cannot read crafted.pt: its storage_0.npy cannot be read without pickle"):
+    with pytest.raises(ValueError, match=r"cannot read crafted.pt: its storage_0.npy cannot be read: storage_0.npy holds Python objects"):
         ge.load(crafted)
 
 
@@ -237,7 +237,7 @@ def test_pickles_and_torch_files_are_refused(tmp_path):
     ({"version": 99}, "format version 99, this gradverify reads 1"),
     ({"object": {"tensor": 5}}, "is not a value ge.save writes"),
     ({"object": {"set": [1]}}, "is not a value ge.save writes"),
-    ({"tensors": [{**TENSOR, "shape": [3]}]}, "buffer is too small|incompatible"),
+    ({"tensors": [{**TENSOR, "shape": [3]}]}, "views more memory than its storage"),
     ({"tensors": [{**TENSOR, "dtype": "|O"}]}, "tensor 0 has dtype object, not a number type"),
     ({"tensors": [{**TENSOR, "storage": 1}]}, "it has no member storage_1.npy"),
     ({"tensors": [{"storage": 0}]}, "tensor 0 is described by"),

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+import zlib
 from collections import OrderedDict
 
 import numpy as np
 
-from .._files import atomic_write
+from .._files import atomic_write, read_member, read_npy_member
 from .nn.module import Parameter
 from .tensor import Tensor
 
@@ -52,13 +53,18 @@ def save(obj, f):
         write_to(f)
 
 
-def load(f, map_location=None, weights_only=True):
+def load(f, map_location=None, weights_only=True, *, allow_large=False):
     """The object :func:`save` wrote to ``f`` (a path or a binary file object), as torch.load.
 
     Tensors come back as leaves on the CPU (``map_location`` may only name the CPU: 'cpu', a
     ``ge.device`` or a dict of them).  ``weights_only`` is accepted for torch's signature: the format
     holds only data, so loading never unpickles, whatever its value.  A file that is not one
     :func:`save` wrote, or that holds a pickle, raises ValueError naming the file.
+
+    Memory stays bounded by the file: an array declaring more than max(16 MiB, 64 x its stored bytes),
+    or more bytes than its member holds, raises ValueError before anything is allocated (``allow_large=True``
+    lifts the first limit for honest compressed files), and a tensor may view no more elements than its
+    storage holds (no stride tricks: ge.save never writes them).
     """
     _check_cpu(map_location)
     name = os.fspath(f) if isinstance(f, (str, os.PathLike)) else getattr(f, "name", f"<{type(f).__name__}>")
@@ -69,16 +75,16 @@ def load(f, map_location=None, weights_only=True):
                 pickled = sorted(m for m in members if m.endswith(".pkl"))
                 found = f"a pickle ({pickled[0]}), which ge.load never runs" if pickled else f"no {_OBJECT}"
                 raise _Unreadable(f"it holds {found}")
-            description = json.loads(archive.read(_OBJECT))
+            description = json.loads(read_member(archive, _OBJECT, allow_large))
             if not isinstance(description, dict) or description.get("format") != FORMAT:
                 raise _Unreadable(f"its {_OBJECT} does not describe a {FORMAT} file")
             if description.get("version") != VERSION:
                 version = description.get("version")
                 raise _Unreadable(f"it has format version {version!r}, this gradverify reads {VERSION}")
-            tensors = _Reader(archive, members).tensors(description.get("tensors"))
+            tensors = _Reader(archive, members, allow_large).tensors(description.get("tensors"))
             return _decode(description.get("object"), tensors)
     except (zipfile.BadZipFile, _Unreadable, ValueError, TypeError, KeyError, IndexError, BufferError,
-            RecursionError) as err:
+            RecursionError, EOFError, zlib.error, NotImplementedError) as err:
         reason = "it is not a zip archive" if isinstance(err, zipfile.BadZipFile) else str(err)
         raise ValueError(f"ge.load: cannot read {name}: {reason}; expected {_EXPECTED}") from err
 
@@ -136,12 +142,13 @@ class _Writer:
 def _in_owner(array):
     """``(array, owner, offset)``: the array owning the memory that ``array`` views, and its byte offset there.
 
-    An array without elements or without a contiguous owner is replaced by a copy that is its own owner.
+    An array without elements, without a contiguous owner, or with more elements than its owner (a
+    broadcast view) is replaced by a copy that is its own owner.
     """
     owner = array
     while isinstance(owner.base, np.ndarray):
         owner = owner.base
-    if array.size == 0 or not (owner.flags.c_contiguous or owner.flags.f_contiguous):
+    if array.size == 0 or array.size > owner.size or not (owner.flags.c_contiguous or owner.flags.f_contiguous):
         array = owner = array.copy()
     return array, owner, array.__array_interface__["data"][0] - owner.__array_interface__["data"][0]
 
@@ -149,8 +156,8 @@ def _in_owner(array):
 class _Reader:
     """Rebuilds the tensors of an archive, each storage read once, so tensors that shared memory share it again."""
 
-    def __init__(self, archive, members):
-        self.archive, self.members, self.storages = archive, members, {}
+    def __init__(self, archive, members, allow_large):
+        self.archive, self.members, self.allow_large, self.storages = archive, members, allow_large, {}
 
     def tensors(self, records):
         if not isinstance(records, list):
@@ -164,8 +171,13 @@ class _Reader:
         dtype = np.dtype(record["dtype"])
         if dtype.kind not in "biufc":
             raise _Unreadable(f"tensor {i} has dtype {dtype}, not a number type")
-        array = np.ndarray(tuple(record["shape"]), dtype, buffer=self._storage(record["storage"]),
-                           offset=record["offset"], strides=tuple(record["strides"]))
+        storage = self._storage(record["storage"])
+        elements = int(np.prod(record["shape"], dtype=object)) if isinstance(record["shape"], list) else None
+        if elements is None or elements * dtype.itemsize > storage.nbytes:
+            raise _Unreadable(f"tensor {i} of shape {record['shape']} views more memory than its storage's "
+                              f"{storage.nbytes} bytes: a stride trick, which ge.save never writes")
+        array = np.ndarray(tuple(record["shape"]), dtype, buffer=storage, offset=record["offset"],
+                           strides=tuple(record["strides"]))
         if record["parameter"]:
             # Parameter() would copy the array and break the sharing.
             t = Parameter.__new__(Parameter)
@@ -178,11 +190,10 @@ class _Reader:
             name = f"storage_{k}.npy"
             if name not in self.members:
                 raise _Unreadable(f"it has no member {name}")
-            with self.archive.open(name) as member:
-                try:
-                    self.storages[k] = np.lib.format.read_array(member, allow_pickle=False)
-                except ValueError as err:
-                    raise _Unreadable(f"its {name} cannot be read without pickle ({err})") from err
+            try:
+                self.storages[k] = read_npy_member(self.archive, name, self.allow_large)
+            except ValueError as err:
+                raise _Unreadable(f"its {name} cannot be read: {err}") from err
         return self.storages[k]
 
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 import json
 import os
 
+from gradverify._files import check_output, write_text
 from gradverify.cli import EXIT_FAILED, EXIT_OK, UsageError
 from gradverify.fuzz import jax_cache
 from gradverify.ops import TABLE
 
 JAX_EVERY = 4
+MAX_NODES_LIMIT = 64
+"""Graphs grow in evaluation time and in the size of their oracles' ladders with their nodes: past this a single
+graph can take minutes."""
 
 
 # Measured on 2 cores: 2 workers check about 1.5x the graphs per second of one; more workers
@@ -25,7 +29,8 @@ def configure(parser):
     """Declare the fuzz command's arguments."""
     parser.add_argument("--graphs", type=int, default=200, help="number of random graphs (default 200)")
     parser.add_argument("--seed", type=int, default=0, help="campaign seed (default 0)")
-    parser.add_argument("--max-nodes", type=int, default=8, help="largest graph, in nodes (default 8)")
+    parser.add_argument("--max-nodes", type=int, default=8,
+                        help=f"largest graph, in nodes (default 8, at most {MAX_NODES_LIMIT})")
     parser.add_argument("--shard", default="1/1", help="run part i of n of the campaign, written i/n (default 1/1)")
     parser.add_argument("--focus", default=None, help="table op every graph must use (default: none)")
     parser.add_argument("--no-shrink", action="store_true", help="do not shrink the first failure")
@@ -47,6 +52,13 @@ def _arguments(args):
     for flag, value in (("--max-nodes", args.max_nodes), ("--workers", args.workers), ("--jax-every", args.jax_every)):
         if value < 1:
             raise UsageError(f"{flag}: expected a positive number, got {value}")
+    if not 0 <= args.seed < 2**32:
+        raise UsageError(f"--seed: expected a number in 0..{2**32 - 1}, got {args.seed}")
+    if args.max_nodes > MAX_NODES_LIMIT:
+        raise UsageError(f"--max-nodes: at most {MAX_NODES_LIMIT} (larger graphs can take minutes each), "
+                         f"got {args.max_nodes}")
+    if args.json is not None:
+        check_output(args.json)  # before the work: a finished run must not lose its report
     if args.focus is not None and args.focus not in TABLE:
         raise UsageError(f"--focus: {args.focus!r} is not an op of the table; known ops: {', '.join(TABLE)}")
     try:
@@ -80,8 +92,7 @@ def run(args) -> int:
                               workers=args.workers)
     print_summary(result)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(result.to_dict(), handle, indent=2)
+        write_text(args.json, json.dumps(result.to_dict(), indent=2))
     return EXIT_OK if result.passed else EXIT_FAILED
 
 

@@ -8,6 +8,7 @@ second campaign (or a CI job restoring the directory) reuses them.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 ENVIRONMENT_VARIABLE = "GRADVERIFY_JAX_CACHE"
@@ -22,11 +23,21 @@ def directory() -> Path:
 
 
 def enable() -> Path:
-    """Turn the persistent cache on for this process (every compiled program is kept); returns its directory."""
+    """Turn the persistent cache on for this process (every compiled program is kept); returns its directory.
+
+    Raises OSError naming the folder and the variable that chose it when the folder cannot be made or written.
+    """
     import jax
 
     path = directory()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        chosen_by = ENVIRONMENT_VARIABLE if os.environ.get(ENVIRONMENT_VARIABLE) else "XDG_CACHE_HOME or HOME"
+        raise OSError(err.errno, f"{err.strerror} (the JAX compilation cache, chosen by ${chosen_by})",
+                      err.filename or str(path)) from None
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)

@@ -11,6 +11,7 @@ import json
 
 import pandas as pd
 
+from gradverify._files import check_output, write_text
 from gradverify.cli import EXIT_FAILED, EXIT_OK, UsageError
 from gradverify.fuzz import jax_cache
 
@@ -55,6 +56,10 @@ def run(args) -> int:
 
     if args.graphs < 1:
         raise UsageError(f"--graphs: expected a positive number, got {args.graphs}")
+    if not 0 <= args.seed < 2**32:
+        raise UsageError(f"--seed: expected a number in 0..{2**32 - 1}, got {args.seed}")
+    if args.json is not None:
+        check_output(args.json)  # before the work: a finished run must not lose its report
     unknown = [name for name in args.only or () if name not in mutants.BY_NAME]
     if unknown:
         raise UsageError(f"--only: unknown mutants {', '.join(unknown)}; known: {', '.join(mutants.BY_NAME)}")
@@ -72,6 +77,5 @@ def run(args) -> int:
     console.print(f"killed {summary['killed']}/{summary['total']}"
                   + (f"; survivors: {', '.join(summary['survivors'])}" if summary["survivors"] else ""))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(summary, handle, indent=2)
+        write_text(args.json, json.dumps(summary, indent=2))
     return EXIT_OK if not summary["survivors"] else EXIT_FAILED

@@ -61,6 +61,7 @@ import pathlib
 import platform
 import re
 import stat
+import time
 import zipfile
 from dataclasses import dataclass, field
 from zlib import error as zlib_error
@@ -69,7 +70,7 @@ import filelock
 import jsonschema
 import numpy as np
 
-from .._files import atomic_write, read_npy_member
+from .._files import atomic_write, read_npy_member, remove_leftovers
 from .drift import Tolerance
 
 FORMAT = "gradverify-baseline"
@@ -303,6 +304,8 @@ def write(baseline: Baseline, path, replace: bool = False) -> pathlib.Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with lock(target):
         check_replaceable(target, replace)
+        # Killed writers of this baseline left temporary files of .npz files of any digest: all are older.
+        remove_leftovers(target.parent, f".{target.stem}.", time.time())
         # An .npz holding these very arrays is kept: rewriting would change its bytes (zip timestamps) for nothing.
         if not _holds(arrays_path, arrays):
             atomic_write(arrays_path, lambda f: np.savez_compressed(f, **arrays))

@@ -97,8 +97,9 @@ def _record(args, given_tolerance: dict) -> int:
     tolerance = _tolerance(Tolerance(), given_tolerance)
     if args.full_limit < 0:
         raise UsageError(f"--full-limit: expected a number of entries >= 0, got {args.full_limit}")
-    if not args.out:
-        raise UsageError("--out: expected the path of a baseline, got ''")
+    if not args.out or pathlib.Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out!r}: expected the path of a baseline (NAME or NAME.json), got "
+                         f"{'a folder' if args.out else 'an empty path'}")
     target = baseline_format.json_path(args.out)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

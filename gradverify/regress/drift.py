@@ -10,7 +10,7 @@ Entries are compared one by one when the baseline holds the whole array.  For
 a large array the baseline holds a digest and random projections instead (see
 :mod:`gradverify.regress.baseline`); the drift is then the relative change of
 the projections against the array's 2-norm, an estimate of the relative
-2-norm drift ``|new - old| / |old|`` accurate to a small factor (exact for a
+2-norm drift ``|new - old| / |new|`` accurate to a small factor (exact for a
 change confined to one entry).
 """
 from __future__ import annotations
@@ -131,20 +131,20 @@ def entrywise_drift(name: str, baseline: np.ndarray, current: np.ndarray, tolera
 
 
 def projected_drift(
-    name: str, baseline_projections: np.ndarray, baseline_norm: float, current_projections: np.ndarray, dtype,
+    name: str, baseline_projections: np.ndarray, norm: float, current_projections: np.ndarray, dtype,
     tolerance: Tolerance,
 ) -> ArrayDrift:
     """Drift of a large array whose digest changed, from its random projections.
 
-    ``max |p_new - p_old| / |old|`` over the projections estimates the
-    relative 2-norm drift; it is judged against ``ulps`` ulps of the dtype's
+    ``max |p_new - p_old| / norm`` over the projections, with ``norm`` the
+    current array's 2-norm, estimates the relative 2-norm drift; it is judged against ``ulps`` ulps of the dtype's
     machine epsilon (``atol`` does not apply: no single entry is known).
     """
     with np.errstate(all="ignore"):
         moved = np.abs(current_projections - baseline_projections)
         moved[np.isnan(current_projections) & np.isnan(baseline_projections)] = 0.0
         largest = moved.max()
-        rel = largest / baseline_norm if baseline_norm else (0.0 if largest == 0 else np.inf)
+        rel = largest / norm if norm else (0.0 if largest == 0 else np.inf)
     rel = float(np.nan_to_num(rel, nan=np.inf))
     ulps = rel / float(np.finfo(dtype).eps)
     return ArrayDrift(name, rel, ulps, exceeded=ulps > tolerance.ulps, estimated=True)

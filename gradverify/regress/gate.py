@@ -28,7 +28,9 @@ def array_drift(name: str, stored: StoredArray, current: np.ndarray, tolerance: 
     if digest(current) == stored.sha256:
         return unchanged(name)
     if stored.sketched:
-        return projected_drift(name, stored.data, stored.norm, rademacher_projections(current), current.dtype,
+        # Against the current array's norm: the stored one is the file's word, and a drift it inflated would pass.
+        current_norm = float(np.linalg.norm(current.astype(np.float64).ravel()))
+        return projected_drift(name, stored.data, current_norm, rademacher_projections(current), current.dtype,
                                tolerance)
     return entrywise_drift(name, stored.data, current, tolerance)
 
@@ -102,15 +104,17 @@ def _json_float(value):
 def compare_case(name: str, measurement: Measurement, record: CaseRecord, tolerance: Tolerance,
                  max_slowdown: float | None = None) -> CaseReport:
     """Compare one measured case with its baseline entry."""
-    if measurement.inputs_sha256 != record.inputs_sha256:
+    shapes = [tuple(s) for s in measurement.input_shapes]
+    if measurement.inputs_sha256 != record.inputs_sha256 or shapes != [tuple(s) for s in record.input_shapes]:
         return CaseReport(name, INPUTS_CHANGED, message=(
             f"the inputs differ from the baseline's (shapes {[list(s) for s in measurement.input_shapes]} vs "
             f"{[list(s) for s in record.input_shapes]}, or their values): the case changed, so re-record"))
-    recorded = (record.backend, record.cotangent_seed)
-    if (measurement.backend, measurement.cotangent_seed) != recorded:
+    recorded = (record.backend, record.dtype, record.cotangent_seed)
+    if (measurement.backend, measurement.dtype, measurement.cotangent_seed) != recorded:
         return CaseReport(name, INPUTS_CHANGED, message=(
-            f"backend {measurement.backend} with cotangent seed {measurement.cotangent_seed}; the baseline was "
-            f"recorded with backend {record.backend} and cotangent seed {record.cotangent_seed}: re-record"))
+            f"backend {measurement.backend}, dtype {measurement.dtype}, cotangent seed {measurement.cotangent_seed}; "
+            f"the baseline has backend {record.backend}, dtype {record.dtype}, cotangent seed "
+            f"{record.cotangent_seed}: the case changed, so re-record"))
     for kind, now, then in (("outputs", measurement.outputs, record.outputs),
                             ("gradients", measurement.gradients, record.gradients)):
         if len(now) != len(then):

@@ -5,6 +5,7 @@ import shlex
 import time
 from pathlib import Path
 
+from gradverify._files import check_output, describe
 from gradverify.cli import EXIT_OK, UsageError
 
 
@@ -31,6 +32,11 @@ def run(args) -> int:
         raise UsageError(f"--threads: expected a positive number of threads, got {args.threads}")
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out: {args.out} exists and is not a folder")
+    try:  # before the work: a finished report must have somewhere to go
+        args.out.mkdir(parents=True, exist_ok=True)
+        check_output(args.out / "report.md")
+    except OSError as err:
+        raise UsageError(describe(err, "--out")) from None
     if args.readme is not None and not args.readme.is_file():
         raise UsageError(f"--readme: {args.readme} is not a file")
     if backend_available("torch"):
