@@ -188,7 +188,7 @@ def test_detach_item_numpy_and_array_protocol():
     x = ge.tensor([[1.0, 2.0]], requires_grad=True)
     d = x.detach()
     assert not d.requires_grad and d.is_leaf
-    assert np.shares_memory(d.numpy(), x.data)
+    assert np.shares_memory(d.numpy(), x.array)
     with pytest.raises(RuntimeError, match=r"detach\(\)\.numpy\(\)"):
         x.numpy()
     assert (x.sum() * 2).item() == 6.0 and isinstance(x.sum().item(), float)
@@ -367,7 +367,7 @@ def test_load_state_dict_then_forward_matches_torch(source):
     )
     assert engine_model.head.weight.dtype == ge.float64
     state["head.weight"][0, 0] = 99.0
-    assert engine_model.head.weight.data[0, 0] != 99.0
+    assert engine_model.head.weight.array[0, 0] != 99.0
 
 
 def test_linear_layout_and_default_initialisation_follow_torch():
@@ -378,10 +378,10 @@ def test_linear_layout_and_default_initialisation_follow_torch():
     assert layer.bias.shape == tuple(reference.bias.shape) == (300,)
     assert layer.weight.dtype == ge.float32 and layer.weight.requires_grad and layer.weight.is_leaf
     bound = 1 / np.sqrt(400)
-    for values in (layer.weight.data.ravel(), layer.bias.data):
+    for values in (layer.weight.array.ravel(), layer.bias.array):
         assert np.abs(values).max() <= bound
     # Uniform on [-b, b]: mean 0, standard deviation b / sqrt(3), flat histogram.
-    weights = layer.weight.data.ravel().astype(np.float64)
+    weights = layer.weight.array.ravel().astype(np.float64)
     assert abs(weights.mean()) < 0.01 * bound
     assert weights.std() == pytest.approx(bound / np.sqrt(3), rel=0.01)
     counts, _ = np.histogram(weights, bins=10, range=(-bound, bound))
@@ -389,7 +389,7 @@ def test_linear_layout_and_default_initialisation_follow_torch():
     assert weights.std() == pytest.approx(reference.weight.detach().double().std().item(), rel=0.02)
     out = layer(ge.tensor(np.ones((2, 400), dtype=np.float32)))
     assert out.dtype == ge.float32 and out.shape == (2, 300)
-    expected = layer.weight.data.astype(np.float64).sum(axis=1) + layer.bias.data
+    expected = layer.weight.array.astype(np.float64).sum(axis=1) + layer.bias.array
     np.testing.assert_allclose(out.detach().numpy(), np.stack([expected, expected]), rtol=1e-5, atol=1e-6)
 
 

@@ -204,8 +204,9 @@ def test_device_prints_and_compares_as_torchs():
     x, expected = ge.tensor(MATRIX), torch.tensor(MATRIX).device
     assert (str(x.device), repr(x.device)) == (str(expected), repr(expected))
     assert x.device == "cpu" and x.device == ge.device("cpu") and x.device.type == "cpu"
-    with pytest.raises(ValueError, match="only 'cpu'"):
-        ge.device("cuda")
+    assert (str(ge.device("cuda:1")), repr(ge.device("cuda", 0))) == ("cuda:1", "device(type='cuda', index=0)")
+    with pytest.raises(RuntimeError, match="device: expected a device name"):
+        ge.device("gpu")
 
 
 @pytest.mark.parametrize("name", ["bool", "float", "int"])

@@ -9,8 +9,8 @@ import gradverify.engine as ge
 def _assert_like_torch(ours, theirs):
     expected = theirs.detach().numpy()
     assert ours.shape == tuple(theirs.shape)
-    assert ours.data.dtype == expected.dtype
-    np.testing.assert_allclose(ours.data, expected, rtol=1e-12, atol=0)
+    assert ours.array.dtype == expected.dtype
+    np.testing.assert_allclose(ours.array, expected, rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("shape, sizes", [((3, 1), (-1, 5)), ((3, 1), (2, -1, 4)), ((2,), (3, -1)), ((2, 3), (-1, -1))])
@@ -19,7 +19,7 @@ def test_expand_and_broadcast_to_keep_the_size_at_minus_one(shape, sizes):
     x, t = ge.tensor(values, requires_grad=True), torch.tensor(values, requires_grad=True)
     for ours, theirs in ((x.expand(*sizes), t.expand(*sizes)), (ge.broadcast_to(x, sizes), torch.broadcast_to(t, sizes))):
         _assert_like_torch(ours, theirs)
-        weights = np.arange(ours.data.size, dtype=np.float64).reshape(ours.shape)
+        weights = np.arange(ours.array.size, dtype=np.float64).reshape(ours.shape)
         (ours * ge.tensor(weights)).sum().backward()
         (theirs * torch.tensor(weights)).sum().backward()
     _assert_like_torch(x.grad, t.grad)
@@ -55,8 +55,8 @@ def test_view_as_dtype_reinterprets_the_bits_as_torch(source_name, dtype_name):
     ours, theirs = x.view(getattr(ge, dtype_name)), t.view(getattr(torch, dtype_name))
     assert ours.requires_grad == theirs.requires_grad
     expected = theirs.detach().numpy()
-    assert ours.shape == expected.shape and ours.data.dtype == expected.dtype
-    np.testing.assert_array_equal(ours.data.view(np.uint8), expected.view(np.uint8))
+    assert ours.shape == expected.shape and ours.array.dtype == expected.dtype
+    np.testing.assert_array_equal(ours.array.view(np.uint8), expected.view(np.uint8))
 
 
 def test_view_with_a_shape_still_reshapes():

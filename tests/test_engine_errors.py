@@ -73,7 +73,7 @@ def test_gradient_of_something_that_does_not_require_grad():
     ids=["tensor", "requires_grad_", "zeros", "Parameter"],
 )
 def test_integer_tensors_cannot_require_grad(make):
-    with pytest.raises(TypeError, match="only floating-point tensors can require gradients; this tensor has dtype int64"):
+    with pytest.raises(RuntimeError, match="only floating-point tensors can require gradients; this tensor has dtype int64"):
         make()
 
 
@@ -96,7 +96,7 @@ def test_bad_dtype_arguments(call, message):
 
 
 def test_other_bad_arguments_name_the_argument():
-    with pytest.raises(ValueError, match="device: .* only 'cpu' is supported, got 'cuda'"):
+    with pytest.raises(RuntimeError, match="device: .* on the CPU only; it has no device 'cuda'"):
         ge.tensor([1.0]).to("cuda")
     with pytest.raises(TypeError, match="expected a Tensor, a number or an array, got str"):
         ge.tensor([1.0]) + "x"
@@ -119,16 +119,16 @@ def test_ops_never_change_their_inputs():
     seed = np.ones((4, 2))
     out = ge.tanh(x @ w.T + 1.0) * 3.0 - ge.exp(x).sum(dim=1, keepdim=True)
     out.backward(gradient=ge.tensor(seed))
-    np.testing.assert_array_equal(x.data, x_data)
-    np.testing.assert_array_equal(w.data, w_data)
+    np.testing.assert_array_equal(x.array, x_data)
+    np.testing.assert_array_equal(w.array, w_data)
     np.testing.assert_array_equal(seed, np.ones((4, 2)))
-    x.grad.data += 1.0
+    x.grad.array += 1.0
     np.testing.assert_array_equal(seed, np.ones((4, 2)))
 
     leaf, other, cotangent = ge.tensor([1.0, 2.0], requires_grad=True), ge.tensor([5.0], requires_grad=True), ge.tensor([3.0, 4.0])
     leaf.backward(gradient=cotangent)
     (leaf + other).sum().backward()
-    assert not np.shares_memory(leaf.grad.data, cotangent.data)
-    assert not np.shares_memory(leaf.grad.data, other.grad.data)
+    assert not np.shares_memory(leaf.grad.array, cotangent.array)
+    assert not np.shares_memory(leaf.grad.array, other.grad.array)
     np.testing.assert_array_equal(leaf.grad.numpy(), [4.0, 5.0])
     np.testing.assert_array_equal(cotangent.numpy(), [3.0, 4.0])

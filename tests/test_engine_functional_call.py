@@ -49,7 +49,7 @@ def _assert_trees_close(engine_tree, torch_tree, rtol=1e-12, atol=1e-12):
             _assert_trees_close(e, t, rtol, atol)
     else:
         assert engine_tree.dtype == np.float64 and tuple(engine_tree.shape) == tuple(torch_tree.shape)
-        np.testing.assert_allclose(engine_tree.data, torch_tree.detach().numpy(), rtol=rtol, atol=atol)
+        np.testing.assert_allclose(engine_tree.array, torch_tree.detach().numpy(), rtol=rtol, atol=atol)
 
 
 def test_functional_call_values_match_torch_and_use_the_given_tensors():
@@ -60,7 +60,7 @@ def test_functional_call_values_match_torch_and_use_the_given_tensors():
         own = lib.func.functional_call(model, dict(model.named_parameters()), (lib.tensor(X),))
         np.testing.assert_array_equal(own.detach().numpy(), model(lib.tensor(X)).detach().numpy())
     _assert_trees_close(outputs[ge], outputs[torch])
-    assert not np.allclose(outputs[ge].data, _mlp(ge)(ge.tensor(X)).data)
+    assert not np.allclose(outputs[ge].array, _mlp(ge)(ge.tensor(X)).array)
 
 
 def test_grad_of_functional_call_over_a_parameter_dict_matches_torch_func():
@@ -76,13 +76,13 @@ def test_grad_of_functional_call_over_a_parameter_dict_matches_torch_func():
 
 def test_the_module_is_unchanged_after_the_call_and_after_an_error():
     model = _mlp(ge)
-    before = {name: (p, p.data.copy()) for name, p in model.named_parameters()}
+    before = {name: (p, p.array.copy()) for name, p in model.named_parameters()}
     ge.func.grad(_loss(ge, model))(_params(ge), ge.tensor(X), ge.tensor(Y))
     with pytest.raises(ValueError):
         ge.func.functional_call(model, _params(ge), (ge.tensor(np.ones((2, 7))),))  # wrong input width
     for name, p in model.named_parameters():
         assert p is before[name][0] and isinstance(p, ge.nn.Parameter) and p.grad is None
-        np.testing.assert_array_equal(p.data, before[name][1])
+        np.testing.assert_array_equal(p.array, before[name][1])
         assert getattr(model[int(name[0])], name[2:]) is p
     assert list(model.state_dict()) == list(before)
 

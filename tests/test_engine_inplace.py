@@ -134,9 +134,9 @@ def test_in_place_changes_to_tensors_in_the_graph_are_recorded_as_in_torch(name)
 def test_a_recorded_change_keeps_the_tensor_and_its_memory():
     x = ge.tensor([1.0, 2.0], requires_grad=True)
     y = x * 2.0
-    memory, view = y.data, y.detach()
+    memory, view = y.array, y.detach()
     y += 1.0
-    assert y.data is memory and view.tolist() == [3.0, 5.0] and y.grad_fn == "add" and not y.is_leaf
+    assert y.array is memory and view.tolist() == [3.0, 5.0] and y.grad_fn == "add" and not y.is_leaf
 
 
 def test_the_value_before_a_recorded_change_is_kept_for_the_rules_that_read_it():

@@ -117,7 +117,7 @@ def test_identity_and_flatten_shapes(make, shape):
     x = np.arange(24.0).reshape(2, 3, 4)
     ours, theirs = (make(lib)(lib.tensor(x)) for lib in LIBS)
     assert tuple(ours.shape) == tuple(theirs.shape) == shape
-    np.testing.assert_array_equal(ours.data, theirs.numpy())
+    np.testing.assert_array_equal(ours.array, theirs.numpy())
 
 
 # ------------------------------------------------------------------ differentiable comparisons
@@ -129,12 +129,12 @@ def _compare(engine_fn, torch_fn, *arrays, differentiate=None, atol=1e-12):
     torch_args = [torch.tensor(a, requires_grad=i in differentiate) for i, a in enumerate(arrays)]
     out_ge, out_torch = engine_fn(*ge_args), torch_fn(*torch_args)
     assert tuple(out_ge.shape) == tuple(out_torch.shape)
-    np.testing.assert_allclose(out_ge.data, out_torch.detach().numpy(), rtol=1e-12, atol=atol)
+    np.testing.assert_allclose(out_ge.array, out_torch.detach().numpy(), rtol=1e-12, atol=atol)
     cotangent = np.random.default_rng(1).standard_normal(out_ge.shape)
     (out_ge * ge.tensor(cotangent)).sum().backward()
     (out_torch * torch.tensor(cotangent)).sum().backward()
     for i in differentiate:
-        np.testing.assert_allclose(ge_args[i].grad.data, torch_args[i].grad.numpy(), rtol=1e-11, atol=atol)
+        np.testing.assert_allclose(ge_args[i].grad.array, torch_args[i].grad.numpy(), rtol=1e-11, atol=atol)
 
 
 RNG = np.random.default_rng(0)
@@ -203,7 +203,7 @@ def test_embedding_initialises_like_torch():
     reference = torch.nn.Embedding(2000, 50, padding_idx=3)
     assert list(table.state_dict()) == list(reference.state_dict()) == ["weight"]
     assert table.weight.requires_grad and table.padding_idx == reference.padding_idx == 3
-    weight = table.weight.data
+    weight = table.weight.array
     assert np.all(weight[3] == 0)
     assert abs(weight.mean()) < 0.01 and abs(weight.std() - 1) < 0.01
     indices = ge.tensor([[3, 0]])
@@ -300,5 +300,5 @@ def test_losses_do_not_change_their_inputs():
     x, t = ge.tensor(LOGITS.copy()), ge.tensor(TARGETS.copy())
     ge.nn.functional.binary_cross_entropy_with_logits(x, t, pos_weight=ge.tensor(POS_WEIGHT))
     ge.nn.functional.smooth_l1_loss(x, t)
-    np.testing.assert_array_equal(x.data, LOGITS)
-    np.testing.assert_array_equal(t.data, TARGETS)
+    np.testing.assert_array_equal(x.array, LOGITS)
+    np.testing.assert_array_equal(t.array, TARGETS)

@@ -53,7 +53,7 @@ def test_clip_grad_norm_single_tensor_and_no_grads():
 
 def test_clip_grad_norm_nonfinite_raises_when_asked():
     ours, _ = _grad_pairs(2, [(3,)])
-    ours[0].grad.data[0] = np.inf
+    ours[0].grad.array[0] = np.inf
     with pytest.raises(RuntimeError, match="non-finite"):
         ge_utils.clip_grad_norm_(ours, 1.0, error_if_nonfinite=True)
 

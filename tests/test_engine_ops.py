@@ -229,9 +229,9 @@ def _engine_second_order(case, cotangent, weights):
     grads = ge.autograd.grad(case.function("engine")(*inputs), inputs, seed, create_graph=True)
     total = sum((g * ge.tensor(w)).sum() for g, w in zip(grads, weights))
     if not total.requires_grad:  # the VJP does not depend on its arguments
-        return [np.zeros_like(x.data) for x in inputs + [seed]]
+        return [np.zeros_like(x.array) for x in inputs + [seed]]
     second = ge.autograd.grad(total, inputs + [seed], allow_unused=True)
-    return [np.zeros_like(x.data) if s is None else s for s, x in zip(second, inputs + [seed])]
+    return [np.zeros_like(x.array) if s is None else s for s, x in zip(second, inputs + [seed])]
 
 
 def _torch_second_order(case, cotangent, weights):
@@ -376,14 +376,14 @@ def test_extreme_logits_give_finite_accurate_gradients(name, dtype):
     case = Case(op, tuple(arrays), {}, dtype, seed=0)
     cotangent = case.random_like(case.out_shape, case.out_dtype)
     (grad,) = engine_vjp(case, cotangent)
-    assert np.all(np.isfinite(grad.data)), f"{name}: non-finite gradient {grad.data}"
+    assert np.all(np.isfinite(grad.array)), f"{name}: non-finite gradient {grad.array}"
     expected = _mpmath_vjp(op, arrays, cotangent)
     if op.kind == "unary":
         # Elementwise ops can be accurate entry by entry (sigmoid'(40) = 4e-18, not 0);
         # absolute only at the underflow threshold.
         bound = EXTREME_TOL_EPS * np.finfo(dtype).eps * np.abs(expected) + np.finfo(dtype).tiny
-        assert np.all(np.abs(grad.data - expected) <= bound), f"{name}: gradient {grad.data} vs mpmath {expected}"
+        assert np.all(np.abs(grad.array - expected) <= bound), f"{name}: gradient {grad.array} vs mpmath {expected}"
     else:
         # A normalization mixes entries of very different sizes (out * (g - <g, out>)): the
         # achievable accuracy is relative to the largest entry, as for PyTorch and JAX.
-        assert_close(grad.data, expected, EXTREME_TOL_EPS * np.finfo(dtype).eps, f"{name}: gradient vs mpmath")
+        assert_close(grad.array, expected, EXTREME_TOL_EPS * np.finfo(dtype).eps, f"{name}: gradient vs mpmath")

@@ -58,7 +58,7 @@ def test_optimizer_trajectories_and_state_match_torch(name):
     for index, values in theirs_state["state"].items():
         assert ours_state["state"][index].keys() == values.keys()
         for key, value in values.items():
-            np.testing.assert_allclose(ours_state["state"][index][key].data, value.numpy(), rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(ours_state["state"][index][key].array, value.numpy(), rtol=1e-12, atol=1e-12)
 
 
 def test_adagrad_state_exists_before_the_first_step_like_torch():
@@ -79,12 +79,12 @@ def test_optimizer_state_saved_by_torch_loads_and_continues_identically():
         reference.step()
     ours = ge.optim.RMSprop([w_g], momentum=0.5, centered=True)
     ours.load_state_dict(reference.state_dict())
-    w_g.data[...] = w_t.detach().numpy()
+    w_g.array[...] = w_t.detach().numpy()
     for lib, w, optimizer in ((torch, w_t, reference), (ge, w_g, ours)):
         optimizer.zero_grad()
         (w ** 3).sum().backward()
         optimizer.step()
-    np.testing.assert_allclose(w_g.data, w_t.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(w_g.array, w_t.detach().numpy(), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("make, error, message", [

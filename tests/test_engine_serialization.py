@@ -31,11 +31,11 @@ def test_module_state_dict_loads_into_a_fresh_module(tmp_path):
     model = _model(0)
     ge.save(model.state_dict(), tmp_path / "model.pt")
     fresh = _model(1)
-    assert not np.array_equal(fresh(ge.tensor(X)).data, model(ge.tensor(X)).data)
+    assert not np.array_equal(fresh(ge.tensor(X)).array, model(ge.tensor(X)).array)
     loaded = ge.load(tmp_path / "model.pt")
     assert type(loaded) is OrderedDict and list(loaded) == list(model.state_dict())
     fresh.load_state_dict(loaded)
-    np.testing.assert_array_equal(fresh(ge.tensor(X)).data, model(ge.tensor(X)).data)
+    np.testing.assert_array_equal(fresh(ge.tensor(X)).array, model(ge.tensor(X)).array)
     assert np.load(tmp_path / "model.pt", allow_pickle=False).files[0] == "object.json"  # an ordinary .npz
 
 
@@ -65,7 +65,7 @@ def test_optimizer_state_dict_continues_training_as_an_uninterrupted_run(tmp_pat
     resumed_optimizer.load_state_dict(checkpoint["optimizer"])
     _train(resumed, resumed_optimizer, 4)
     for (name, p), q in zip(model.named_parameters(), resumed.parameters()):
-        np.testing.assert_array_equal(q.data, p.data, err_msg=name)
+        np.testing.assert_array_equal(q.array, p.array, err_msg=name)
 
 
 def test_optimizer_state_dict_round_trips_its_layout():
@@ -79,7 +79,7 @@ def test_optimizer_state_dict_round_trips_its_layout():
         assert set(loaded["state"][index]) == set(values)
         for name, value in values.items():
             assert loaded["state"][index][name].dtype == value.dtype
-            np.testing.assert_array_equal(loaded["state"][index][name].data, value.data)
+            np.testing.assert_array_equal(loaded["state"][index][name].array, value.array)
 
 
 def test_nested_containers_and_plain_values_round_trip():
@@ -108,10 +108,10 @@ def test_dtypes_shapes_and_values_round_trip_exactly(values, dtype):
     t = ge.tensor(values, dtype=dtype)
     loaded = _round_trip(t)
     assert type(loaded) is ge.Tensor and loaded.dtype == dtype and loaded.shape == t.shape
-    np.testing.assert_array_equal(loaded.data, t.data)
+    np.testing.assert_array_equal(loaded.array, t.array)
     if dtype.kind == "f":
-        assert np.array_equal(np.signbit(loaded.data), np.signbit(t.data))
-    assert loaded.data.flags.writeable
+        assert np.array_equal(np.signbit(loaded.array), np.signbit(t.array))
+    assert loaded.array.flags.writeable
 
 
 def test_requires_grad_and_parameters_round_trip():
@@ -134,9 +134,9 @@ def test_tied_parameters_and_views_come_back_sharing_memory():
     grid = base.reshape(3, 4)
     loaded = _round_trip(state)
     views = _round_trip({"base": base, "rows": grid[1:], "column": grid[:, 2], "flipped": base[::-1]})
-    loaded["0.weight"].data[0, 0] = 42.0
-    assert loaded["1.weight"].data[0, 0] == 42.0
-    views["base"].data[6] = -1.0
+    loaded["0.weight"].array[0, 0] = 42.0
+    assert loaded["1.weight"].array[0, 0] == 42.0
+    views["base"].array[6] = -1.0
     assert views["rows"].tolist()[0] == [4.0, 5.0, -1.0, 7.0] and views["column"].tolist() == [2.0, -1.0, 10.0]
     assert views["flipped"].tolist()[5] == -1.0
     assert len(zipfile.ZipFile(_saved_bytes(state)).namelist()) == 2  # one storage for the tied pair

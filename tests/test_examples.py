@@ -14,7 +14,7 @@ EXAMPLES = examples()
 def engine_value_and_grad(name, dtype):
     fn, inputs = document_cases(dtype)[name]
     value, grads = ge.func.value_and_grad(fn, argnums=tuple(range(len(inputs))))(*inputs)
-    return value.item(), [g.data for g in grads]
+    return value.item(), [g.array for g in grads]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -28,7 +28,7 @@ def test_square_of_sum_matches_the_document_exactly(dtype):
 def test_document_cases_have_the_issue_sizes_and_dtype():
     fn, (W1, b1, W2, b2) = document_cases(np.float32)["mlp"]
     assert (W1.shape, b1.shape, W2.shape, b2.shape) == ((64, 10), (64,), (5, 64), (5,))
-    assert sum(p.data.size for p in (W1, b1, W2, b2)) == 1029
+    assert sum(p.array.size for p in (W1, b1, W2, b2)) == 1029
     assert {p.dtype for p in (W1, b1, W2, b2)} == {np.dtype(np.float32)}
     assert fn(W1, b1, W2, b2).shape == ()
 

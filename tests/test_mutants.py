@@ -18,7 +18,7 @@ def _engine_state():
 
 def _cos_gradient():
     x = ge.tensor(np.array([0.3, 1.1]), requires_grad=True)
-    return ge.autograd.grad(ge.cos(x).sum(), [x])[0].data
+    return ge.autograd.grad(ge.cos(x).sum(), [x])[0].array
 
 
 @pytest.mark.parametrize("name", [m.name for m in mutants.MUTANTS])

@@ -9,7 +9,7 @@ A backward pass releases the graph's saved tensors unless ``retain_graph=True``
 (as in PyTorch), so a second backward through the same graph raises.
 """
 from . import methods as _methods  # noqa: F401  (attaches operators to Tensor)
-from . import autograd, func, functional, nn, optim, special
+from . import autograd, func, functional, nn, optim, random, special, utils
 from .api import *  # noqa: F401,F403  (the torch-shaped functions, listed in api.__all__)
 from .tensor import Tensor
 

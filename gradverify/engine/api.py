@@ -11,6 +11,13 @@ import mpmath
 import numpy as np
 
 from . import functional as F
+from .devices import CPU, backends, check_device, cuda, device, get_default_device, set_default_device  # noqa: F401
+from .factories import (  # noqa: F401
+    arange, as_tensor, bool_, double, dtype_arg, empty, empty_like, eye, float32, float64, from_numpy, full, full_like,
+    get_default_dtype, int32, int64, linspace, long, multinomial, normal, ones, ones_like, rand, rand_like, randint,
+    randn, randn_like, randperm, set_default_dtype, size_arg, tensor, zeros, zeros_like,
+)
+from .random import Generator, initial_seed, manual_seed, seed  # noqa: F401
 from .tensor import MODE, Tensor, _scalar_dtype, lift, promote, promote_all
 
 __all__ = [
@@ -24,176 +31,12 @@ __all__ = [
     "empty_like", "randint", "randperm", "isnan", "isfinite", "logical_not", "sign", "floor", "ceil", "round", "tan",
     "expm1", "sinh", "cosh", "rsqrt", "reciprocal", "log2", "mm", "bmm", "dot", "outer", "hstack", "vstack",
     "swapaxes", "movedim", "flip", "gather", "index_select", "unbind", "split", "chunk", "masked_fill", "roll", "tril", "triu",
-    "cumsum", "prod", "sort", "argsort", "topk", "device", "einsum", "erf", "save", "load",
+    "cumsum", "prod", "sort", "argsort", "topk", "device", "einsum", "erf", "save", "load", "Generator", "seed",
+    "initial_seed", "normal", "multinomial", "rand_like", "cuda", "backends", "set_default_device", "get_default_device",
+    "log10",
 ]
 
-float32 = np.dtype(np.float32)
-float64 = np.dtype(np.float64)
-int64 = np.dtype(np.int64)
-long = int64
-int32 = np.dtype(np.int32)
-bool_ = np.dtype(np.bool_)
-double = float64
-
-_RNG = [np.random.default_rng(0)]
-
-
-class device:
-    """Where a tensor lives: the engine runs on numpy, so always the CPU (``str`` is 'cpu', as torch's)."""
-
-    def __init__(self, type="cpu"):
-        if str(type).split(":")[0] != "cpu":
-            raise ValueError(f"type: the engine runs on numpy, so only 'cpu' is supported, got {type!r}")
-        self.type, self.index = "cpu", None
-
-    def __str__(self):
-        return "cpu"
-
-    def __repr__(self):
-        return "device(type='cpu')"
-
-    def __eq__(self, other):
-        return isinstance(other, (device, str)) and str(other).split(":")[0] == "cpu"
-
-    def __hash__(self):
-        return hash("cpu")
-
-
-CPU = device()
-
 MaxResult = namedtuple("MaxResult", ["values", "indices"])
-
-
-def _dtype_arg(dtype, argname="dtype"):
-    if dtype is None:
-        return None
-    try:
-        return np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"{argname}: expected a dtype such as ge.float32 or ge.float64, got {dtype!r}") from None
-
-
-def tensor(data, dtype=None, requires_grad=False):
-    """A new leaf tensor holding a copy of ``data`` (like ``torch.tensor``).
-
-    Python floats take the default dtype (float32 unless changed with
-    :func:`set_default_dtype`); numpy arrays keep theirs.
-    """
-    dtype = _dtype_arg(dtype)
-    if isinstance(data, Tensor):
-        data = data.data
-    array = np.array(data, dtype=dtype, copy=True)
-    if dtype is None and array.dtype == np.float64 and not _holds_numpy_float64(data):
-        array = array.astype(MODE.default_dtype)
-    if array.dtype.kind not in "biuf":
-        raise TypeError(
-            f"data: expected numbers (bool, integer or float), got {type(data).__name__} of dtype {array.dtype}"
-        )
-    return Tensor(array, requires_grad=requires_grad)
-
-
-def _holds_numpy_float64(data):
-    """Whether ``data`` is or contains a numpy float64 (array or scalar), which torch keeps as float64."""
-    if isinstance(data, (list, tuple)):
-        return builtins.any(_holds_numpy_float64(item) for item in data)
-    return isinstance(data, (np.ndarray, np.generic)) and data.dtype == np.float64
-
-
-def as_tensor(data, dtype=None):
-    """``data`` as a tensor, sharing memory with a tensor or numpy array that already has ``dtype`` (torch.as_tensor).
-
-    Anything else (a list, another dtype) is copied as :func:`tensor` copies it.
-    """
-    dtype = _dtype_arg(dtype)
-    same_dtype = dtype is None or dtype == getattr(data, "dtype", None)
-    if isinstance(data, Tensor) and same_dtype:
-        return data
-    if isinstance(data, np.ndarray) and same_dtype and data.dtype.kind in "biuf":
-        return Tensor(data)
-    return tensor(data, dtype=dtype)
-
-
-def from_numpy(array):
-    """A tensor sharing memory with a numpy array."""
-    if not isinstance(array, np.ndarray):
-        raise TypeError(f"array: expected a numpy.ndarray, got {type(array).__name__}")
-    return Tensor(array)
-
-
-def set_default_dtype(dtype):
-    """Set the dtype of tensors made from Python floats (float32 or float64)."""
-    dtype = _dtype_arg(dtype)
-    if dtype not in (float32, float64):
-        raise TypeError(f"dtype: the default dtype must be ge.float32 or ge.float64, got {dtype}")
-    MODE.default_dtype = dtype
-
-
-def get_default_dtype():
-    return MODE.default_dtype
-
-
-def manual_seed(seed):
-    """Seed the engine's random number generator (used by randn, rand and nn init)."""
-    _RNG[0] = np.random.default_rng(seed)
-
-
-def generator():
-    """The engine's random number generator."""
-    return _RNG[0]
-
-
-def _factory(fill):
-    def make(*size, dtype=None, requires_grad=False):
-        if len(size) == 1 and isinstance(size[0], (tuple, list)):
-            size = tuple(size[0])
-        dtype = _dtype_arg(dtype) or MODE.default_dtype
-        return Tensor(fill(size).astype(dtype, copy=False), requires_grad=requires_grad)
-
-    return make
-
-
-zeros = _factory(np.zeros)
-ones = _factory(np.ones)
-empty = _factory(np.zeros)  # zeros: numpy's uninitialised memory would make runs irreproducible
-randn = _factory(lambda size: _RNG[0].standard_normal(size))
-rand = _factory(lambda size: _RNG[0].random(size))
-
-
-def zeros_like(x, dtype=None, requires_grad=False):
-    return zeros(x.shape, dtype=dtype or x.dtype, requires_grad=requires_grad)
-
-
-def ones_like(x, dtype=None, requires_grad=False):
-    return ones(x.shape, dtype=dtype or x.dtype, requires_grad=requires_grad)
-
-
-def randn_like(x, dtype=None, requires_grad=False):
-    return randn(x.shape, dtype=dtype or x.dtype, requires_grad=requires_grad)
-
-
-def arange(*args, dtype=None, requires_grad=False):
-    """``start, start + step, ...`` below ``end``: int64 for integer arguments, else the default dtype (as torch)."""
-    values = np.arange(*args)
-    dtype = _dtype_arg(dtype) or (MODE.default_dtype if values.dtype.kind == "f" else values.dtype)
-    return Tensor(values.astype(dtype), requires_grad=requires_grad)
-
-
-def full(size, fill_value, dtype=None, requires_grad=False):
-    """A tensor of ``size`` filled with ``fill_value`` (the default dtype for a Python float, as torch)."""
-    if dtype is None:
-        dtype = MODE.default_dtype if isinstance(fill_value, float) else np.asarray(fill_value).dtype
-    return Tensor(np.full(tuple(size), fill_value, dtype=_dtype_arg(dtype)), requires_grad=requires_grad)
-
-
-def eye(n, m=None, dtype=None, requires_grad=False):
-    """The n x m identity matrix."""
-    return Tensor(np.eye(n, m, dtype=_dtype_arg(dtype) or MODE.default_dtype), requires_grad=requires_grad)
-
-
-def linspace(start, end, steps, dtype=None, requires_grad=False):
-    """``steps`` evenly spaced values from ``start`` to ``end`` inclusive."""
-    values = np.linspace(start, end, steps).astype(_dtype_arg(dtype) or MODE.default_dtype)
-    return Tensor(values, requires_grad=requires_grad)
 
 
 def allclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
@@ -231,12 +74,30 @@ def enable_grad():
 # ---------------------------------------------------------------- elementwise
 exp, log, log1p, sqrt = F.exp, F.log, F.log1p, F.sqrt
 sin, cos, tanh, sigmoid, abs, neg = F.sin, F.cos, F.tanh, F.sigmoid, F.abs, F.neg
-maximum, minimum, matmul, mul = F.maximum, F.minimum, F.matmul, F.mul
+maximum, minimum, mul = F.maximum, F.minimum, F.mul
+
+
+def matmul(input, other):
+    """The matrix product (numpy.matmul's cases, as torch.matmul); operands of different dtypes are refused as torch
+    refuses them."""
+    if isinstance(input, Tensor) and isinstance(other, Tensor) and input.array.dtype != other.array.dtype:
+        raise RuntimeError(f"matmul: expected both operands to have the same dtype, got {input.array.dtype} and "
+                           f"{other.array.dtype}; convert one with .to(dtype)")
+    return F.matmul(input, other)
+
+
+def floating_only(x, name, error=RuntimeError):
+    """``x``, which must be a floating tensor: torch refuses ``name`` on bool and integer tensors, with a
+    RuntimeError (a NotImplementedError, its subclass, where torch has no kernel for them)."""
+    if x.array.dtype.kind != "f":
+        raise error(f"{name}: expected a floating-point tensor, got dtype {x.array.dtype} (torch refuses it too); "
+                    "convert it first, e.g. with .float()")
+    return x
 
 
 def _as_dtype(x, dtype):
     """``x`` cast to ``dtype`` first, as torch's ``dtype=`` options do (None: as it is)."""
-    dtype = _dtype_arg(dtype)
+    dtype = dtype_arg(dtype)
     return x if dtype is None or dtype == x.dtype else F.astype(x, dtype=dtype)
 
 
@@ -279,7 +140,7 @@ def div(input, other, *, rounding_mode=None):
     if rounding_mode not in ("trunc", "floor"):
         raise ValueError(f"rounding_mode: expected None, 'trunc' or 'floor', got {rounding_mode!r}")
     like = input if isinstance(input, Tensor) else other
-    dividend, divisor = (t.data for t in promote(lift(input, like), lift(other, like)))
+    dividend, divisor = (t.array for t in promote(lift(input, like), lift(other, like)))
     if dividend.dtype.kind != "f" and not np.all(divisor):
         raise ZeroDivisionError("div: integer division by zero")
     quotient = np.floor_divide(dividend, divisor)
@@ -300,14 +161,14 @@ def pow(x, exponent):
     """
     if isinstance(exponent, Tensor):
         base, power = promote(lift(x, exponent), exponent)
-        if base.data.dtype.kind in "iu" and np.any(power.data < 0):
-            return Tensor(_integer_power(base.data, power.data))
+        if base.array.dtype.kind in "iu" and np.any(power.array < 0):
+            return Tensor(_integer_power(base.array, power.array))
         return F.pow(x, exponent)
     if not isinstance(x, Tensor):
         raise TypeError(f"pow: the base must be a Tensor when the exponent is a number, got {type(x).__name__}")
-    if x.data.dtype.kind != "f":
+    if x.array.dtype.kind != "f":
         # The result has torch's dtype for tensor op number: int ** 0.5 is floating, bool ** 2 is int64.
-        dtype = _scalar_dtype(exponent, x.data.dtype)
+        dtype = _scalar_dtype(exponent, x.array.dtype)
         if dtype.kind == "b":
             # bool ** bool: numpy has no boolean power (it gives int8), so through int64 and back.
             return F.astype(F.pow_scalar(F.astype(x, dtype=int64), exponent=int(exponent)), dtype=bool_)
@@ -325,7 +186,7 @@ def _integer_power(base, power):
 
 def where(condition, input, other):
     """Elementwise ``input if condition else other``."""
-    cond = condition.data if isinstance(condition, Tensor) else np.asarray(condition)
+    cond = condition.array if isinstance(condition, Tensor) else np.asarray(condition)
     if cond.dtype != np.bool_:
         raise TypeError(f"where: condition must be a boolean tensor, got dtype {cond.dtype}")
     # Promoted as a binary op's operands: a number or a 0-d tensor does not widen a tensor of its kind.
@@ -342,7 +203,7 @@ def clamp(x, min=None, max=None):
     """
     if min is None and max is None:
         raise ValueError("clamp: at least one of min and max must be given")
-    if x.data.dtype.kind != "f" and builtins.any(isinstance(b, (float, np.floating)) for b in (min, max)):
+    if x.array.dtype.kind != "f" and builtins.any(isinstance(b, (float, np.floating)) for b in (min, max)):
         x = F.astype(x, dtype=MODE.default_dtype)
     if isinstance(min, Tensor) or isinstance(max, Tensor):
         return _clamp_to_tensors(x, min, max)
@@ -355,14 +216,14 @@ def _clamp_to_tensors(x, min, max):
     # Two selects give torch's clamp_backward_min_max: the input's gradient on [min, max], a bound's
     # where it was taken (and `max` everywhere when min > max).  `x < min` keeps a NaN input NaN.
     if min is not None:
-        x = where(x.data < _array_of(min), min, x)
+        x = where(x.array < _array_of(min), min, x)
     if max is not None:
-        x = where(x.data > _array_of(max), max, x)
+        x = where(x.array > _array_of(max), max, x)
     return x
 
 
 def _array_of(bound):
-    return bound.data if isinstance(bound, Tensor) else bound
+    return bound.array if isinstance(bound, Tensor) else bound
 
 
 clip = clamp
@@ -401,7 +262,12 @@ def _casting_first(reduce):
 
 
 sum = _casting_first(_reduction("sum"))
-mean = _casting_first(_reduction("mean"))
+_mean = _casting_first(_reduction("mean"))
+
+
+@functools.wraps(_mean)
+def mean(x, *args, dtype=None, **options):
+    return _mean(x if dtype is not None else floating_only(x, "mean"), *args, dtype=dtype, **options)
 amax = _reduction("amax")
 amin = _reduction("amin")
 logsumexp = _reduction("logsumexp")
@@ -419,7 +285,7 @@ def _arg_extreme(numpy_arg):
         if x.ndim == 0:
             _check_dims(x, () if dim is None else dim)
             return Tensor(np.zeros((), dtype=np.int64))
-        return Tensor(np.asarray(numpy_arg(x.data, axis=dim, keepdims=bool(keepdim)), dtype=np.int64))
+        return Tensor(np.asarray(numpy_arg(x.array, axis=dim, keepdims=bool(keepdim)), dtype=np.int64))
 
     arg.__doc__ = (
         "Index of the first extreme over ``dim`` (of the flattened tensor when None, then ``keepdim`` keeps every "
@@ -440,7 +306,7 @@ def _extreme(reducer, arg, elementwise):
             return reducer(x)
         if x.ndim == 0:
             return MaxResult(reducer(x, dim, keepdim), arg(x, dim, keepdim))
-        indices = arg(x, dim, True).data
+        indices = arg(x, dim, True).array
         # The values are gathered at the returned indices, so on ties the gradient goes to the
         # index reported, as in torch (amax would split it).
         values = F.getitem(x, index=_along_axis(indices, dim))
@@ -469,14 +335,14 @@ min = _extreme(amin, argmin, minimum)
 
 def square(x):
     """``x * x`` (booleans square to int64, as torch's)."""
-    if x.data.dtype.kind == "b":
+    if x.array.dtype.kind == "b":
         x = F.astype(x, dtype=int64)
     return x * x
 
 
 def _truth_reduction(numpy_reduce, doc):
     def reduce(x, dim=None, keepdim=False):
-        return Tensor(numpy_reduce(x.data, axis=_axis(dim, None), keepdims=bool(keepdim)))
+        return Tensor(numpy_reduce(x.array, axis=_axis(dim, None), keepdims=bool(keepdim)))
 
     reduce.__doc__ = doc
     return reduce
@@ -490,10 +356,11 @@ def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
     """Variance over ``dim`` (all axes when None) with Bessel's correction by default, as torch.var."""
     if unbiased is not None and correction is not None:
         raise TypeError("var: pass unbiased or correction, not both")
+    floating_only(x, "std and var")
     correction = (1 if unbiased is None or unbiased else 0) if correction is None else correction
     axis = _axis(dim, None)
     _check_dims(x, () if axis is None else axis)
-    count = x.data.size if axis is None or x.ndim == 0 else math.prod(x.shape[a] for a in np.atleast_1d(axis))
+    count = x.array.size if axis is None or x.ndim == 0 else math.prod(x.shape[a] for a in np.atleast_1d(axis))
     centred = x - F.mean(x, axis=axis, keepdims=True)
     # As torch: no fewer than 0 degrees of freedom, so too few entries give inf or nan.
     # (max, min, sum and abs are the engine's in this module: plain arithmetic here.)
@@ -509,12 +376,13 @@ def _sqrt_of_square_sum(s):
     # sqrt(s) for a sum of squares s >= 0, whose gradient is 0 where s = 0 (torch's norm and std
     # backward), not 0 * inf = NaN: the select sends no cotangent into sqrt's pole.  (A NaN s, the
     # variance of nothing, stays NaN.)
-    zero = s.data == 0
+    zero = s.array == 0
     return F.where(zero, 0.0, F.sqrt(F.where(zero, 1.0, s)))
 
 
 def norm(x, p=2, dim=None, keepdim=False):
     """The p-norm over ``dim`` (all elements when None) for p = 1 or 2, as torch.norm / torch.linalg.vector_norm."""
+    floating_only(x, "norm")
     axis = _axis(dim, None)
     if p == 1:
         return F.sum(F.abs(x), axis=axis, keepdims=bool(keepdim))
@@ -607,12 +475,14 @@ def stack(tensors, dim=0):
 
 def softmax(x, dim=-1, dtype=None):
     """softmax over ``dim`` (of x cast to ``dtype`` first when given)."""
-    return F.softmax(_as_dtype(x, dtype), axis=dim)
+    x = floating_only(x, "softmax", NotImplementedError) if dtype is None else _as_dtype(x, dtype)
+    return F.softmax(x, axis=dim)
 
 
 def log_softmax(x, dim=-1, dtype=None):
     """log_softmax over ``dim`` (of x cast to ``dtype`` first when given)."""
-    return F.log_softmax(_as_dtype(x, dtype), axis=dim)
+    x = floating_only(x, "log_softmax", NotImplementedError) if dtype is None else _as_dtype(x, dtype)
+    return F.log_softmax(x, axis=dim)
 
 
 # ------------------------------------------------------- tensors and switches
@@ -623,7 +493,7 @@ def is_tensor(obj):
 
 def numel(x):
     """The number of elements of ``x``."""
-    return int(x.data.size)
+    return int(x.array.size)
 
 
 def clone(x):
@@ -667,37 +537,10 @@ def inference_mode(mode=True):
     return _GradMode(False if mode else MODE.grad_enabled)
 
 
-# ------------------------------------------------------------- more factories
-def full_like(x, fill_value, dtype=None, requires_grad=False):
-    """A tensor of ``x``'s shape filled with ``fill_value``, of ``x``'s dtype unless ``dtype`` is given."""
-    return full(x.shape, fill_value, dtype=dtype or x.dtype, requires_grad=requires_grad)
-
-
-def empty_like(x, dtype=None, requires_grad=False):
-    """A tensor of ``x``'s shape (zeros, as :func:`empty`)."""
-    return zeros(x.shape, dtype=dtype or x.dtype, requires_grad=requires_grad)
-
-
-def randint(*args, size=None, dtype=None, requires_grad=False):
-    """Random integers in ``[low, high)``: ``randint(high, size)`` or ``randint(low, high, size)``; int64 by default."""
-    if size is None and args and isinstance(args[-1], (tuple, list)):
-        *args, size = args
-    if size is None or len(args) not in (1, 2):
-        raise TypeError(f"randint: expected (high, size) or (low, high, size), got {args!r} and size={size!r}")
-    low, high = (0, args[0]) if len(args) == 1 else args
-    values = _RNG[0].integers(low, high, size=tuple(size))
-    return Tensor(values.astype(_dtype_arg(dtype) or int64), requires_grad=requires_grad)
-
-
-def randperm(n, dtype=None, requires_grad=False):
-    """A random permutation of ``0 .. n-1`` (int64 by default)."""
-    return Tensor(_RNG[0].permutation(n).astype(_dtype_arg(dtype) or int64), requires_grad=requires_grad)
-
-
 # ----------------------------------------------------------- more elementwise
 def _constant_result(numpy_function, doc):
     def function(x):
-        return Tensor(numpy_function(x.data))
+        return Tensor(numpy_function(x.array))
 
     function.__doc__ = doc
     return function
@@ -710,7 +553,7 @@ logical_not = _constant_result(np.logical_not, "Where ``x`` is zero (false), as 
 
 def _zero_gradient(numpy_function, doc):
     def function(x):
-        values = Tensor(numpy_function(x.data).astype(x.dtype, copy=False))
+        values = Tensor(numpy_function(x.array).astype(x.dtype, copy=False))
         if not (x.requires_grad or x._tangent is not None):
             return values
         # Selected entirely from the constant: recorded, with a zero derivative, as torch's.
@@ -729,7 +572,7 @@ round = _zero_gradient(np.round, "``x`` rounded to the nearest integer, halves t
 
 def _floating(x):
     """``x`` itself if floating, else cast to the default dtype (as torch's unary float functions)."""
-    return x if x.data.dtype.kind == "f" else F.astype(x, dtype=MODE.default_dtype)
+    return x if x.array.dtype.kind == "f" else F.astype(x, dtype=MODE.default_dtype)
 
 
 def tan(x):
@@ -744,7 +587,7 @@ def _near_zero_or_not(x, bound, near, far):
     (Where a branch is not taken its cotangent is 0, but a 0 times an infinite
     derivative would still be NaN.)
     """
-    small = np.abs(x.data) < bound
+    small = np.abs(x.array) < bound
     return F.where(small, near(F.where(small, x, 0.0)), far(F.where(small, bound, x)))
 
 
@@ -789,9 +632,20 @@ def reciprocal(x):
 def log2(x):
     """log(x) / log(2), exact at powers of two: x = m 2^e with m in [0.5, 1), so log2 x = e + log(m) / log(2)."""
     x = _floating(x)
-    _, exponent = np.frexp(x.data)
+    _, exponent = np.frexp(x.array)
     mantissa = x * np.ldexp(np.ones((), x.dtype), -exponent)
     return F.log(mantissa) / math.log(2) + exponent.astype(x.dtype)
+
+
+def log10(x):
+    """Base-10 logarithm: numpy's values (exact at powers of ten), log's gradient divided by ln 10."""
+    x = _floating(x)
+    values = Tensor(np.log10(x.array))
+    if not (x.requires_grad or x._tangent is not None):
+        return values
+    differentiable = F.log(x) / math.log(10)
+    # Adds exactly 0 to the values and carries the gradient (as remainder does).
+    return values + (differentiable - differentiable.detach())
 
 
 _ERFC_DEGREE = 26
@@ -846,7 +700,7 @@ def _erf_series(x):
 
 def _erf_beyond_half(x):
     complement = _erfc_of_nonnegative(clamp(F.abs(x), max=_ERF_SATURATION))
-    return F.where(x.data >= 0, 1 - complement, complement - 1)
+    return F.where(x.array >= 0, 1 - complement, complement - 1)
 
 
 Tensor.erf = erf
@@ -863,7 +717,7 @@ def _product_of_ranks(name, rank):
     def product(input, other):
         _check_rank(input, rank, name, "input")
         _check_rank(other, rank, name, "other")
-        return F.matmul(input, other)
+        return matmul(input, other)
 
     product.__name__ = name
     product.__doc__ = f"The product of two {rank}-d tensors (as torch.{name})."
@@ -922,7 +776,7 @@ def _dim_index(x, dim, index):
 
 
 def _index_array(index, argname):
-    array = index.data if isinstance(index, Tensor) else np.asarray(index)
+    array = index.array if isinstance(index, Tensor) else np.asarray(index)
     if array.dtype.kind not in "iu":
         raise TypeError(f"{argname}: expected an integer tensor, got dtype {array.dtype}")
     return array
@@ -1011,7 +865,7 @@ def masked_fill(x, mask, value):
     value = F.astype(value, dtype=x.dtype) if isinstance(value, Tensor) and value.dtype != x.dtype else value
     if not isinstance(value, Tensor):
         value = Tensor(np.asarray(value, dtype=x.dtype))
-    condition = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
+    condition = mask.array if isinstance(mask, Tensor) else np.asarray(mask)
     if condition.dtype != np.bool_:
         raise TypeError(f"mask: expected a bool tensor, got dtype {condition.dtype}")
     if np.broadcast_shapes(condition.shape, x.shape) != x.shape:
@@ -1038,7 +892,7 @@ triu = _triangle(False)
 def _summing_dtype(x, dtype):
     """As torch's sum-like ops: ``dtype`` if given, else integers and bools widen to int64."""
     x = _as_dtype(x, dtype)
-    return F.astype(x, dtype=int64) if x.data.dtype.kind in "biu" and x.data.dtype != int64 else x
+    return F.astype(x, dtype=int64) if x.array.dtype.kind in "biu" and x.array.dtype != int64 else x
 
 
 def cumsum(x, dim, dtype=None):
@@ -1071,7 +925,7 @@ SortResult = MaxResult  # the same (values, indices) pair
 
 def sort(x, dim=-1, descending=False, stable=False):
     """(values, indices) along ``dim``, ascending unless ``descending``; the values are differentiable."""
-    indices = argsort(x, dim, descending, stable).data
+    indices = argsort(x, dim, descending, stable).array
     if x.ndim == 0:
         return SortResult(x, Tensor(indices))
     return SortResult(F.getitem(x, index=_along_axis(indices, dim)), Tensor(indices))
@@ -1082,7 +936,7 @@ def argsort(x, dim=-1, descending=False, stable=False):
     _check_dims(x, dim)
     if x.ndim == 0:
         return Tensor(np.zeros((), dtype=np.int64))
-    indices = np.argsort(x.data, axis=dim, kind="stable")
+    indices = np.argsort(x.array, axis=dim, kind="stable")
     return Tensor(np.flip(indices, dim).copy() if descending else indices)
 
 
@@ -1096,7 +950,7 @@ def topk(x, k, dim=-1, largest=True, sorted=True):
     if x.ndim == 0:
         return SortResult(values, indices)
     first = _dim_index(x, dim, slice(0, k))
-    return SortResult(F.getitem(values, index=first), Tensor(indices.data[first]))
+    return SortResult(F.getitem(values, index=first), Tensor(indices.array[first]))
 
 
 def repeat(x, *sizes):

@@ -31,7 +31,7 @@ def _as_inputs(args):
             out.append(a)
             nested = True
         else:
-            leaf = Tensor(a.data if isinstance(a, Tensor) else tensor(a).data, requires_grad=True)
+            leaf = Tensor(a.array if isinstance(a, Tensor) else tensor(a).array, requires_grad=True)
             leaf._tangent = dict(a._tangent) if isinstance(a, Tensor) and a._tangent else None
             out.append(leaf)
     return out, nested
@@ -83,10 +83,18 @@ def _value_and_grad(fn, argnums, has_aux, args):
     with _enabled():
         result = fn(*args)
     value, aux = result if has_aux else (result, None)
-    if not isinstance(value, Tensor) or value.data.size != 1:
+    if not isinstance(value, Tensor) or value.array.size != 1:
         raise RuntimeError("grad: the function must return a one-element tensor")
-    grads = autograd.grad(value, wanted, create_graph=nested, allow_unused=True)
+    grads = _gradients(value, wanted, None, create_graph=nested)
     return value, arranged(zeros_like(w) if g is None else g for g, w in zip(grads, wanted)), aux
+
+
+def _gradients(output, inputs, cotangent, **options):
+    """autograd.grad of ``output``; None for every input when ``output`` does not depend on any (a linear
+    function's second derivative), which the transforms return as zeros, as torch.func does."""
+    if isinstance(output, Tensor) and not output.requires_grad:
+        return (None,) * len(inputs)
+    return autograd.grad(output, inputs, cotangent, allow_unused=True, **options)
 
 
 def _differentiable_args(args, argnums):
@@ -148,7 +156,7 @@ def vjp(fn, *primals):
         output = fn(*args)
 
     def vjp_fn(cotangent):
-        grads = autograd.grad(output, inputs, cotangent, retain_graph=True, create_graph=nested, allow_unused=True)
+        grads = _gradients(output, inputs, cotangent, retain_graph=True, create_graph=nested)
         return arranged(zeros_like(x) if g is None else g for g, x in zip(grads, inputs))
 
     return output, vjp_fn
@@ -207,7 +215,7 @@ def jacrev(fn, argnums=0):
         rows = [[] for _ in wanted]
         flat = out.reshape(-1)
         for i in range(flat.shape[0]):
-            gs = autograd.grad(flat[i], wanted, retain_graph=True, create_graph=nested, allow_unused=True)
+            gs = _gradients(flat[i], wanted, None, retain_graph=True, create_graph=nested)
             for r, g, w in zip(rows, gs, wanted):
                 r.append(zeros_like(w) if g is None else g)
         return arranged(stack(r).reshape(out.shape + w.shape) for r, w in zip(rows, wanted))

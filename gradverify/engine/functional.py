@@ -49,14 +49,14 @@ def squeeze(x, axis=None):
 
 def sum_to(x, shape):
     """Sum ``x`` over its broadcast axes down to ``shape``; ``x`` itself when it already has that shape."""
-    if x.data.shape == tuple(shape):
+    if x.array.shape == tuple(shape):
         return x
     return apply(TABLE["sum_to"], (x,), {"shape": shape})
 
 
 def swapaxes(x, a, b):
     """Exchange two axes (a permute)."""
-    return apply(TABLE["permute"], (x,), {"axes": _swapped_axes(x.data.ndim, a, b)})
+    return apply(TABLE["permute"], (x,), {"axes": _swapped_axes(x.array.ndim, a, b)})
 
 
 @functools.lru_cache(maxsize=256)
@@ -72,8 +72,8 @@ def constant(array):
 
 
 def zeros_like(x):
-    return Tensor(np.zeros_like(x.data))
+    return Tensor(np.zeros_like(x.array))
 
 
 def ones_like(x):
-    return Tensor(np.ones_like(x.data))
+    return Tensor(np.ones_like(x.array))

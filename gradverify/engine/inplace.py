@@ -22,7 +22,7 @@ from .tensor import MODE, Tensor, _next_sequence_number, lift, mark_modified
 
 
 def _value(x):
-    return x.data if isinstance(x, Tensor) else x
+    return x.array if isinstance(x, Tensor) else x
 
 
 def _takes_part(x):
@@ -44,7 +44,7 @@ def _must_record(self, name, operands):
 
 def _value_before(t):
     """A tensor standing in ``t``'s place in the graph with a copy of its values before a change."""
-    before = Tensor(t.data.copy(), requires_grad=False)
+    before = Tensor(t.array.copy(), requires_grad=False)
     before.requires_grad, before._ctx, before._tangent = t.requires_grad, t._ctx, t._tangent
     if t._ctx is not None:
         before._seq = t._seq
@@ -58,14 +58,14 @@ def _record(self, recorded, operands, options):
     node; the value before the change is a copy, so the rules of the ops that read it stay right.
     """
     result = recorded(_value_before(self), *operands, **options)
-    if result.data.shape != self.data.shape:
-        raise ValueError(f"the result has shape {result.data.shape}, which does not fit in place")
-    if result.data.dtype != self.data.dtype:
-        if np.can_cast(result.data.dtype, self.data.dtype, casting="same_kind"):
-            result = F.astype(result, dtype=self.data.dtype)
+    if result.array.shape != self.array.shape:
+        raise ValueError(f"the result has shape {result.array.shape}, which does not fit in place")
+    if result.array.dtype != self.array.dtype:
+        if np.can_cast(result.array.dtype, self.array.dtype, casting="same_kind"):
+            result = F.astype(result, dtype=self.array.dtype)
         else:
-            raise TypeError(f"cannot cast the result of dtype {result.data.dtype} in place")
-    np.copyto(self.data, result.data)
+            raise TypeError(f"cannot cast the result of dtype {result.array.dtype} in place")
+    np.copyto(self.array, result.array)
     mark_modified(self)
     self.requires_grad, self._ctx, self._tangent = result.requires_grad, result._ctx, result._tangent
     if result._ctx is not None:
@@ -81,19 +81,19 @@ def in_place(name, change, recorded):
     """
 
     def method(self, *operands, **options):
-        if not self.data.flags.writeable:
+        if not self.array.flags.writeable:
             raise ValueError(f"{name}: this tensor's memory is read-only (a broadcast view, from expand() or "
                              "broadcast_to()); clone() it first")
         try:
             if _must_record(self, name, operands + tuple(options.values())):
                 _record(self, recorded, operands, options)
                 return self
-            change(self.data, *[_value(x) for x in operands], **options)
+            change(self.array, *[_value(x) for x in operands], **options)
         except (TypeError, ValueError) as err:
             shapes = ", ".join(str(np.shape(_value(x))) for x in operands)
             # (numpy's casting errors are TypeError subclasses that take other arguments.)
             raise (TypeError if isinstance(err, TypeError) else ValueError)(
-                f"{name} on a tensor of shape {self.data.shape} and dtype {self.data.dtype} "
+                f"{name} on a tensor of shape {self.array.shape} and dtype {self.array.dtype} "
                 f"(operands of shape {shapes or 'none'}): {err}"
             ) from None
         mark_modified(self)
@@ -127,18 +127,18 @@ def _recorded_binary(function):
 
 def _filled(before, value):
     """``value`` broadcast to ``before``'s shape: what copy_ and fill_ leave (differentiable in ``value``)."""
-    return F.broadcast_to(lift(value, before), shape=before.data.shape)
+    return F.broadcast_to(lift(value, before), shape=before.array.shape)
 
 
 def _put(before, index, value):
     """``before`` with ``value`` at ``index``: x[index] = value as an op (each side gets its part of the gradient)."""
-    chosen = np.zeros(before.data.shape, dtype=bool)
+    chosen = np.zeros(before.array.shape, dtype=bool)
     chosen[index] = True
-    target_shape = before.data[index].shape
+    target_shape = before.array[index].shape
     if np.count_nonzero(chosen) != int(np.prod(target_shape)):
         raise ValueError("the index repeats an element, so the value written last is not defined for the gradient")
     value = F.broadcast_to(lift(value, before), shape=target_shape)
-    return F.where(F.constant(chosen), F.scatter_add(value, index=index, shape=before.data.shape), before)
+    return F.where(F.constant(chosen), F.scatter_add(value, index=index, shape=before.array.shape), before)
 
 
 _ADD, _SUB = _ufunc_in_place(np.add), _ufunc_in_place(np.subtract)

@@ -8,10 +8,11 @@ from gradverify.ops import TABLE
 from . import api
 from . import functional as F
 from .inplace import IN_PLACE, SET_ITEM
-from .tensor import Tensor, apply, lift, promote
+from .random import generator_arg
+from .tensor import Tensor, apply, lift, mark_modified, promote
 
 _ADD, _SUB, _MUL, _DIV = TABLE["add"], TABLE["sub"], TABLE["mul"], TABLE["div"]
-_MATMUL, _NEG, _GETITEM = TABLE["matmul"], TABLE["neg"], TABLE["getitem"]
+_NEG, _GETITEM = TABLE["neg"], TABLE["getitem"]
 
 
 def _binary(op, reflected=False):
@@ -36,9 +37,9 @@ def _rpow(self, base):
 def _index_arg(index):
     """Tensors inside an index become numpy arrays (integer or boolean)."""
     if isinstance(index, Tensor):
-        return index.data
+        return index.array
     if isinstance(index, tuple):
-        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
+        return tuple(i.array if isinstance(i, Tensor) else i for i in index)
     if isinstance(index, list):
         return np.asarray(index)
     return index
@@ -50,8 +51,8 @@ def _getitem(self, index):
 
 def _compare(ufunc):
     def method(self, other):
-        other = other.data if isinstance(other, Tensor) else other
-        return Tensor(ufunc(self.data, other))
+        other = other.array if isinstance(other, Tensor) else other
+        return Tensor(ufunc(self.array, other))
 
     return method
 
@@ -64,18 +65,18 @@ def _bitwise(ufunc, reflected=False):
         left, right = promote(self, lift(other, self))
         if reflected:
             left, right = right, left
-        if left.data.dtype.kind not in "biu" or right.data.dtype.kind not in "biu":
+        if left.array.dtype.kind not in "biu" or right.array.dtype.kind not in "biu":
             raise TypeError(f"{ufunc.__name__}: expected bool or integer tensors, got dtypes "
-                            f"{left.data.dtype} and {right.data.dtype}")
-        return Tensor(ufunc(left.data, right.data))
+                            f"{left.array.dtype} and {right.array.dtype}")
+        return Tensor(ufunc(left.array, right.array))
 
     return method
 
 
 def _invert(self):
-    if self.data.dtype.kind not in "biu":
-        raise TypeError(f"~ (bitwise not): expected a bool or integer tensor, got dtype {self.data.dtype}")
-    return Tensor(np.invert(self.data))
+    if self.array.dtype.kind not in "biu":
+        raise TypeError(f"~ (bitwise not): expected a bool or integer tensor, got dtype {self.array.dtype}")
+    return Tensor(np.invert(self.array))
 
 
 def _floordiv(self, other):
@@ -93,10 +94,10 @@ def _remainder(self, divisor):
     -floor(self / divisor) for the divisor), carried by a term that adds exactly 0.
     """
     dividend, divisor = promote(self, lift(divisor, self))
-    values = Tensor(np.remainder(dividend.data, divisor.data))
-    if values.data.dtype.kind != "f" or not (dividend.requires_grad or divisor.requires_grad):
+    values = Tensor(np.remainder(dividend.array, divisor.array))
+    if values.array.dtype.kind != "f" or not (dividend.requires_grad or divisor.requires_grad):
         return values
-    differentiable = dividend - divisor * np.floor_divide(dividend.data, divisor.data)
+    differentiable = dividend - divisor * np.floor_divide(dividend.array, divisor.array)
     return values + (differentiable - differentiable.detach())
 
 
@@ -126,30 +127,70 @@ def _to(self, *args, device=None, dtype=None, non_blocking=False, copy=False):
     """Convert the dtype as torch.Tensor.to: ``to(dtype)``, ``to(device, dtype)``, ``to(other)`` or by keyword.
 
     The result is the tensor itself when nothing changes, unless ``copy``; the
-    engine runs on numpy, so the only device is 'cpu'.
+    engine runs on numpy, so the only device is 'cpu' (another raises, naming it).
     """
     if args and isinstance(args[0], Tensor):
         dtype, args = args[0].dtype, args[1:]
-    elif args and isinstance(args[0], str) and args[0].split(":")[0] in _DEVICES:
+    elif args and _names_device(args[0]):
         device, args = args[0], args[1:]
     if args and not isinstance(args[0], bool):
         dtype, args = args[0], args[1:]
     if len(args) > 2:
         raise TypeError(f"to: expected at most non_blocking and copy after the device and dtype, got {args!r}")
     copy = args[1] if len(args) == 2 else copy
-    if device is not None and device.split(":")[0] != "cpu":
-        raise ValueError(f"device: the engine runs on numpy, so only 'cpu' is supported, got {device!r}")
-    target = api._dtype_arg(dtype)
+    api.check_device(device)
+    target = api.dtype_arg(dtype)
     if target is not None and target != self.dtype:
         return F.astype(self, dtype=target)
     return self.clone() if copy else self
 
 
+def _names_device(value):
+    """Whether a positional argument of ``to`` is a device (a device, or a name such as 'cpu' or 'cuda:0')."""
+    return isinstance(value, api.device) or (isinstance(value, str) and value.split(":")[0] in _DEVICES)
+
+
+def _cuda(self, device=None, non_blocking=False):
+    """Raises, naming the device, as torch does without CUDA: the engine has none."""
+    api.check_device("cuda" if device is None else f"cuda:{device}" if isinstance(device, int) else device)
+
+
+def _format(self, spec):
+    """As torch: a one-element 0-d tensor formats as its value (``f"{loss:.4f}"``), any other as its repr."""
+    if self.ndim == 0:
+        return format(self.item(), spec)
+    return object.__format__(self, spec)
+
+
+def _uniform_(self, low=0.0, high=1.0, *, generator=None):
+    """Fill with uniform draws on [low, high), as torch.Tensor.uniform_."""
+    return _fill_with(self, "uniform_", generator_arg(generator).source.uniform(self.shape, low, high, self.dtype))
+
+
+def _normal_(self, mean=0.0, std=1.0, *, generator=None):
+    """Fill with normal draws, as torch.Tensor.normal_."""
+    return _fill_with(self, "normal_", generator_arg(generator).source.normal(self.shape, mean, std, self.dtype))
+
+
+def _bernoulli_(self, p=0.5, *, generator=None):
+    """Fill with 1 (probability ``p``) or 0, as torch.Tensor.bernoulli_ with a number ``p``."""
+    return _fill_with(self, "bernoulli_", generator_arg(generator).source.bernoulli(p, self.shape, self.dtype))
+
+
+def _fill_with(self, name, values):
+    if self.requires_grad and self.is_leaf and api.is_grad_enabled():
+        raise RuntimeError(f"{name}: a leaf tensor that requires grad cannot be filled in place while gradients "
+                           "are recorded; fill it under `with ge.no_grad():`")
+    np.copyto(self.array, values, casting="unsafe")
+    mark_modified(self)
+    return self
+
+
 def _integer_value(self):
     """The value of a one-element integer or boolean tensor, for int() and indexing (as torch's __index__)."""
-    if self.data.dtype.kind not in "biu":
+    if self.array.dtype.kind not in "biu":
         raise TypeError(f"only integer tensors of a single element can be used as an index; this one has dtype "
-                        f"{self.data.dtype}")
+                        f"{self.array.dtype}")
     return int(self.item())
 
 
@@ -157,7 +198,7 @@ def _view(self, *shape):
     """``view(*shape)`` reshapes; ``view(dtype)`` reinterprets the bits (the last dim scales with the
     itemsize), cut from the graph as torch's."""
     if len(shape) == 1 and not isinstance(shape[0], (int, np.integer, tuple, list)):
-        return Tensor(self.data.view(api._dtype_arg(shape[0])))
+        return Tensor(self.array.view(api.dtype_arg(shape[0])))
     return api.reshape(self, *shape)
 
 
@@ -176,7 +217,7 @@ def _type(self, dtype=None):
     """With no argument, torch's type name ('torch.FloatTensor' ...); else this tensor as ``dtype``,
     a dtype or a legacy type name such as 'torch.DoubleTensor'."""
     if dtype is None:
-        return _LEGACY_TYPE_NAMES[self.data.dtype]
+        return _LEGACY_TYPE_NAMES[self.array.dtype]
     if isinstance(dtype, str):
         if dtype not in _DTYPES_BY_LEGACY_NAME:
             raise ValueError(f"dtype: expected a dtype or a type name such as 'torch.FloatTensor', got {dtype!r}")
@@ -201,8 +242,8 @@ METHODS = {
     "__rmul__": _binary(_MUL, reflected=True),
     "__truediv__": _binary(_DIV),
     "__rtruediv__": _binary(_DIV, reflected=True),
-    "__matmul__": _binary(_MATMUL),
-    "__rmatmul__": _binary(_MATMUL, reflected=True),
+    "__matmul__": api.matmul,
+    "__rmatmul__": lambda self, other: api.matmul(other, self),
     "__neg__": lambda self: apply(_NEG, (self,)),
     "__pos__": lambda self: self,
     "__pow__": _pow,
@@ -229,14 +270,21 @@ METHODS = {
     "type": _type,
     "size": _size,
     "dim": lambda self: self.ndim,
-    "numel": lambda self: int(self.data.size),
+    "numel": lambda self: int(self.array.size),
+    "nelement": lambda self: int(self.array.size),
+    "__format__": _format,
+    "uniform_": _uniform_,
+    "normal_": _normal_,
+    "bernoulli_": _bernoulli_,
+    "multinomial": api.multinomial,
+    "cuda": _cuda,
     "view": _view,
     "reshape": _view,
     "expand": _expand,
     "expand_as": lambda self, other: F.broadcast_to(self, shape=other.shape),
     "pow": _pow,
-    "matmul": lambda self, other: self @ other,
-    "mm": lambda self, other: self @ other,
+    "matmul": api.matmul,
+    "mm": api.mm,
     "clamp": api.clamp,
     "clip": api.clamp,
     "where": lambda self, condition, other: api.where(condition, self, other),
@@ -268,13 +316,13 @@ METHODS = {
     "__rfloordiv__": _rfloordiv,
     "__mod__": _remainder,
     # number % tensor: torch has no derivative for it (its backward raises), so a constant.
-    "__rmod__": lambda self, other: Tensor(np.remainder(*(t.data for t in promote(lift(other, self), self)))),
+    "__rmod__": lambda self, other: Tensor(np.remainder(*(t.array for t in promote(lift(other, self), self)))),
     "remainder": _remainder,
     "cpu": lambda self: self,
     "contiguous": lambda self: self,
     "t": _t,
-    "is_floating_point": lambda self: self.data.dtype.kind == "f",
-    "element_size": lambda self: self.data.dtype.itemsize,
+    "is_floating_point": lambda self: self.array.dtype.kind == "f",
+    "element_size": lambda self: self.array.dtype.itemsize,
     "device": property(lambda self: api.CPU),
     "new_zeros": _new(api.zeros),
     "new_ones": _new(api.ones),
@@ -302,7 +350,7 @@ METHODS = {
 }
 for _name in ("exp", "log", "log1p", "sqrt", "sin", "cos", "tanh", "sigmoid", "relu", "abs", "neg", "softplus",
               "argmax", "argmin", "square", "var", "std", "norm", "sign", "floor", "ceil", "round", "tan", "sinh",
-              "cosh", "expm1", "rsqrt", "reciprocal", "log2", "isnan", "isfinite", "logical_not"):
+              "cosh", "expm1", "rsqrt", "reciprocal", "log2", "log10", "isnan", "isfinite", "logical_not"):
     METHODS[_name] = getattr(api, _name)
 
 for _name in ("eq", "ne", "gt", "ge", "lt", "le"):

@@ -126,9 +126,9 @@ class _Writer:
     def _tensor(self, t, path):
         if id(t) in self._tensor_index:
             return self._tensor_index[id(t)]
-        if t.data.dtype.kind not in "biufc":
-            raise TypeError(f"save: {path} is a tensor of dtype {t.data.dtype}, which ge.save cannot store")
-        array, owner, offset = _in_owner(t.data)
+        if t.array.dtype.kind not in "biufc":
+            raise TypeError(f"save: {path} is a tensor of dtype {t.array.dtype}, which ge.save cannot store")
+        array, owner, offset = _in_owner(t.array)
         k = self._storage_index.setdefault(id(owner), len(self.storages))
         if k == len(self.storages):
             self.storages.append(owner.ravel(order="K"))  # a view in memory order, which the offsets count

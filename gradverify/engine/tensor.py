@@ -1,6 +1,6 @@
 """The engine's tensor, its graph recording, and reverse accumulation.
 
-A :class:`Tensor` holds a numpy array.  Every op goes through :func:`apply`,
+A :class:`Tensor` holds a numpy array (``.array``).  Every op goes through :func:`apply`,
 which runs the op table's forward on the arrays and, when gradients are
 wanted, records ``(op, inputs, attrs)`` on the output: the computation graph
 is built as the program runs.  When tangents are attached (forward mode), the
@@ -55,7 +55,7 @@ def _owner(array):
 
 def mark_modified(t):
     """Record that ``t``'s memory (shared with its views) has just been changed in place."""
-    owner = _owner(t.data)
+    owner = _owner(t.array)
     key = id(owner)
     number = _next_sequence_number()
     _MODIFIED[key] = (weakref.ref(owner, lambda _ref, key=key: _MODIFIED.pop(key, None)), number)
@@ -65,7 +65,7 @@ def mark_modified(t):
 def _changed_since(tensors, number):
     """The first of ``tensors`` whose memory was changed in place after node ``number`` was recorded."""
     for t in tensors:
-        owner = _owner(t.data)
+        owner = _owner(t.array)
         entry = _MODIFIED.get(id(owner))
         if entry is not None and entry[1] > number and entry[0]() is owner:
             return t
@@ -126,17 +126,17 @@ def _run_hooks(t, g, create_graph):
         replacement = function(g)
         if replacement is None:
             continue
-        if not isinstance(replacement, Tensor) or replacement.data.shape != g.data.shape:
+        if not isinstance(replacement, Tensor) or replacement.array.shape != g.array.shape:
             raise RuntimeError(
                 f"hook {getattr(function, '__name__', function)!r} must return None or a Tensor of shape "
-                f"{g.data.shape}, got {getattr(replacement, 'shape', type(replacement).__name__)}"
+                f"{g.array.shape}, got {getattr(replacement, 'shape', type(replacement).__name__)}"
             )
         g = replacement
     if entry.retains_grad:
         if t.grad is None:
-            t.grad = g.clone() if create_graph else _wrap(g.data.copy())
+            t.grad = g.clone() if create_graph else _wrap(g.array.copy())
         else:
-            t.grad = t.grad + g if create_graph else _wrap(t.grad.data + g.data)
+            t.grad = t.grad + g if create_graph else _wrap(t.grad.array + g.array)
     return g
 
 
@@ -152,15 +152,15 @@ class Tensor:
     ``torch.Tensor`` (``.backward()``, ``.grad``, ``.item()``, operators ...).
     """
 
-    __slots__ = ("data", "requires_grad", "grad", "_ctx", "_seq", "_tangent", "__weakref__")
+    __slots__ = ("array", "requires_grad", "grad", "_ctx", "_seq", "_tangent", "__weakref__")
     # Make numpy defer to Tensor's reflected operators (ndarray + Tensor -> Tensor).
     __array_priority__ = 1000
 
     def __init__(self, data, requires_grad=False):
-        self.data = data if type(data) is np.ndarray else np.asarray(data)
-        if requires_grad and not is_floating(self.data.dtype):
-            raise TypeError(
-                f"only floating-point tensors can require gradients; this tensor has dtype {self.data.dtype}"
+        self.array = data if type(data) is np.ndarray else np.asarray(data)
+        if requires_grad and not is_floating(self.array.dtype):
+            raise RuntimeError(
+                f"only floating-point tensors can require gradients; this tensor has dtype {self.array.dtype}"
             )
         self.requires_grad = bool(requires_grad)
         self.grad = None
@@ -169,16 +169,31 @@ class Tensor:
 
     # ------------------------------------------------------------ properties
     @property
+    def data(self):
+        """This tensor's values as a tensor cut from the graph, sharing its memory (torch's ``.data``).
+
+        Its in-place changes (``p.data += -lr * p.grad``) change this tensor's values without being recorded;
+        assigning ``p.data = other`` makes this tensor hold ``other``'s values (its memory, as torch).
+        """
+        return _wrap(self.array)
+
+    @data.setter
+    def data(self, value):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"data: expected a Tensor to take the values of, got {type(value).__name__}")
+        self.array = value.array
+
+    @property
     def shape(self):
-        return self.data.shape
+        return self.array.shape
 
     @property
     def ndim(self):
-        return self.data.ndim
+        return self.array.ndim
 
     @property
     def dtype(self):
-        return self.data.dtype
+        return self.array.dtype
 
     @property
     def is_leaf(self):
@@ -194,10 +209,10 @@ class Tensor:
         return ctx[0].name
 
     def __repr__(self):
-        body = np.array2string(self.data, separator=", ", precision=4, prefix="tensor(")
+        body = np.array2string(self.array, separator=", ", precision=4, prefix="tensor(")
         extra = ""
-        if self.data.dtype != MODE.default_dtype:
-            extra += f", dtype={self.data.dtype}"
+        if self.array.dtype != MODE.default_dtype:
+            extra += f", dtype={self.array.dtype}"
         if self.grad_fn is not None:
             extra += f", grad_fn=<{self.grad_fn}>"
         elif self.requires_grad:
@@ -205,61 +220,61 @@ class Tensor:
         return f"tensor({body}{extra})"
 
     def __len__(self):
-        if self.data.ndim == 0:
+        if self.array.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
-        return self.data.shape[0]
+        return self.array.shape[0]
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
 
     def __bool__(self):
-        if self.data.size != 1:
+        if self.array.size != 1:
             raise RuntimeError(
-                f"the truth value of a tensor with {self.data.size} elements is ambiguous; use .any() or .all()"
+                f"the truth value of a tensor with {self.array.size} elements is ambiguous; use .any() or .all()"
             )
-        return bool(self.data)
+        return bool(self.array)
 
     def __float__(self):
         return float(self.item())
 
     def __array__(self, dtype=None, copy=None):
-        return self.data if dtype is None else self.data.astype(dtype, copy=False)
+        return self.array if dtype is None else self.array.astype(dtype, copy=False)
 
     __hash__ = object.__hash__
 
     # ----------------------------------------------------- leaves and values
     def item(self):
         """The value of a one-element tensor as a Python number."""
-        if self.data.size != 1:
-            raise ValueError(f"item() needs a tensor with one element; this one has shape {self.data.shape}")
-        return self.data.item()
+        if self.array.size != 1:
+            raise ValueError(f"item() needs a tensor with one element; this one has shape {self.array.shape}")
+        return self.array.item()
 
     def numpy(self):
         """The underlying numpy array (shares memory, like torch's .numpy())."""
         if self.requires_grad:
             raise RuntimeError("can't call numpy() on a tensor that requires grad; use tensor.detach().numpy()")
-        return self.data
+        return self.array
 
     def tolist(self):
-        return self.data.tolist()
+        return self.array.tolist()
 
     def detach(self):
         """A tensor sharing this one's data, cut from the graph."""
-        return Tensor(self.data)
+        return Tensor(self.array)
 
     def clone(self):
         """A differentiable copy (the copy is recorded in the graph)."""
-        out = apply(TABLE["reshape"], (self,), {"shape": self.data.shape})
-        out.data = out.data.copy()
+        out = apply(TABLE["reshape"], (self,), {"shape": self.array.shape})
+        out.array = out.array.copy()
         return out
 
     def requires_grad_(self, requires_grad=True):
         """Set ``requires_grad`` in place on a leaf and return the tensor."""
         if not self.is_leaf:
             raise RuntimeError("requires_grad_ can only change leaf tensors; use detach() first")
-        if requires_grad and not is_floating(self.data.dtype):
-            raise TypeError(
-                f"only floating-point tensors can require gradients; this tensor has dtype {self.data.dtype}"
+        if requires_grad and not is_floating(self.array.dtype):
+            raise RuntimeError(
+                f"only floating-point tensors can require gradients; this tensor has dtype {self.array.dtype}"
             )
         self.requires_grad = bool(requires_grad)
         return self
@@ -310,16 +325,16 @@ class Tensor:
 
 def _seed_gradient(output, gradient, argname):
     if gradient is None:
-        if output.data.size != 1:
+        if output.array.size != 1:
             raise RuntimeError(
                 f"grad can be implicitly created only for scalar outputs; this output has shape "
-                f"{output.data.shape}, so pass {argname}= with that shape"
+                f"{output.array.shape}, so pass {argname}= with that shape"
             )
-        return _wrap(np.ones(output.data.shape, output.data.dtype))
-    seed = gradient if isinstance(gradient, Tensor) else Tensor(np.asarray(gradient, dtype=output.data.dtype))
-    if seed.data.shape != output.data.shape:
+        return _wrap(np.ones(output.array.shape, output.array.dtype))
+    seed = gradient if isinstance(gradient, Tensor) else Tensor(np.asarray(gradient, dtype=output.array.dtype))
+    if seed.array.shape != output.array.shape:
         raise RuntimeError(
-            f"{argname} has shape {seed.data.shape} but the output has shape {output.data.shape}; they must match"
+            f"{argname} has shape {seed.array.shape} but the output has shape {output.array.shape}; they must match"
         )
     return seed
 
@@ -332,7 +347,7 @@ _FLOAT32, _FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
 def _wrap(value):
     """A plain tensor around an op's result, built without ``__init__``'s checks (the hot path)."""
     out = _new_tensor(Tensor)
-    out.data = value if type(value) is np.ndarray else np.asarray(value)
+    out.array = value if type(value) is np.ndarray else np.asarray(value)
     out.requires_grad = False
     out.grad = out._ctx = out._tangent = None
     return out
@@ -350,13 +365,13 @@ def promote(a, b, floating_result=False):
     0-d tensor is float32.  Otherwise numpy's promotion is PyTorch's.  With
     ``floating_result`` (true division) integers become the default dtype.
     """
-    rank_a, rank_b = _KIND_RANK.get(a.data.dtype.kind, 3), _KIND_RANK.get(b.data.dtype.kind, 3)
+    rank_a, rank_b = _KIND_RANK.get(a.array.dtype.kind, 3), _KIND_RANK.get(b.array.dtype.kind, 3)
     if floating_result and max(rank_a, rank_b) < _KIND_RANK["f"]:
         return _cast(a, MODE.default_dtype), _cast(b, MODE.default_dtype)
-    if rank_a < rank_b or (rank_a == rank_b and a.data.ndim == 0 and b.data.ndim):
-        return _cast(a, b.data.dtype), b
-    if rank_b < rank_a or (rank_a == rank_b and b.data.ndim == 0 and a.data.ndim):
-        return a, _cast(b, a.data.dtype)
+    if rank_a < rank_b or (rank_a == rank_b and a.array.ndim == 0 and b.array.ndim):
+        return _cast(a, b.array.dtype), b
+    if rank_b < rank_a or (rank_a == rank_b and b.array.ndim == 0 and a.array.ndim):
+        return a, _cast(b, a.array.dtype)
     return a, b
 
 
@@ -370,15 +385,15 @@ def _promote_types(a, b):
 
 def promote_all(tensors):
     """``tensors`` cast to the one dtype PyTorch gives a join of them (cat, stack), where numpy widens."""
-    dtype = functools.reduce(_promote_types, [t.data.dtype for t in tensors])
-    return [t if t.data.dtype == dtype else _cast(t, dtype) for t in tensors]
+    dtype = functools.reduce(_promote_types, [t.array.dtype for t in tensors])
+    return [t if t.array.dtype == dtype else _cast(t, dtype) for t in tensors]
 
 
 def _cast(t, dtype):
     """``t`` as ``dtype``: through the recorded astype op when derivatives must flow through the cast."""
     if t.requires_grad or t._tangent is not None:
         return apply(TABLE["astype"], (t,), {"dtype": dtype})
-    return _wrap(t.data.astype(dtype))
+    return _wrap(t.array.astype(dtype))
 
 
 def apply(op, inputs, attrs=_NO_ATTRS):
@@ -393,21 +408,21 @@ def apply(op, inputs, attrs=_NO_ATTRS):
     try:
         if len(inputs) == 2:
             first, second = inputs
-            if op.broadcasts and (first.data.dtype is not second.data.dtype or op.floating_result):
+            if op.broadcasts and (first.array.dtype is not second.array.dtype or op.floating_result):
                 inputs = first, second = promote(first, second, op.floating_result)
-            data = op.forward(first.data, second.data, **attrs) if attrs else op.forward(first.data, second.data)
+            data = op.forward(first.array, second.array, **attrs) if attrs else op.forward(first.array, second.array)
         elif len(inputs) == 1:
             if op.floating_result:
-                dtype = inputs[0].data.dtype
+                dtype = inputs[0].array.dtype
                 if dtype is not _FLOAT32 and dtype is not _FLOAT64 and dtype.kind != "f":
                     inputs = (_cast(inputs[0], MODE.default_dtype),)
-            data = op.forward(inputs[0].data, **attrs) if attrs else op.forward(inputs[0].data)
+            data = op.forward(inputs[0].array, **attrs) if attrs else op.forward(inputs[0].array)
         else:
-            data = op.forward(*[t.data for t in inputs], **attrs)
+            data = op.forward(*[t.array for t in inputs], **attrs)
     except (ValueError, IndexError, TypeError) as err:
         raise _with_shapes(err, op, inputs) from None
     out = _new_tensor(Tensor)
-    out.data = data = data if type(data) is _ndarray else np.asarray(data)
+    out.array = data = data if type(data) is _ndarray else np.asarray(data)
     out.requires_grad = False
     out.grad = out._ctx = out._tangent = None
     if MODE.grad_enabled:
@@ -441,15 +456,15 @@ def fast_function(op):
             if not isinstance(x, Tensor):
                 (x,) = lift_all((x,))
             if floating_result:
-                dtype = x.data.dtype
+                dtype = x.array.dtype
                 if dtype is not _FLOAT32 and dtype is not _FLOAT64 and dtype.kind != "f":
                     x = _cast(x, mode.default_dtype)
             try:
-                data = forward(x.data)
+                data = forward(x.array)
             except (ValueError, IndexError, TypeError) as err:
                 raise _with_shapes(err, op, (x,)) from None
             out = new_tensor(Tensor)
-            out.data = data if type(data) is _ndarray else np.asarray(data)
+            out.array = data if type(data) is _ndarray else np.asarray(data)
             out.requires_grad = False
             out.grad = out._ctx = out._tangent = None
             if x.requires_grad and mode.grad_enabled:
@@ -467,14 +482,14 @@ def fast_function(op):
         def run(first, second):
             if not (isinstance(first, Tensor) and isinstance(second, Tensor)):
                 first, second = lift_all((first, second))
-            if broadcasts and (first.data.dtype is not second.data.dtype or floating_result):
+            if broadcasts and (first.array.dtype is not second.array.dtype or floating_result):
                 first, second = promote(first, second, floating_result)
             try:
-                data = forward(first.data, second.data)
+                data = forward(first.array, second.array)
             except (ValueError, IndexError, TypeError) as err:
                 raise _with_shapes(err, op, (first, second)) from None
             out = new_tensor(Tensor)
-            out.data = data if type(data) is _ndarray else np.asarray(data)
+            out.array = data if type(data) is _ndarray else np.asarray(data)
             out.requires_grad = False
             out.grad = out._ctx = out._tangent = None
             if (first.requires_grad or second.requires_grad) and mode.grad_enabled:
@@ -494,7 +509,7 @@ def fast_function(op):
 
 def _with_shapes(err, op, inputs):
     """``err`` of ``op``'s forward, its message naming the op and the input shapes."""
-    shapes = ", ".join(str(t.data.shape) for t in inputs)
+    shapes = ", ".join(str(t.array.shape) for t in inputs)
     message = str(err).removeprefix(f"{op.name}: ")
     return type(err)(f"{op.name}: {message} (input shapes {shapes})")
 
@@ -516,8 +531,8 @@ def _propagate_tangents(op, out, inputs, attrs):
         MODE.forward_levels = levels[:depth]
         try:
             tangent = op.jvp(tangents, out, *inputs, **attrs)
-            if tangent is not None and tangent.data.shape != out.data.shape:
-                tangent = apply(TABLE["broadcast_to"], (tangent,), {"shape": out.data.shape})
+            if tangent is not None and tangent.array.shape != out.array.shape:
+                tangent = apply(TABLE["broadcast_to"], (tangent,), {"shape": out.array.shape})
         finally:
             MODE.forward_levels = levels
         if tangent is not None:
@@ -528,10 +543,10 @@ def _propagate_tangents(op, out, inputs, attrs):
 
 def fit_cotangent(grad, target):
     """Reduce a broadcast cotangent to ``target``'s shape and cast it to ``target``'s dtype."""
-    if grad.data.shape != target.data.shape:
-        grad = apply(TABLE["sum_to"], (grad,), {"shape": target.data.shape})
-    if grad.data.dtype != target.data.dtype:
-        grad = apply(TABLE["astype"], (grad,), {"dtype": target.data.dtype})
+    if grad.array.shape != target.array.shape:
+        grad = apply(TABLE["sum_to"], (grad,), {"shape": target.array.shape})
+    if grad.array.dtype != target.array.dtype:
+        grad = apply(TABLE["astype"], (grad,), {"dtype": target.array.dtype})
     return grad
 
 
@@ -586,7 +601,7 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
                 for parent, gp in incoming:
                     if gp is None or not parent.requires_grad:
                         continue
-                    got, wanted_array = gp.data, parent.data
+                    got, wanted_array = gp.array, parent.array
                     if got.shape != wanted_array.shape or (
                         got.dtype is not wanted_array.dtype and got.dtype != wanted_array.dtype
                     ):
@@ -631,7 +646,7 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
                     changed = _changed_since((t,) + tuple(parents), t._seq)
                     if changed is not None:
                         raise RuntimeError(
-                            f"a tensor of shape {changed.data.shape} that the backward of {op.name!r} needs was "
+                            f"a tensor of shape {changed.array.shape} that the backward of {op.name!r} needs was "
                             "changed by an in-place operation after it was used; compute the gradient first, or "
                             "change a copy (x.clone())"
                         )
@@ -649,7 +664,7 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
     finally:
         MODE.grad_enabled, MODE.in_backward = saved_modes
     # Memory a leaf may not keep as its .grad without a copy: the seeds', and what other leaves got.
-    shared = {id(s.data if s.data.base is None else s.data.base) for s in seeds}
+    shared = {id(s.array if s.array.base is None else s.array.base) for s in seeds}
     for leaf in leaves:
         g = grads.pop(leaf)
         if hooked or wanted:
@@ -674,15 +689,15 @@ def _accumulate_grad(leaf, g, create_graph, shared):
     if create_graph:
         leaf.grad = g.clone() if grad is None else grad + g
     elif grad is None:
-        array = g.data
+        array = g.array
         owner = id(array if array.base is None else array.base)
         if owner in shared or not (array.flags.c_contiguous and array.flags.writeable):
             array = array.copy()
             owner = id(array)
         shared.add(owner)
         leaf.grad = _wrap(array)
-    elif grad.data.flags.writeable and grad.data.shape == g.data.shape:
-        np.add(grad.data, g.data, out=grad.data)
+    elif grad.array.flags.writeable and grad.array.shape == g.array.shape:
+        np.add(grad.array, g.array, out=grad.array)
         mark_modified(grad)
     else:
         leaf.grad = grad + g
@@ -719,7 +734,7 @@ def lift(value, like):
     if isinstance(value, Tensor):
         return value
     if isinstance(value, _SCALARS):
-        return _wrap(np.asarray(value, dtype=_scalar_dtype(value, like.data.dtype)))
+        return _wrap(np.asarray(value, dtype=_scalar_dtype(value, like.array.dtype)))
     if isinstance(value, (np.ndarray, list, tuple)):
         return _wrap(np.asarray(value))
     raise TypeError(f"expected a Tensor, a number or an array, got {type(value).__name__}")

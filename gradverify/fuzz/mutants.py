@@ -145,7 +145,7 @@ MUTANTS = (
            lambda: _patch_rules("exp", vjp=lambda g, out, x: (out,)), "exp"),
     Mutant("broadcast_not_reduced", "fit_cotangent does not sum a broadcast cotangent back to the input's shape",
            lambda: _patch_source(_engine_function("fit_cotangent"),
-                                 ("if grad.data.shape != target.data.shape:", "if False:")), "add"),
+                                 ("if grad.array.shape != target.array.shape:", "if False:")), "add"),
     Mutant("reduction_without_1_over_n", "mean's VJP forgets the 1/N", _mean_without_count, "mean"),
     Mutant("reduction_wrong_axis", "log_softmax's VJP sums the cotangent over every axis, not the softmax axis",
            lambda: _patch_rules("log_softmax", vjp=lambda g, out, x, axis=-1: (
@@ -157,19 +157,19 @@ MUTANTS = (
            "stack"),
     Mutant("gradient_wrong_dtype", "fit_cotangent casts every cotangent to float64, not to the input's dtype",
            lambda: _patch_source(_engine_function("fit_cotangent"), (
-               "if grad.data.dtype != target.data.dtype:", "if True:"), (
-               '{"dtype": target.data.dtype}', '{"dtype": "float64"}')), "add"),
+               "if grad.array.dtype != target.array.dtype:", "if True:"), (
+               '{"dtype": target.array.dtype}', '{"dtype": "float64"}')), "add"),
     Mutant("rounded_output_derivative", "sigmoid' = y (1 - y), computed from the rounded output",
            lambda: _patch_rules("sigmoid", **_both(lambda x, out: out * (1.0 - out))), "sigmoid"),
     Mutant("softmax_rounded_output", "softmax's VJP out * (g - sum(g * out)): cancels where an output rounds to 1",
            lambda: _patch_rules("softmax", vjp=lambda g, out, x, axis=-1: (
                out * (g - F.sum(g * out, axis=axis, keepdims=True)),)), "softmax"),
     Mutant("kink_convention_changed", "relu'(0) = 1 instead of the table's relu'(0) = 0",
-           lambda: _patch_rules("relu", **_both(lambda x, out: rules._mask(x.data >= 0, x))), "relu"),
+           lambda: _patch_rules("relu", **_both(lambda x, out: rules._mask(x.array >= 0, x))), "relu"),
     Mutant("jvp_inconsistent", "div's JVP flips the sign of the divisor's term; its VJP is right",
            _div_jvp_sign, "div"),
     Mutant("saved_value_detached", "exp's VJP multiplies by a constant copy of exp(x): right once, wrong twice",
-           lambda: _patch_rules("exp", vjp=lambda g, out, x: (g * F.constant(out.data),)), "exp"),
+           lambda: _patch_rules("exp", vjp=lambda g, out, x: (g * F.constant(out.array),)), "exp"),
 )
 BY_NAME = {mutant.name: mutant for mutant in MUTANTS}
 

@@ -70,7 +70,7 @@ def _scale(t, factor):
 
 def _mask(condition, like):
     """A constant 0/1 tensor: the derivative of a piecewise-constant choice."""
-    return F.constant(condition.astype(like.data.dtype))
+    return F.constant(condition.astype(like.array.dtype))
 
 
 def _pass_where(condition, g):
@@ -79,7 +79,7 @@ def _pass_where(condition, g):
     A select, not ``g * mask``, so an infinite cotangent gives 0 where the input is cut off
     (sqrt(relu(x)) at x = 0), as PyTorch's threshold_backward and clamp_backward do.
     """
-    return None if g is None else F.where(F.constant(condition), g, _zero(g.data.dtype))
+    return None if g is None else F.where(F.constant(condition), g, _zero(g.array.dtype))
 
 
 @functools.lru_cache(maxsize=None)
@@ -209,8 +209,8 @@ _unary("softplus", _stable_softplus, lambda x, out: F.sigmoid(x))
 op(
     "relu",
     lambda x: np.maximum(x, 0).astype(x.dtype, copy=False),
-    lambda g, out, x: (_pass_where(x.data > 0, g),),
-    lambda t, out, x: _pass_where(x.data > 0, t[0]),
+    lambda g, out, x: (_pass_where(x.array > 0, g),),
+    lambda t, out, x: _pass_where(x.array > 0, t[0]),
     (REAL,),
     "unary",
     kink_gap=lambda x: x,
@@ -219,7 +219,7 @@ op(
 _unary(
     "abs",
     np.abs,
-    lambda x, out: _mask(np.sign(x.data), x),
+    lambda x, out: _mask(np.sign(x.array), x),
     floating_result=False,
     kink_gap=lambda x: x,
     kink_convention="abs'(0) = 0",
@@ -249,7 +249,7 @@ def _clip_forward(x, lo, hi):
 
 
 def _inside(x, lo, hi):
-    return (x.data >= lo) & (x.data <= hi)
+    return (x.array >= lo) & (x.array <= hi)
 
 
 op(
@@ -317,12 +317,12 @@ op(
 )
 def _pow_dbase(x, y):
     # y x^(y-1), and 0 where y = 0 (even at x = 0, where x^-1 is infinite), as PyTorch's pow_backward_self.
-    return F.where(y.data != 0, y * F.pow(x, y - 1.0), 0.0)
+    return F.where(y.array != 0, y * F.pow(x, y - 1.0), 0.0)
 
 
 def _pow_dexponent(out, x, y):
     # x^y log x, and 0 at x = 0 for y >= 0 (the limit; 0 * log 0 would be NaN), as PyTorch's pow_backward_exponent.
-    return F.where((x.data == 0) & (y.data >= 0), 0.0, out * F.log(x))
+    return F.where((x.array == 0) & (y.array >= 0), 0.0, out * F.log(x))
 
 
 op(
@@ -345,7 +345,7 @@ op(
 
 def _select_weights(x, y, pick_x):
     """Weights (w_x, w_y) of maximum/minimum: 1 for the chosen side, 1/2 each at ties."""
-    xd, yd = np.broadcast_arrays(x.data, y.data)
+    xd, yd = np.broadcast_arrays(x.array, y.array)
     wx = np.where(pick_x(xd, yd), 1.0, np.where(xd == yd, 0.5, 0.0)).astype(np.result_type(xd, yd))
     return wx, 1.0 - wx
 
@@ -407,7 +407,7 @@ def _where_forward(condition, x, y):
 
 
 def _where_vjp(g, out, cond, x, y):
-    zero = _zero(g.data.dtype)
+    zero = _zero(g.array.dtype)
     return None, F.where(cond, g, zero), F.where(cond, zero, g)
 
 
@@ -432,7 +432,7 @@ op(
 
 # --------------------------------------------------------------------- matmul
 def _is_transposed(t):
-    flags = t.data.flags
+    flags = t.array.flags
     return flags.f_contiguous and not flags.c_contiguous
 
 
@@ -571,7 +571,7 @@ op(
 
 def _extremum_weights(out, x, axis, keepdims):
     """Gradient weights of amax/amin: 1/k on each of the k entries that attain the extremum."""
-    hit = (x.data == _keep(out, x, axis, keepdims).data).astype(x.data.dtype)
+    hit = (x.array == _keep(out, x, axis, keepdims).array).astype(x.array.dtype)
     return F.constant(hit / np.sum(hit, axis=_normalize_axes(axis, x.ndim), keepdims=True))
 
 
@@ -639,7 +639,7 @@ def _softmax_of(x, axis):
     exp(x - c) / sum with the max c held constant: the value does not depend on c,
     and unlike exp(x - out) it does not inherit the rounding of out (about |x| ulps).
     """
-    e = F.exp(x - F.constant(_max_shift(x.data, axis)))
+    e = F.exp(x - F.constant(_max_shift(x.array, axis)))
     return e / F.sum(e, axis=axis, keepdims=True)
 
 
@@ -829,10 +829,10 @@ def _log_softmax_forward(x, axis=-1):
 def _first_max_mask(x, axis):
     """A constant 0/1 tensor marking the first largest entry of ``x`` along ``axis`` (a 0-d ``x``: itself)."""
     if x.ndim == 0:
-        return F.constant(np.ones_like(x.data))
-    mask = np.zeros_like(x.data)
+        return F.constant(np.ones_like(x.array))
+    mask = np.zeros_like(x.array)
     if mask.size:
-        first = np.expand_dims(np.argmax(x.data, axis=axis), axis)
+        first = np.expand_dims(np.argmax(x.array, axis=axis), axis)
         np.put_along_axis(mask, first, 1.0, axis=axis)
     return F.constant(mask)
 
@@ -858,7 +858,7 @@ def _log_softmax_vjp(g, out, x, axis=-1):
     # g - p * sum(g) with p = exp(out).  At the largest entry p rounds to 1 and that form cancels;
     # there it is (1 - p) sum(g) - (sum of the other g), with 1 - p the sum of the other (small) p.
     p, top = F.exp(out), _first_max_mask(x, axis)
-    rest = F.constant(1.0 - top.data)
+    rest = F.constant(1.0 - top.array)
     total = F.sum(g, axis=axis, keepdims=True)
     at_top = F.sum(p * rest, axis=axis, keepdims=True) * total - F.sum(g * rest, axis=axis, keepdims=True)
     return (rest * (g - p * total) + top * at_top,)
@@ -921,7 +921,7 @@ def _cross_entropy_backward_forward(g, logits, target):
 
 def _dlogits(logits, target):
     """d cross_entropy / d logits, which is cross_entropy_backward(1, logits, target): its derivative in g."""
-    return F.cross_entropy_backward(F.constant(np.ones((), dtype=logits.data.dtype)), logits, target)
+    return F.cross_entropy_backward(F.constant(np.ones((), dtype=logits.array.dtype)), logits, target)
 
 
 def _through_logits(u, g, logits):

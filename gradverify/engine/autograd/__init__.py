@@ -49,7 +49,7 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
     results = run_backward(roots, seeds, create_graph=create_graph, retain_graph=retain, accumulate=False,
                            inputs=inputs)
     # As run_backward's own accumulation: no .grad may share memory with a seed or another .grad.
-    shared = {id(s.data if s.data.base is None else s.data.base) for s in seeds}
+    shared = {id(s.array if s.array.base is None else s.array.base) for s in seeds}
     for x, g in zip(inputs, results):
         if g is not None:
             _accumulate_grad(x, g, create_graph, shared)
@@ -78,6 +78,13 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
                 f"inputs[{i}] was not used to compute the outputs; pass allow_unused=True to get None for it"
             )
     return tuple(results)
+
+def Variable(data, requires_grad=False, volatile=False):  # noqa: N802  (torch's name)
+    """torch's legacy ``Variable(tensor, requires_grad=...)``: a leaf tensor sharing ``data``'s memory."""
+    if not isinstance(data, Tensor):
+        raise TypeError(f"data: Variable wraps a Tensor, got {type(data).__name__}")
+    return Tensor(data.array, requires_grad=requires_grad)
+
 
 from . import functional  # noqa: E402  (after grad and backward, which the functional transforms call)
 from .function import Function  # noqa: E402

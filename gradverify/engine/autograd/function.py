@@ -194,7 +194,7 @@ class _Call:
         self.n_args = len(args)
         self.tensor_args = [i for i, a in enumerate(args) if isinstance(a, Tensor)]
         # (shape, dtype) per tensor output, for the zeros of outputs no gradient reached; None for other values.
-        self.output_specs = [(y.data.shape, y.data.dtype) if isinstance(y, Tensor) else None for y in outputs]
+        self.output_specs = [(y.array.shape, y.array.dtype) if isinstance(y, Tensor) else None for y in outputs]
 
     def record(self, args, outputs):
         """``outputs`` with the differentiable tensors recorded behind one node for the call."""
@@ -204,7 +204,7 @@ class _Call:
         for i, y in enumerate(outputs):
             if isinstance(y, Tensor):
                 recorded[id(y)] = y = (y.detach() if id(y) in skipped
-                                       else apply(self.cls._output_rule, (node,), {"index": i, "value": y.data}))
+                                       else apply(self.cls._output_rule, (node,), {"index": i, "value": y.array}))
             results.append(y)
         self.ctx.to_save = tuple(recorded.get(id(t), t) for t in self.ctx.to_save)
         return results
@@ -235,7 +235,7 @@ class _Call:
         """``g`` as the cotangent of argument ``i`` (tensor ``x``): None unless ``x`` requires grad."""
         if g is None or not x.requires_grad:
             return None
-        shape, wanted = g.data.shape, x.data.shape
+        shape, wanted = g.array.shape, x.array.shape
         if shape != wanted and not _reduces_to(shape, wanted):
             raise RuntimeError(f"Function {self.name} returned an invalid gradient at index {i} - got {list(shape)} "
                                f"but expected shape compatible with {list(wanted)}")
@@ -247,7 +247,7 @@ class _Call:
             raise NotImplementedError(f"{self.cls.__name__}: {_NO_JVP}")
         arg_tangents = [None] * self.n_args
         for i, x, t in zip(self.tensor_args, inputs, tangents):
-            arg_tangents[i] = Tensor(np.zeros_like(x.data)) if t is None else t
+            arg_tangents[i] = Tensor(np.zeros_like(x.array)) if t is None else t
         self.ctx._in_jvp = True
         try:
             result = self.cls.jvp(self.ctx, *arg_tangents)
@@ -317,7 +317,7 @@ def once_differentiable(backward):
         if not MODE.grad_enabled or not any(isinstance(g, Tensor) and g.requires_grad for g in grad_outputs):
             return grads
         grads = grads if isinstance(grads, tuple) else (grads,)
-        return tuple(apply(_DELAYED_ERROR, (Tensor(g.data, requires_grad=True),)) if isinstance(g, Tensor) else g
+        return tuple(apply(_DELAYED_ERROR, (Tensor(g.array, requires_grad=True),)) if isinstance(g, Tensor) else g
                      for g in grads)
 
     return wrapper

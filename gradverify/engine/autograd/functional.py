@@ -31,7 +31,7 @@ def _finish(tensors, create_graph, unwrap):
 def _cotangents(v, like, argname):
     """``v`` as a tuple matching ``like``; None only when ``like`` is one single-element tensor."""
     if v is None:
-        if len(like) != 1 or like[0].data.size != 1:
+        if len(like) != 1 or like[0].array.size != 1:
             raise RuntimeError(f"{argname}: may be None only when there is a single one-element tensor")
         return (ones_like(like[0]),)
     items, _ = _as_tuple(v, argname)

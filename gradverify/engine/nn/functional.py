@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import api
 from .. import functional as _ops
+from ..random import default_generator
 from ..tensor import Tensor, mark_modified
 
 relu = api.relu
@@ -59,6 +60,19 @@ def _check_reduction(reduction):
         raise ValueError(f"reduction: expected 'none', 'mean' or 'sum', got {reduction!r}")
 
 
+def legacy_reduction(size_average, reduce, reduction):
+    """``reduction``, or what torch's deprecated ``size_average`` and ``reduce`` (either given) say, with torch's warning.
+
+    ``reduce=False`` keeps every loss ('none'); otherwise ``size_average`` (default True) averages, else sums.
+    """
+    if size_average is None and reduce is None:
+        return reduction
+    reduction = "none" if reduce is False else ("sum" if size_average is False else "mean")
+    warnings.warn(f"size_average and reduce args will be deprecated, please use reduction='{reduction}' instead.",
+                  UserWarning, stacklevel=3)
+    return reduction
+
+
 def _divide(total, count):
     """``total / count``; nan (with a zero gradient) for a zero count, as torch's empty or all-ignored means."""
     return total / count if count else total * math.nan
@@ -70,7 +84,7 @@ def _reduce(losses, reduction, count=None):
     if reduction == "none":
         return losses
     total = api.sum(losses)
-    return total if reduction == "sum" else _divide(total, losses.data.size if count is None else count)
+    return total if reduction == "sum" else _divide(total, losses.array.size if count is None else count)
 
 
 def _broadcast_target(name, input, target):
@@ -98,11 +112,13 @@ def _broadcast_target(name, input, target):
     return api.broadcast_to(input, shape), api.broadcast_to(target, shape)
 
 
-def mse_loss(input, target, reduction="mean"):
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     """Squared error, reduced by ``reduction``; a target of another shape broadcasts with torch's warning."""
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    api.floating_only(input, "mse_loss", NotImplementedError)
     _check_reduction(reduction)
     input, target = _broadcast_target("mse_loss", input, target)
-    if reduction == "mean" and input.data.size:
+    if reduction == "mean" and input.array.size:
         return _ops.mse_loss(input, target)
     return _reduce(api.square(input - target), reduction)
 
@@ -118,7 +134,7 @@ def _class_weights(name, weight, input, class_dim):
     """``weight`` as a constant array of one weight per class (None stays None)."""
     if weight is None:
         return None
-    weights = weight.data if isinstance(weight, Tensor) else np.asarray(weight)
+    weights = weight.array if isinstance(weight, Tensor) else np.asarray(weight)
     classes = input.shape[class_dim]
     if weights.shape != (classes,):
         raise ValueError(f"{name}: weight must hold one weight per class, shape ({classes},), got {weights.shape}")
@@ -128,7 +144,7 @@ def _class_weights(name, weight, input, class_dim):
 def _class_indices(name, input, target, class_dim, ignore_index):
     """``target`` as an array of class indices for ``input``, checked like torch checks it, and whether
     any of its entries is ``ignore_index``."""
-    target_data = target.data if isinstance(target, Tensor) else np.asarray(target)
+    target_data = target.array if isinstance(target, Tensor) else np.asarray(target)
     expected = input.shape[:class_dim] + input.shape[class_dim + 1:]
     if target_data.shape != expected or target_data.dtype.kind not in "iu":
         raise ValueError(
@@ -170,13 +186,14 @@ def _weights_along(weights, ndim, class_dim):
     return _ops.constant(weights.reshape(shape))
 
 
-def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
     """Negative log-likelihood of log-probabilities (after log_softmax) at class indices, as torch.
 
     ``input`` is (C,), (N, C) or (N, C, d1, ...) with ``target`` of the shape without C; ``weight``
     (a constant) scales each class, and entries whose target is ``ignore_index`` count for nothing;
     ``mean`` divides by the summed weight of the counted entries.
     """
+    reduction = legacy_reduction(size_average, reduce, reduction)
     _check_reduction(reduction)
     class_dim = _class_dim("nll_loss", input)
     weights = _class_weights("nll_loss", weight, input, class_dim)
@@ -211,7 +228,8 @@ def _cross_entropy_of_indices(log_probs, target_data, class_dim, weights, ignore
     return loss * (1 - label_smoothing) + smooth * (label_smoothing / log_probs.shape[class_dim])
 
 
-def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean",
+                  label_smoothing=0.0):
     """Cross-entropy of logits against class indices or class probabilities, as torch.
 
     ``input`` is (C,), (N, C) or (N, C, d1, ...).  A floating ``target`` of the input's shape holds
@@ -219,13 +237,15 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     without C, and ``ignore_index`` marks entries that count for nothing.  ``weight`` (a constant)
     scales each class; ``label_smoothing`` mixes the target with the uniform distribution.
     """
+    reduction = legacy_reduction(size_average, reduce, reduction)
+    api.floating_only(input, "cross_entropy", NotImplementedError)
     _check_reduction(reduction)
     _check_label_smoothing(label_smoothing)
     class_dim = _class_dim("cross_entropy", input)
     weights = _class_weights("cross_entropy", weight, input, class_dim)
     if (target.shape if isinstance(target, Tensor) else np.shape(target)) == input.shape:
         target = target if isinstance(target, Tensor) else api.tensor(target, dtype=input.dtype)
-        if target.data.dtype.kind != "f":
+        if target.array.dtype.kind != "f":
             raise ValueError(
                 "cross_entropy: a target of the input's shape holds class probabilities and must be floating, "
                 f"got dtype {target.dtype}"
@@ -254,9 +274,12 @@ def dropout(input, p=0.5, training=True):
         raise ValueError(f"dropout: p must lie in [0, 1], got {p}")
     if not training or p == 0.0:
         return input
-    keep = api.generator().random(input.shape) >= p
-    scale = np.zeros(input.shape) if p == 1.0 else keep / (1.0 - p)
-    return input * Tensor(scale.astype(input.dtype))
+    api.floating_only(input, "dropout")
+    if p == 1.0:
+        return input * Tensor(np.zeros((), input.dtype))
+    # torch's draw and arithmetic: a Bernoulli(1 - p) mask divided by 1 - p in the input's dtype.
+    keep = default_generator.source.bernoulli(1.0 - p, input.shape, input.dtype)
+    return input * Tensor(keep / np.asarray(1.0 - p, input.dtype))
 
 
 def _same_shape_target(name, input, target):
@@ -306,6 +329,7 @@ def gelu(input, approximate="none"):
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalise over the trailing ``normalized_shape`` axes (biased variance plus ``eps``), then scale and shift."""
+    api.floating_only(input, "layer_norm", NotImplementedError)
     normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     count = len(normalized_shape)
     if count == 0 or input.shape[input.ndim - count:] != normalized_shape:
@@ -326,7 +350,7 @@ def _normalised(input, dims, eps):
 
 def _blend_in_place(running, batch_value, momentum):
     """``running <- (1 - momentum) running + momentum batch_value``, in the running tensor's memory as torch."""
-    running.data[...] = (1 - momentum) * running.data + momentum * batch_value
+    running.array[...] = (1 - momentum) * running.array + momentum * batch_value
     mark_modified(running)
 
 
@@ -343,16 +367,16 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     dims = (0,) + tuple(range(2, input.ndim))
     along_channels = (channels,) + (1,) * (input.ndim - 2)
     if training:
-        count = input.data.size // max(channels, 1)
+        count = input.array.size // max(channels, 1)
         if count <= 1:
             raise ValueError(
                 f"input: expected more than 1 value per channel when training, got shape {tuple(input.shape)}"
             )
         out = _normalised(input, dims, eps)
         if running_mean is not None:
-            _blend_in_place(running_mean, input.data.mean(axis=dims), momentum)
+            _blend_in_place(running_mean, input.array.mean(axis=dims), momentum)
         if running_var is not None:
-            _blend_in_place(running_var, input.data.var(axis=dims, ddof=1), momentum)
+            _blend_in_place(running_var, input.array.var(axis=dims, ddof=1), momentum)
     else:
         if running_mean is None or running_var is None:
             raise ValueError("running_mean, running_var: expected tensors when not training, got None")
@@ -366,7 +390,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
 
 def embedding(input, weight, padding_idx=None):
     """The rows of ``weight`` at the integer indices ``input``; the ``padding_idx`` row gets no gradient."""
-    indices = input.data if isinstance(input, Tensor) else np.asarray(input)
+    indices = input.array if isinstance(input, Tensor) else np.asarray(input)
     rows = weight.shape[0]
     if indices.dtype.kind not in "iu":
         raise TypeError(f"input: expected integer indices, got dtype {indices.dtype}")
@@ -381,7 +405,7 @@ def embedding(input, weight, padding_idx=None):
 
 def one_hot(tensor, num_classes=-1):
     """An int64 tensor with one more axis, of length ``num_classes`` (max + 1 when -1), holding 1 at each index."""
-    indices = tensor.data if isinstance(tensor, Tensor) else np.asarray(tensor)
+    indices = tensor.array if isinstance(tensor, Tensor) else np.asarray(tensor)
     if indices.dtype.kind not in "iu":
         raise TypeError(f"tensor: one_hot expects an integer tensor, got dtype {indices.dtype}")
     if num_classes == -1:
@@ -398,15 +422,17 @@ def normalize(input, p=2.0, dim=1, eps=1e-12):
     return input / api.clamp(api.norm(input, p=p, dim=dim, keepdim=True), min=eps)
 
 
-def l1_loss(input, target, reduction="mean"):
+def l1_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     """Absolute error, reduced by ``reduction``; a target of another shape broadcasts with torch's warning."""
+    reduction = legacy_reduction(size_average, reduce, reduction)
     _check_reduction(reduction)
     input, target = _broadcast_target("l1_loss", input, target)
     return _reduce(api.abs(input - target), reduction)
 
 
-def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
+def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
     """``0.5 d^2 / beta`` where ``|d| < beta``, else ``|d| - 0.5 beta`` (d = input - target); beta 0 is l1_loss."""
+    reduction = legacy_reduction(size_average, reduce, reduction)
     _check_reduction(reduction)
     if beta < 0:
         raise ValueError(f"beta: must be >= 0, got {beta}")
@@ -418,15 +444,16 @@ def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
     return _reduce(api.where(size < beta, 0.5 * diff * diff / beta, size - 0.5 * beta), reduction)
 
 
-def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
     """``-(t log x + (1 - t) log(1 - x))`` for probabilities ``x``, each log clamped below at -100 as torch.
 
     The gradient is the derivative of that value, torch's ``(x - t) / (x (1 - x))``, except where
     ``x (1 - x) < 1e-12`` (saturated probabilities): there torch divides by 1e-12 instead.
     """
+    reduction = legacy_reduction(size_average, reduce, reduction)
     _check_reduction(reduction)
     target = _same_shape_target("binary_cross_entropy", input, target)
-    if input.data.size and (input.data.min() < 0 or input.data.max() > 1):
+    if input.array.size and (input.array.min() < 0 or input.array.max() > 1):
         raise ValueError("input: binary_cross_entropy expects probabilities, all elements between 0 and 1")
     losses = -(target * _clamped_log(input) + (1 - target) * _clamped_log(1 - input))
     weight = _constant_like("weight", weight, input)
@@ -435,13 +462,15 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
 
 def _clamped_log(x):
     """``max(log x, -100)``; where x is 0 the log of 1 is taken instead, so its gradient is 0 and not nan."""
-    positive = x.data > 0
+    positive = x.array > 0
     return api.where(positive, api.clamp(api.log(api.where(positive, x, 1.0)), min=-100.0), -100.0)
 
 
-def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None, reduction="mean",
+                                     pos_weight=None):
     """Binary cross-entropy of ``sigmoid(input)`` in the stable form ``(1 - t) x + w_t softplus(-x)``,
     ``w_t = 1 + (pos_weight - 1) t`` weighting the positive term."""
+    reduction = legacy_reduction(size_average, reduce, reduction)
     _check_reduction(reduction)
     target = _same_shape_target("binary_cross_entropy_with_logits", input, target)
     pos_weight = _constant_like("pos_weight", pos_weight, input)

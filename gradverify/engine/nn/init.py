@@ -1,7 +1,7 @@
 """``ge.nn.init``: torch.nn.init's initialisers, filling a tensor in place (outside the graph) and returning it.
 
-They draw from the engine's generator (``ge.manual_seed``), so the values are
-reproducible but not torch's.
+They draw as torch's do (``generator=`` or the default generator, seeded by ``ge.manual_seed``),
+so a source that repeats torch's numbers (:func:`gradverify.engine.random.use_source`) gives torch's values.
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from .. import api
+from ..random import generator_arg
 
 
 def calculate_gain(nonlinearity, param=None):
@@ -38,12 +39,12 @@ def _fill(tensor, values):
         return tensor.copy_(api.tensor(values, dtype=tensor.dtype))
 
 
-def uniform_(tensor, a=0.0, b=1.0):
-    return _fill(tensor, api.generator().uniform(a, b, tensor.shape))
+def uniform_(tensor, a=0.0, b=1.0, generator=None):
+    return _fill(tensor, generator_arg(generator).source.uniform(tensor.shape, a, b, tensor.dtype))
 
 
-def normal_(tensor, mean=0.0, std=1.0):
-    return _fill(tensor, api.generator().normal(mean, std, tensor.shape))
+def normal_(tensor, mean=0.0, std=1.0, generator=None):
+    return _fill(tensor, generator_arg(generator).source.normal(tensor.shape, mean, std, tensor.dtype))
 
 
 def constant_(tensor, val):
@@ -58,15 +59,16 @@ def ones_(tensor):
     return constant_(tensor, 1.0)
 
 
-def xavier_uniform_(tensor, gain=1.0):
+def xavier_uniform_(tensor, gain=1.0, generator=None):
     fan_in, fan_out = _fans(tensor)
-    bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
-    return uniform_(tensor, -bound, bound)
+    std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
+    bound = math.sqrt(3.0) * std  # torch's arithmetic, so that the bound rounds as torch's
+    return uniform_(tensor, -bound, bound, generator)
 
 
-def xavier_normal_(tensor, gain=1.0):
+def xavier_normal_(tensor, gain=1.0, generator=None):
     fan_in, fan_out = _fans(tensor)
-    return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
+    return normal_(tensor, 0.0, gain * math.sqrt(2.0 / float(fan_in + fan_out)), generator)
 
 
 def _kaiming_std(tensor, a, mode, nonlinearity):
@@ -76,10 +78,14 @@ def _kaiming_std(tensor, a, mode, nonlinearity):
     return calculate_gain(nonlinearity, a) / math.sqrt(fan)
 
 
-def kaiming_uniform_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu"):
+def kaiming_uniform_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
+    if 0 in tensor.shape:
+        return tensor  # torch leaves an empty tensor as it is
     bound = math.sqrt(3.0) * _kaiming_std(tensor, a, mode, nonlinearity)
-    return uniform_(tensor, -bound, bound)
+    return uniform_(tensor, -bound, bound, generator)
 
 
-def kaiming_normal_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu"):
-    return normal_(tensor, 0.0, _kaiming_std(tensor, a, mode, nonlinearity))
+def kaiming_normal_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
+    if 0 in tensor.shape:
+        return tensor
+    return normal_(tensor, 0.0, _kaiming_std(tensor, a, mode, nonlinearity), generator)

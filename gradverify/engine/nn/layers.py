@@ -8,8 +8,10 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import api
+from ..devices import check_device
 from ..tensor import Tensor, mark_modified
 from . import functional as F
+from . import init
 from .module import Module, Parameter
 
 
@@ -20,14 +22,21 @@ class Linear(Module):
     U(-1/sqrt(in), 1/sqrt(in)), and the same bound for the bias.
     """
 
-    def __init__(self, in_features, out_features, bias=True, dtype=None):
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
         super().__init__()
+        check_device(device)
         self.in_features, self.out_features = in_features, out_features
-        bound = 1.0 / math.sqrt(in_features) if in_features > 0 else 0.0
         dtype = dtype or api.get_default_dtype()
-        rng = api.generator()
-        self.weight = Parameter(rng.uniform(-bound, bound, (out_features, in_features)).astype(dtype))
-        self.bias = Parameter(rng.uniform(-bound, bound, (out_features,)).astype(dtype)) if bias else None
+        self.weight = Parameter(np.zeros((out_features, in_features), dtype))
+        self.bias = Parameter(np.zeros((out_features,), dtype)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """torch's initialisation, drawn as torch draws it (the weight first, then the bias)."""
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0
+            init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x):
         return F.linear(x, self.weight, self.bias)
@@ -146,9 +155,9 @@ class Sequential(Module):
 class MSELoss(Module):
     """Squared error, reduced by ``reduction`` ("mean", "sum" or "none"); see ``functional.mse_loss``."""
 
-    def __init__(self, reduction="mean"):
+    def __init__(self, size_average=None, reduce=None, reduction="mean"):
         super().__init__()
-        self.reduction = reduction
+        self.reduction = F.legacy_reduction(size_average, reduce, reduction)
 
     def forward(self, input, target):
         return F.mse_loss(input, target, reduction=self.reduction)
@@ -157,24 +166,28 @@ class MSELoss(Module):
 class NLLLoss(Module):
     """Negative log-likelihood of log-probabilities at class indices; see ``functional.nll_loss``."""
 
-    def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
         super().__init__()
-        self.weight, self.ignore_index, self.reduction = weight, ignore_index, reduction
+        self.weight, self.ignore_index = weight, ignore_index
+        self.reduction = F.legacy_reduction(size_average, reduce, reduction)
 
     def forward(self, input, target):
-        return F.nll_loss(input, target, self.weight, self.ignore_index, self.reduction)
+        return F.nll_loss(input, target, self.weight, ignore_index=self.ignore_index, reduction=self.reduction)
 
 
 class CrossEntropyLoss(Module):
     """Cross-entropy of logits against class indices or probabilities; see ``functional.cross_entropy``."""
 
-    def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean",
+                 label_smoothing=0.0):
         super().__init__()
-        self.weight, self.ignore_index, self.reduction = weight, ignore_index, reduction
+        self.weight, self.ignore_index = weight, ignore_index
+        self.reduction = F.legacy_reduction(size_average, reduce, reduction)
         self.label_smoothing = label_smoothing
 
     def forward(self, input, target):
-        return F.cross_entropy(input, target, self.weight, self.ignore_index, self.reduction, self.label_smoothing)
+        return F.cross_entropy(input, target, self.weight, ignore_index=self.ignore_index, reduction=self.reduction,
+                               label_smoothing=self.label_smoothing)
 
 
 SiLU = _activation("SiLU", F.silu)
@@ -238,17 +251,18 @@ class Embedding(Module):
     """A lookup table of ``num_embeddings`` rows of size ``embedding_dim``, initialised N(0, 1) as torch;
     the ``padding_idx`` row starts at zero and gets no gradient."""
 
-    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, dtype=None):
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, device=None, dtype=None):
         super().__init__()
+        check_device(device)
         if padding_idx is not None:
             if not -num_embeddings <= padding_idx < num_embeddings:
                 raise ValueError(f"padding_idx: must lie in [-{num_embeddings}, {num_embeddings}), got {padding_idx}")
             padding_idx %= num_embeddings
         self.num_embeddings, self.embedding_dim, self.padding_idx = num_embeddings, embedding_dim, padding_idx
-        weight = api.generator().normal(0.0, 1.0, (num_embeddings, embedding_dim))
+        self.weight = Parameter(np.zeros((num_embeddings, embedding_dim), dtype or api.get_default_dtype()))
+        init.normal_(self.weight)
         if padding_idx is not None:
-            weight[padding_idx] = 0.0
-        self.weight = Parameter(weight.astype(dtype or api.get_default_dtype()))
+            self.weight.array[padding_idx] = 0.0
 
     def forward(self, input):
         return F.embedding(input, self.weight, self.padding_idx)
@@ -262,8 +276,9 @@ class LayerNorm(Module):
     """Layer normalisation over the trailing ``normalized_shape`` axes, with a weight of ones and a bias of
     zeros when ``elementwise_affine``."""
 
-    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, dtype=None):
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, device=None, dtype=None):
         super().__init__()
+        check_device(device)
         shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         self.normalized_shape, self.eps, self.elementwise_affine = shape, eps, elementwise_affine
         dtype = dtype or api.get_default_dtype()
@@ -285,8 +300,9 @@ class BatchNorm1d(Module):
     ``num_batches_tracked``); eval normalises by the running statistics.
     """
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, dtype=None):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None, dtype=None):
         super().__init__()
+        check_device(device)
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         dtype = dtype or api.get_default_dtype()
@@ -303,10 +319,10 @@ class BatchNorm1d(Module):
                              f"got {tuple(x.shape)}")
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.num_batches_tracked is not None:
-            self.num_batches_tracked.data[...] += 1
+            self.num_batches_tracked.array[...] += 1
             mark_modified(self.num_batches_tracked)
             if self.momentum is None:
-                momentum = 1.0 / float(self.num_batches_tracked.data)
+                momentum = 1.0 / float(self.num_batches_tracked.array)
         batch_statistics = self.training or self.running_mean is None
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, batch_statistics,
                             momentum, self.eps)
@@ -481,9 +497,9 @@ def _as_parameter(value):
 class L1Loss(Module):
     """Absolute error, reduced by ``reduction``; see ``functional.l1_loss``."""
 
-    def __init__(self, reduction="mean"):
+    def __init__(self, size_average=None, reduce=None, reduction="mean"):
         super().__init__()
-        self.reduction = reduction
+        self.reduction = F.legacy_reduction(size_average, reduce, reduction)
 
     def forward(self, input, target):
         return F.l1_loss(input, target, reduction=self.reduction)
@@ -492,9 +508,9 @@ class L1Loss(Module):
 class SmoothL1Loss(Module):
     """Squared error below ``beta``, absolute error above; see ``functional.smooth_l1_loss``."""
 
-    def __init__(self, reduction="mean", beta=1.0):
+    def __init__(self, size_average=None, reduce=None, reduction="mean", beta=1.0):
         super().__init__()
-        self.reduction, self.beta = reduction, beta
+        self.reduction, self.beta = F.legacy_reduction(size_average, reduce, reduction), beta
 
     def forward(self, input, target):
         return F.smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)
@@ -503,20 +519,22 @@ class SmoothL1Loss(Module):
 class BCELoss(Module):
     """Binary cross-entropy of probabilities; see ``functional.binary_cross_entropy``."""
 
-    def __init__(self, weight=None, reduction="mean"):
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean"):
         super().__init__()
-        self.weight, self.reduction = weight, reduction
+        self.weight, self.reduction = weight, F.legacy_reduction(size_average, reduce, reduction)
 
     def forward(self, input, target):
-        return F.binary_cross_entropy(input, target, self.weight, self.reduction)
+        return F.binary_cross_entropy(input, target, self.weight, reduction=self.reduction)
 
 
 class BCEWithLogitsLoss(Module):
     """Binary cross-entropy of logits (stable form); see ``functional.binary_cross_entropy_with_logits``."""
 
-    def __init__(self, weight=None, reduction="mean", pos_weight=None):
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean", pos_weight=None):
         super().__init__()
-        self.weight, self.reduction, self.pos_weight = weight, reduction, pos_weight
+        self.weight, self.pos_weight = weight, pos_weight
+        self.reduction = F.legacy_reduction(size_average, reduce, reduction)
 
     def forward(self, input, target):
-        return F.binary_cross_entropy_with_logits(input, target, self.weight, self.reduction, self.pos_weight)
+        return F.binary_cross_entropy_with_logits(input, target, self.weight, reduction=self.reduction,
+                                                  pos_weight=self.pos_weight)

@@ -5,6 +5,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from .. import devices
 from ..tensor import Tensor, is_floating, mark_modified
 
 
@@ -15,7 +16,7 @@ class Parameter(Tensor):
 
     def __init__(self, data, requires_grad=True):
         if isinstance(data, Tensor):
-            data = data.data
+            data = data.array
         super().__init__(np.array(data, copy=True), requires_grad=requires_grad)
 
     def __repr__(self):
@@ -25,7 +26,7 @@ class Parameter(Tensor):
 def state_array(value, name):
     """A numpy array from an engine tensor, a torch tensor or anything array-like."""
     if isinstance(value, Tensor):
-        return value.data
+        return value.array
     if hasattr(value, "detach") and hasattr(value, "cpu"):
         return value.detach().cpu().numpy()
     try:
@@ -40,9 +41,9 @@ def zero_grads(params, set_to_none=True):
         if set_to_none or p.grad is None:
             p.grad = None
         elif p.grad.requires_grad:
-            p.grad = Tensor(np.zeros_like(p.data))  # a create_graph gradient: torch detaches it first
+            p.grad = Tensor(np.zeros_like(p.array))  # a create_graph gradient: torch detaches it first
         else:
-            p.grad.data.fill(0)  # in place, as torch: a reference to .grad sees the zeros
+            p.grad.array.fill(0)  # in place, as torch: a reference to .grad sees the zeros
             mark_modified(p.grad)
 
 
@@ -223,12 +224,12 @@ class Module:
 
     def _cast(self, dtype):
         for p in self.parameters():
-            p.data = p.data.astype(dtype)
+            p.array = p.array.astype(dtype)
             if p.grad is not None:
-                p.grad = Tensor(p.grad.data.astype(dtype))
+                p.grad = Tensor(p.grad.array.astype(dtype))
         for b in self.buffers():
-            if is_floating(b.data.dtype):
-                b.data = b.data.astype(dtype)
+            if is_floating(b.array.dtype):
+                b.array = b.array.astype(dtype)
         return self
 
     def double(self):
@@ -239,8 +240,27 @@ class Module:
         """Convert every parameter and floating buffer to float32 in place."""
         return self._cast(np.float32)
 
-    def to(self, dtype):
-        return self if isinstance(dtype, str) else self._cast(np.dtype(dtype))
+    def to(self, *args, device=None, dtype=None, non_blocking=False):
+        """As torch.nn.Module.to(device, dtype), to(dtype) or to(tensor): cast the floating parameters and buffers
+        to ``dtype``; the device must be the CPU (another raises, naming it).  Returns this module."""
+        for arg in args:
+            if isinstance(arg, Tensor):
+                dtype = arg.dtype
+            elif isinstance(arg, (str, devices.device)):
+                device = arg
+            elif isinstance(arg, bool):
+                non_blocking = arg
+            else:
+                dtype = arg
+        devices.check_device(device)
+        return self if dtype is None else self._cast(np.dtype(dtype))
+
+    def cpu(self):
+        return self
+
+    def cuda(self, device=None):
+        """Raises, naming the device, as torch does without CUDA: the engine has none."""
+        devices.check_device("cuda" if device is None else f"cuda:{device}" if isinstance(device, int) else device)
 
     def _state_entries(self):
         """Every (name, tensor) that ``state_dict`` holds: per module its parameters, then persistent buffers."""
@@ -276,11 +296,11 @@ class Module:
                 continue
             array = state_array(value, name)
             p = own[name]
-            if array.shape != p.data.shape:
+            if array.shape != p.array.shape:
                 raise ValueError(
-                    f"load_state_dict: {name!r} has shape {array.shape} but the parameter has shape {p.data.shape}"
+                    f"load_state_dict: {name!r} has shape {array.shape} but the parameter has shape {p.array.shape}"
                 )
-            np.copyto(p.data, array, casting="unsafe")
+            np.copyto(p.array, array, casting="unsafe")
             mark_modified(p)
         return missing, unexpected
 

@@ -34,7 +34,7 @@ def _vector_norm(array, norm_type):
 
 
 def _scale_in_place(grad, factor):
-    grad.data *= factor  # in place, as torch: a reference to .grad sees the clipped values
+    grad.array *= factor  # in place, as torch: a reference to .grad sees the clipped values
     mark_modified(grad)
 
 
@@ -48,8 +48,8 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     grads = _grads(parameters)
     if not grads:
         return api.tensor(0.0)
-    dtype = np.result_type(*(g.data.dtype for g in grads))
-    per_tensor = np.array([_vector_norm(g.data, norm_type) for g in grads], dtype=dtype)
+    dtype = np.result_type(*(g.array.dtype for g in grads))
+    per_tensor = np.array([_vector_norm(g.array, norm_type) for g in grads], dtype=dtype)
     total = np.asarray(_vector_norm(per_tensor, norm_type), dtype=dtype)
     if error_if_nonfinite and not np.isfinite(total):
         raise RuntimeError(
@@ -59,7 +59,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         )
     factor = np.minimum(np.asarray(max_norm, dtype) / (total + dtype.type(1e-6)), dtype.type(1.0))
     for g in grads:
-        _scale_in_place(g, factor.astype(g.data.dtype))
+        _scale_in_place(g, factor.astype(g.array.dtype))
     return Tensor(total)
 
 
@@ -67,7 +67,7 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
     """Clamp every gradient of ``parameters`` into ``[-clip_value, clip_value]`` in place."""
     clip_value = float(clip_value)
     for g in _grads(parameters):
-        np.clip(g.data, -clip_value, clip_value, out=g.data)
+        np.clip(g.array, -clip_value, clip_value, out=g.array)
         mark_modified(g)
 
 
@@ -81,10 +81,10 @@ def vector_to_parameters(vec, parameters):
     if not isinstance(vec, Tensor):
         raise TypeError(f"vec: expected a Tensor, got {type(vec).__name__}")
     parameters = _tensor_list(parameters, "parameters")
-    needed = sum(p.data.size for p in parameters)
+    needed = sum(p.array.size for p in parameters)
     if vec.ndim != 1 or vec.shape[0] != needed:
         raise ValueError(f"vec: expected a 1-d tensor of {needed} elements, got shape {tuple(vec.shape)}")
     start = 0
     for p in parameters:
-        p.data = vec.data[start:start + p.data.size].reshape(p.data.shape)
-        start += p.data.size
+        p.array = vec.array[start:start + p.array.size].reshape(p.array.shape)
+        start += p.array.size

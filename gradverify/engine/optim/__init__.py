@@ -81,7 +81,7 @@ class Optimizer:
             for p in group["params"]:
                 if p.grad is not None:
                     state = self.state.get(p, {})
-                    self._update(p, p.grad.data, state, group)
+                    self._update(p, p.grad.array, state, group)
                     if state:  # plain SGD keeps none, and torch's state_dict then lists no entry
                         self.state[p] = state
                     mark_modified(p)
@@ -141,13 +141,13 @@ def _directed_gradient(p, grad, group):
     if group["maximize"]:
         grad = -grad
     if group["weight_decay"]:
-        grad = grad + group["weight_decay"] * p.data
+        grad = grad + group["weight_decay"] * p.array
     return grad
 
 
 def _next_step(state):
     """Count one more step in ``state['step']`` (a 0-d tensor, as torch keeps it) and return the new count."""
-    step = float(state["step"].data) + 1
+    step = float(state["step"].array) + 1
     state["step"] = Tensor(np.array(step, dtype=state["step"].dtype))
     return step
 
@@ -157,7 +157,7 @@ def _step_counter():
 
 
 def _descend(p, lr, direction):
-    p.data -= np.asarray(lr * direction, dtype=p.data.dtype)
+    p.array -= np.asarray(lr * direction, dtype=p.array.dtype)
 
 
 class SGD(Optimizer):
@@ -182,7 +182,7 @@ class SGD(Optimizer):
             if buf is None:
                 buf = np.array(grad, copy=True)
             else:
-                buf = momentum * buf.data + (1 - group["dampening"]) * grad
+                buf = momentum * buf.array + (1 - group["dampening"]) * grad
             state["momentum_buffer"] = Tensor(buf)
             grad = grad + momentum * buf if group["nesterov"] else buf
         _descend(p, group["lr"], grad)
@@ -208,18 +208,18 @@ class Adam(Optimizer):
         # .get: a state_dict saved by a torch older than 2.13 has no such entry
         if group.get("decoupled_weight_decay"):
             grad = -grad if group["maximize"] else grad
-            p.data *= 1 - group["lr"] * group["weight_decay"]
+            p.array *= 1 - group["lr"] * group["weight_decay"]
         else:
             grad = _directed_gradient(p, grad, group)
         if not state:
             state["step"] = _step_counter()
-            state["exp_avg"], state["exp_avg_sq"] = Tensor(np.zeros_like(p.data)), Tensor(np.zeros_like(p.data))
+            state["exp_avg"], state["exp_avg_sq"] = Tensor(np.zeros_like(p.array)), Tensor(np.zeros_like(p.array))
         step = _next_step(state)
-        m = b1 * state["exp_avg"].data + (1 - b1) * grad
-        v = b2 * state["exp_avg_sq"].data + (1 - b2) * grad * grad
+        m = b1 * state["exp_avg"].array + (1 - b1) * grad
+        v = b2 * state["exp_avg_sq"].array + (1 - b2) * grad * grad
         state.update(exp_avg=Tensor(m), exp_avg_sq=Tensor(v))
         if group["amsgrad"]:
-            v = np.maximum(state["max_exp_avg_sq"].data, v) if "max_exp_avg_sq" in state else v
+            v = np.maximum(state["max_exp_avg_sq"].array, v) if "max_exp_avg_sq" in state else v
             state["max_exp_avg_sq"] = Tensor(v)
         denom = np.sqrt(v) / np.sqrt(1 - b2**step) + group["eps"]
         _descend(p, group["lr"] / (1 - b1**step), m / denom)
@@ -249,21 +249,21 @@ class RMSprop(Optimizer):
         grad = _directed_gradient(p, grad, group)
         if not state:
             state["step"] = _step_counter()
-            state["square_avg"] = Tensor(np.zeros_like(p.data))
+            state["square_avg"] = Tensor(np.zeros_like(p.array))
             if group["momentum"] > 0:
-                state["momentum_buffer"] = Tensor(np.zeros_like(p.data))
+                state["momentum_buffer"] = Tensor(np.zeros_like(p.array))
             if group["centered"]:
-                state["grad_avg"] = Tensor(np.zeros_like(p.data))
+                state["grad_avg"] = Tensor(np.zeros_like(p.array))
         _next_step(state)
-        square_avg = alpha * state["square_avg"].data + (1 - alpha) * grad * grad
+        square_avg = alpha * state["square_avg"].array + (1 - alpha) * grad * grad
         state["square_avg"] = Tensor(square_avg)
         if group["centered"]:
-            grad_avg = _lerp(state["grad_avg"].data, grad, 1 - alpha)
+            grad_avg = _lerp(state["grad_avg"].array, grad, 1 - alpha)
             state["grad_avg"] = Tensor(grad_avg)
             square_avg = square_avg - grad_avg * grad_avg
         avg = np.sqrt(square_avg) + group["eps"]
         if group["momentum"] > 0:
-            buf = group["momentum"] * state["momentum_buffer"].data + grad / avg
+            buf = group["momentum"] * state["momentum_buffer"].array + grad / avg
             state["momentum_buffer"] = Tensor(buf)
             _descend(p, group["lr"], buf)
         else:
@@ -293,14 +293,14 @@ class Adagrad(Optimizer):
 
     @staticmethod
     def _initial_state(p, group):
-        return {"step": _step_counter(), "sum": Tensor(np.full_like(p.data, group["initial_accumulator_value"]))}
+        return {"step": _step_counter(), "sum": Tensor(np.full_like(p.array, group["initial_accumulator_value"]))}
 
     def _update(self, p, grad, state, group):
         if not state:  # a parameter of a group added after construction
             state.update(self._initial_state(p, group))
         step = _next_step(state)
         grad = _directed_gradient(p, grad, group)
-        total = state["sum"].data + grad * grad
+        total = state["sum"].array + grad * grad
         state["sum"] = Tensor(total)
         _descend(p, group["lr"] / (1 + (step - 1) * group["lr_decay"]), grad / (np.sqrt(total) + group["eps"]))
 
