@@ -8,6 +8,7 @@ Workloads (float32, value and gradient every call):
 - W2: MLP 784-128-10 at batch 64, hidden activation then cross-entropy, forward + backward.
 - W4: a 300-op chain on 100-element vectors: 100 x (tanh, mul, add), summed, gradient w.r.t. the input;
   also against the same chain and its backward written by hand in numpy.
+- W4s: W4 as programs write it, with Python-number operands, in float64: 100 x ``y = tanh(y) * 1.01 + 0.1``.
 - W5: MLP 784-512-10 at batch 1024, forward + backward, also against a hand-written numpy backprop
   of the same network (the floor for any numpy-backed engine).
 
@@ -54,7 +55,8 @@ import torch  # noqa: E402
 import gradverify.engine as ge  # noqa: E402
 
 torch.set_num_threads(ARGS.threads)
-TARGETS = {"W1": ("torch", 0.6), "W2": ("torch", 1.0), "W4": ("torch", 0.6), "W5": ("numpy", 1.15)}
+TARGETS = {"W1": ("torch", 0.6), "W2": ("torch", 1.0), "W4": ("torch", 0.6), "W4s": ("torch", 0.6),
+           "W5": ("numpy", 1.15)}
 
 
 # ----------------------------------------------------------------- workloads
@@ -83,6 +85,22 @@ def tanh_chain(lib, length=100, size=100):
         for _ in range(length):
             h = lib.tanh(h) * a + b
         total = h.sum()
+        total.backward()
+        return total, x.grad
+
+    return step
+
+
+def scalar_tanh_chain(lib, length=100, size=100):
+    """W4s: ``length`` rounds of y = tanh(y) * 1.01 + 0.1 on float64 ``size``-vectors, summed, then backward."""
+    x0 = np.random.default_rng(4).uniform(-1.0, 1.0, size)
+
+    def step():
+        x = lib.tensor(x0, dtype=lib.float64, requires_grad=True)
+        y = x
+        for _ in range(length):
+            y = lib.tanh(y) * 1.01 + 0.1
+        total = y.sum()
         total.backward()
         return total, x.grad
 
@@ -174,6 +192,7 @@ def workloads(hidden):
             "numpy": numpy_mlp(w2, hidden),
         },
         "W4": {"engine": tanh_chain(ge), "torch": tanh_chain(torch), "numpy": numpy_tanh_chain()},
+        "W4s": {"engine": scalar_tanh_chain(ge), "torch": scalar_tanh_chain(torch)},
         "W5": {
             "engine": mlp(ge, ge.nn.functional, w5, hidden),
             "torch": mlp(torch, torch.nn.functional, w5, hidden),
