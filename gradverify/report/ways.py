@@ -39,7 +39,7 @@ def _engine_reverse(example, dtype):
 
     fn, inputs = engine_case(example, dtype)
     grad = ge.func.grad(fn, argnums=_all(inputs))
-    return lambda: tuple(g.data for g in grad(*inputs))
+    return lambda: tuple(g.array for g in grad(*inputs))
 
 
 def _engine_forward(example, dtype):
@@ -47,7 +47,7 @@ def _engine_forward(example, dtype):
 
     fn, inputs = engine_case(example, dtype)
     jacobian = ge.func.jacfwd(fn, argnums=_all(inputs))
-    return lambda: tuple(j.data for j in jacobian(*inputs))
+    return lambda: tuple(j.array for j in jacobian(*inputs))
 
 
 def _torch_reverse(example, dtype):
