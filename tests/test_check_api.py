@@ -1,5 +1,7 @@
 """check_grad's contract: backends, verdicts, kinks, NaN policy, result formats and error messages."""
 import json
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -322,6 +324,19 @@ def test_result_formats():
 def test_package_root_reexports_the_checker():
     assert gradverify.check_grad is check_grad
     assert gradverify.CheckResult.__name__ == "CheckResult"
+
+
+def test_the_engine_does_not_import_the_checker_and_checking_does_not_import_pandas():
+    # A fresh interpreter: this test process has long imported both.
+    script = (
+        "import sys, numpy as np, gradverify.engine as ge\n"
+        "engine_only = sorted(m for m in sys.modules if m.startswith('gradverify.check'))\n"
+        "result = ge.autograd.gradcheck(lambda x: (x * x).sum(), (ge.tensor(np.array([1.0, 2.0]), "
+        "requires_grad=True),))\n"
+        "print(engine_only, result, 'pandas' in sys.modules, ge.autograd.GradcheckError.__module__)\n"
+    )
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert ran.stdout.split() == ["[]", "True", "False", "gradverify.check.gradcheck"]
 
 
 def test_auto_mode_chooses_by_cost():

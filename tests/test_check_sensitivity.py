@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from gradverify import check_grad
 from gradverify.check.benchmarks import _problem, jax_corrupted, torch_corrupted
-from gradverify.check.checker import WIDE_STEP_RATIO
+from gradverify.check.full import WIDE_STEP_RATIO
 
 FULL_SIZE = 40
 FAST_SIZE = 1000

@@ -46,7 +46,7 @@ def _is_real_floating(x, kind) -> bool:
 class Backend:
     """Values and derivatives of a function of native tensors, in numpy.
 
-    Subclasses implement :meth:`_to_native`, :meth:`to_numpy`, :meth:`_call`,
+    Subclasses implement :meth:`_to_native`, :meth:`to_numpy`, :meth:`call`,
     :meth:`vjp` and, where the library has forward mode, :meth:`jvp`; where
     it has vmap, :meth:`_vmapped` (then :meth:`evaluate_batch` evaluates many
     points in one call).  ``has_jvp`` says whether :meth:`jvp` is available
@@ -86,11 +86,12 @@ class Backend:
 
     def evaluate(self, fn, arrays) -> list:
         """``fn``'s outputs at ``arrays``, as a list of numpy arrays."""
-        with self._precision(arrays):
-            outputs = self._call(fn, self.native_inputs(arrays))
+        with self.precision(arrays):
+            outputs = self.call(fn, self.native_inputs(arrays))
         return [self.to_numpy(y) for y in _as_list(outputs)]
 
-    def _call(self, fn, natives):
+    def call(self, fn, natives):
+        """``fn`` applied to native tensors, without recording a graph; its raw native result."""
         return fn(*natives)
 
     def evaluate_many(self, fn, points) -> list:
@@ -108,7 +109,7 @@ class Backend:
         size = len(stacked[0])
         if self._vmap_ok is not False and size >= VMAP_MIN_BATCH:
             try:
-                with self._precision(stacked):
+                with self.precision(stacked):
                     outputs = _as_list(self._vmapped(fn)(*self.native_inputs(stacked)))
                 self._vmap_ok = True
                 return [self.to_numpy(y) for y in outputs]
@@ -137,7 +138,7 @@ class Backend:
         """
         raise NotImplementedError(f"the {self.name} backend cannot differentiate its own gradients")
 
-    def _precision(self, arrays):
+    def precision(self, arrays):
         """Context in which the library computes at the arrays' precision."""
         return contextlib.nullcontext()
 
@@ -167,7 +168,7 @@ class EngineBackend(Backend):
     def _to_native(self, array):
         return self.ge.Tensor(array)
 
-    def _call(self, fn, natives):
+    def call(self, fn, natives):
         with self.ge.no_grad():
             return fn(*natives)
 
@@ -229,7 +230,7 @@ class TorchBackend(Backend):
 
     _vmap_ok = None
 
-    def _call(self, fn, natives):
+    def call(self, fn, natives):
         with self.torch.no_grad():
             return fn(*natives)
 
@@ -313,7 +314,7 @@ class JaxBackend(Backend):
         return np.array(x, copy=True)
 
     def _to_native(self, array):
-        with self._precision([array]):
+        with self.precision([array]):
             return self.jnp.asarray(array)
 
     _vmap_ok = None
@@ -321,13 +322,13 @@ class JaxBackend(Backend):
     def _vmapped(self, fn):
         return self.jax.vmap(fn)
 
-    def _precision(self, arrays):
+    def precision(self, arrays):
         wide = any(np.asarray(a).dtype in (np.float64, np.complex128) for a in arrays)
         return self.jax.enable_x64(True) if wide else contextlib.nullcontext()
 
     def vjp(self, fn, arrays, cotangents):
         jax = self.jax
-        with self._precision(arrays):
+        with self.precision(arrays):
             natives = self.native_inputs(arrays)
             outputs, pullback = jax.vjp(fn, *natives)
             is_tuple = isinstance(outputs, (tuple, list))
@@ -337,7 +338,7 @@ class JaxBackend(Backend):
             return [self.to_numpy(y) for y in outs], [self.to_numpy(g) for g in grads]
 
     def jvp(self, fn, arrays, tangents):
-        with self._precision(arrays):
+        with self.precision(arrays):
             natives = self.native_inputs(arrays)
             native_tangents = [self.jnp.asarray(np.asarray(t, dtype=a.dtype)) for t, a in zip(tangents, arrays)]
             try:
@@ -392,7 +393,7 @@ class NumpyBackend(Backend):
     def _to_native(self, array):
         return array
 
-    def _call(self, fn, natives):
+    def call(self, fn, natives):
         outputs = fn(*natives)
         return [np.asarray(y) for y in outputs] if isinstance(outputs, (tuple, list)) else np.asarray(outputs)
 

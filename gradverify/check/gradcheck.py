@@ -13,9 +13,10 @@ import warnings
 
 import numpy as np
 
-from .. import func as _func
-from ..api import enable_grad
-from ..tensor import Tensor, is_floating
+import gradverify.engine as ge
+
+from .checker import check_grad
+from .errors import UncheckableFunction
 
 
 class GradcheckError(RuntimeError):
@@ -39,10 +40,10 @@ def _differentiable_outputs(func, args):
     The outputs are chosen once, here (the checker also calls ``func`` without recording); where none
     requires grad, every floating output is kept, so the check finds their derivatives zero.
     """
-    with enable_grad():
+    with ge.enable_grad():
         probe = _as_tuple(func(*args))
-    keep = [k for k, y in enumerate(probe) if isinstance(y, Tensor) and y.requires_grad] or [
-        k for k, y in enumerate(probe) if isinstance(y, Tensor) and is_floating(y.dtype)]
+    keep = [k for k, y in enumerate(probe) if isinstance(y, ge.Tensor) and y.requires_grad] or [
+        k for k, y in enumerate(probe) if isinstance(y, ge.Tensor) and y.is_floating_point()]
 
     def selected(*xs):
         outputs = _as_tuple(func(*xs))
@@ -54,7 +55,7 @@ def _differentiable_outputs(func, args):
 def _checked_inputs(inputs):
     """The inputs as a tuple and the positions of those that require grad (warning when not float64)."""
     inputs = _as_tuple(inputs)
-    positions = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
+    positions = [i for i, x in enumerate(inputs) if isinstance(x, ge.Tensor) and x.requires_grad]
     if not positions:
         raise ValueError("gradcheck expects at least one input tensor to require gradient, but none of them have "
                          "requires_grad=True.")
@@ -87,9 +88,6 @@ def gradcheck(func, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=T
     _refuse(("check_batched_grad", check_batched_grad, False), ("masked", masked, False),
             ("check_batched_forward_grad", check_batched_forward_grad, False),
             ("check_backward_ad", check_backward_ad, True))
-    # Imported here: the checker loads pandas, which importing the engine should not.
-    from ...check import UncheckableFunction, check_grad
-
     inputs, positions = _checked_inputs(inputs)
     variables = [inputs[i] for i in positions]
     selected, _ = _differentiable_outputs(func, inputs)
@@ -131,13 +129,14 @@ def gradgradcheck(func, inputs, grad_outputs=None, *, eps=1e-6, atol=1e-5, rtol=
     selected, outputs = _differentiable_outputs(func, inputs)
     if grad_outputs is None:
         rng = np.random.default_rng(0)
-        grad_outputs = tuple(Tensor(rng.uniform(-1, 1, y.shape).astype(y.dtype if is_floating(y.dtype) else np.float64),
-                                    requires_grad=True) for y in outputs)
+        grad_outputs = tuple(
+            ge.Tensor(rng.uniform(-1, 1, y.shape).astype(y.dtype if y.is_floating_point() else np.float64),
+                      requires_grad=True) for y in outputs)
     grad_outputs = _as_tuple(grad_outputs)
     n = len(positions)
 
     def gradients(*values):
-        _, pullback = _func.vjp(lambda *xs: selected(*_substituted(inputs, positions, xs)), *values[:n])
+        _, pullback = ge.func.vjp(lambda *xs: selected(*_substituted(inputs, positions, xs)), *values[:n])
         return pullback(values[n:])
 
     return gradcheck(gradients, tuple(inputs[i] for i in positions) + grad_outputs, atol=atol, rtol=rtol,

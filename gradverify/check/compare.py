@@ -1,0 +1,186 @@
+"""Comparisons shared by full and fast mode: forward mode and its consistency with reverse mode, and the
+re-examination of a failing entry (much smaller steps; one-sided derivatives at a kink)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import oracles
+from .result import constant_names, entry_status
+
+REFINE_LADDER = (1 / 16, 16.0, 1 / 256, 1 / 4096)
+"""Step multipliers tried when a first comparison fails, before judging."""
+DEEP_LADDER = (2.0**-16, 2.0**-20, 2.0**-24, 2.0**-28, 2.0**-32)
+"""Further step multipliers for entries whose estimates still move toward the analytical value at the
+smallest step of REFINE_LADDER: an ill-conditioned function (a matrix inverse at condition 1e8) varies
+on scales far below the usual steps, where a coarse step sees a smooth function with another slope."""
+DEEP_AGREEMENT = 1e-4
+"""Relative gap within which two neighbouring estimates of DEEP_LADDER count as one converged value."""
+DEEP_CONTRADICTION = 1e-2
+"""Smallest relative difference by which a deep estimate can overturn the current one.  An unconverged
+estimate is off by orders of magnitude; requiring this much keeps rounding noise at the smallest steps
+from ever explaining away a small real error."""
+UNRESOLVED_AGREEMENT, UNRESOLVED_FACTOR = 0.1, 10.0
+"""A failure is "unresolved" when two neighbouring deep estimates agree to 10% (noise at steps 16 times
+apart almost never does) on a value 10 times the current estimate and its error: the steps have not
+converged, but neither have they settled to the 1e-4 that would replace the estimate."""
+POLE_GROWTH = 64.0
+"""A failure is also "unresolved" when three deep estimates in a row, of one sign and beyond 10 times the
+current estimate, each grow this much from the last.  Near a pole at distance d far below the step h a
+central difference is -1/(d^2 - h^2) ~ 1/h^2: 256 times larger for each step 16 times smaller (a matrix
+inverse at condition 1e13).  Rounding noise grows 16 times per step, with random signs."""
+ONE_SIDED_LADDER = (1.0, 1 / 256)
+"""Step multipliers of the one-sided derivatives that decide whether a failure sits on a kink."""
+
+
+def _one_sided(problem, direction, weights, deep=False):
+    """(left, right, spread): one-sided derivatives of ``weights @ f`` along ``direction`` and their error.
+
+    ``weights`` is a matrix (one row per compared value) over the outputs.
+    ``deep`` scales the steps down to :data:`DEEP_LADDER`'s, for values that
+    only steps that small resolve.
+    """
+    scale = DEEP_LADDER[-2] * oracles.RICHARDSON_STEP / oracles.CENTRAL_STEP if deep else 1.0
+    ladder = tuple(scale * factor for factor in ONE_SIDED_LADDER)
+    left = problem.estimate(direction, oracles.CENTRAL_STEP, 3, ladder=ladder, one_sided=-1)
+    right = problem.estimate(direction, oracles.CENTRAL_STEP, 3, ladder=ladder, one_sided=+1)
+    spread = oracles.SAFETY * (np.abs(weights) @ (left.error + right.error))
+    return weights @ left.value, weights @ right.value, spread
+
+
+def _kink_status(analytical, left, right, spread, bound):
+    """Status and note of a failed comparison given the one-sided derivatives there.
+
+    "fail" when they agree (no kink: the failure stands), "subgradient" when
+    the analytical value lies between them, "kink" (inconclusive) otherwise.
+    """
+    if not (math.isfinite(left) and math.isfinite(right)) or abs(right - left) <= spread + bound:
+        return "fail", ""
+    note = f"one-sided derivatives differ: left {left:.10g}, right {right:.10g}"
+    if min(left, right) - bound <= analytical <= max(left, right) + bound:
+        return "subgradient", note + "; the analytical value lies between them (a valid subgradient)"
+    return "kink", note + "; the analytical value lies outside them"
+
+
+def judge_kinks(problem, status, notes, analytical, bound, direction, weights, deep=False):
+    """Re-judge the failing entries of ``status`` (a 1-d array over ``weights``' rows) at a possible kink."""
+    failing = np.flatnonzero(status == "fail")
+    if not len(failing):
+        return
+    left, right, spread = _one_sided(problem, direction, weights[failing], deep)
+    for n, i in enumerate(failing):
+        status[i], note = _kink_status(analytical[i], left[n], right[n], spread[n], bound[i])
+        notes[i] = "; ".join(text for text in (notes[i], note) if text)
+
+
+def follow_shrinking_steps(deep, status, notes, numerical, error, curvature):
+    """Re-judge a column with failing entries where much smaller steps contradict its estimate.
+
+    ``deep`` holds the column's (values, errors, curvatures) at the steps of
+    :data:`DEEP_LADDER`, each 16 times smaller than the last.  Two neighbours
+    that agree to :data:`DEEP_AGREEMENT` bound both their truncation and their
+    rounding error, which grows 16 times per step: their gap is the error of
+    the larger-step one wherever the per-step estimate (from the measured
+    evaluation noise, which correlated rounding in nearby evaluations cancels)
+    is more pessimistic.  Where such a pair contradicts the current estimate
+    (beyond both errors and by :data:`DEEP_CONTRADICTION` at least), the
+    current one had not converged (the function varies on a scale below its
+    step, as an ill-conditioned matrix inverse does), and the first such
+    pair's estimate replaces it, provided the next step stays within
+    :data:`UNRESOLVED_AGREEMENT` of it (a lone agreeing pair at the smallest
+    steps can be a coincidence of rounding).  A failing entry that no pair
+    settles is "unresolved" (inconclusive) where a pair agrees loosely on a
+    far larger value (:data:`UNRESOLVED_AGREEMENT`) or the estimates grow as
+    near a pole (:data:`POLE_GROWTH`).  Other failures stand.  Arrays are
+    updated in place; returns whether any estimate was replaced.
+    """
+    values, errors, curvatures = deep
+    if len(values) < len(DEEP_LADDER):  # a step left the domain
+        return False
+    replaced, contradicted_anywhere = np.zeros(numerical.shape, dtype=bool), np.zeros(numerical.shape, dtype=bool)
+    current, current_error = numerical.copy(), error.copy()
+    beyond = [np.abs(v - current) > UNRESOLVED_FACTOR * (np.abs(current) + current_error) for v in values]
+    for k in range(len(values) - 1):
+        gap = np.abs(values[k + 1] - values[k])
+        pair_error = np.maximum(np.minimum(errors[k], oracles.SAFETY * gap), gap)
+        difference = np.abs(values[k] - current)
+        far = difference > DEEP_CONTRADICTION * np.abs(values[k])
+        contradicted_anywhere |= (gap <= UNRESOLVED_AGREEMENT * np.abs(values[k])) & beyond[k]
+        confirmed = np.zeros(gap.shape, dtype=bool)
+        if k + 2 < len(values):
+            confirmed = np.abs(values[k + 2] - values[k]) <= UNRESOLVED_AGREEMENT * np.abs(values[k])
+            with np.errstate(divide="ignore", invalid="ignore"):  # a zero estimate is simply not a pole's
+                growth = [values[i + 1] / values[i] for i in (k, k + 1)]
+            contradicted_anywhere |= beyond[k] & (growth[0] >= POLE_GROWTH) & (growth[1] >= POLE_GROWTH)
+        # Passing entries of the column too: later checks (projections) reuse the whole column.
+        adopt = far & (difference > pair_error + current_error) & (gap <= DEEP_AGREEMENT * np.abs(values[k]))
+        adopt &= confirmed & ~replaced
+        numerical[adopt], error[adopt], curvature[adopt] = values[k][adopt], pair_error[adopt], curvatures[k][adopt]
+        replaced |= adopt
+    unsettled = contradicted_anywhere & ~replaced & (status == "fail")
+    status[unsettled] = "unresolved"
+    for i in np.flatnonzero(unsettled):
+        notes[i] = (f"steps {DEEP_LADDER[0]:g} to {DEEP_LADDER[-1]:g} times smaller give "
+                    + ", ".join(f"{v[i]:.6g}" for v in values) + f" against {numerical[i]:.6g}")
+    return bool(replaced.any())
+
+
+def block_max(values, sizes):
+    """For each entry, the largest finite value over the columns of the same input tensor (all outputs).
+
+    Structurally zero entries (the lower triangle of QR's R) come out of AD
+    as rounding residue of the block's large terms, so the whole block sets
+    their scale.
+    """
+    out = np.empty_like(values)
+    start = 0
+    for size in sizes:
+        block = values[:, start:start + size]
+        out[:, start:start + size] = np.max(block[np.isfinite(block)], initial=0.0)
+        start += size
+    return out
+
+
+def jvp_or_none(problem, tangent):
+    """J·tangent from forward mode, or None (with a note) when the function has none."""
+    try:
+        return problem.jvp(tangent)
+    except NotImplementedError as unavailable:
+        problem.notes.append(f"forward mode not checked: {unavailable}")
+        return None
+
+
+def forward_and_consistency(problem, rows, tangent, numerical, error, magnitude, cotangent, vjp_flat,
+                             kink_direction=None, tangent_out=None, deep=False):
+    """Compare J·u from forward mode with the numerical one and with the reverse-mode product.
+
+    With ``kink_direction``, failing entries are re-judged with one-sided
+    derivatives along it (at :data:`DEEP_LADDER`'s steps with ``deep``).
+    Returns False when the function has no forward mode.
+    """
+    if tangent_out is None:
+        tangent_out = jvp_or_none(problem, tangent)
+        if tangent_out is None:
+            return False
+    bound = problem.bound(numerical, error, magnitude)
+    status = entry_status(tangent_out, numerical, bound)
+    notes = np.full(status.shape, "", dtype=object)
+    if kink_direction is not None:
+        judge_kinks(problem, status, notes, tangent_out, bound, kink_direction, np.eye(len(numerical)), deep)
+    bound = problem.widen_failures(status, tangent_out, numerical, bound, lambda point: problem.jvp(tangent, point))
+    rows.add("forward (random tangent)", tangent_out, numerical, bound, status,
+             lambda indices: [(problem.output_name(i), "u", "projection") for i in indices], notes)
+    forward_side, reverse_side = cotangent @ tangent_out, vjp_flat @ tangent
+    # Tangents are scaled by the inputs' magnitudes, so the outputs' size bounds the rounding of
+    # the AD's intermediate terms even where the products themselves cancel (softmax of large logits).
+    scale = (np.abs(cotangent) @ np.abs(tangent_out) + np.abs(vjp_flat) @ np.abs(tangent)
+             + np.abs(cotangent) @ magnitude)
+    bound = np.array([problem.bound(reverse_side, 0.0, scale)], dtype=np.float64).reshape(1)
+    status = entry_status([forward_side], [reverse_side], bound)
+    # Both sides are AD results: what jitter measures is the rounding of their difference.
+    bound = problem.widen_failures(status, [forward_side - reverse_side], [0.0], bound, lambda point: [
+        cotangent @ problem.jvp(tangent, point) - problem.vjp(cotangent, point) @ tangent])
+    rows.add("consistency <c, Ju> = <J^T c, u>", forward_side, reverse_side, bound, status,
+             constant_names("<c, f>", "u", "projection"))
+    return True

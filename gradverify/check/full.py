@@ -1,0 +1,164 @@
+"""Full mode: the whole numerical Jacobian (Richardson, batched with vmap) against the analytical one,
+entry by entry, then a random cotangent and forward mode on top of it."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import oracles
+from .compare import (DEEP_LADDER, REFINE_LADDER, follow_shrinking_steps, block_max, forward_and_consistency,
+                      judge_kinks)
+from .problem import flatten
+from .result import entry_status
+
+BATCH_ELEMENTS = 2**21
+"""Most input elements evaluated in one vmap batch."""
+KINK_COLUMNS = 32
+"""Failing input elements examined for kinks in "full" mode (the rest stay failures)."""
+
+
+def full_check(problem, rows, check_forward, directions):
+    n_in, n_out = sum(problem.sizes), sum(problem.output_sizes)
+    scales = flatten(problem.scales)
+    problem.measure_noise()  # a few evaluations next to the Jacobian's 6 per element
+    numerical, error, curvature = oracles.central_jacobian(
+        problem.evaluate_rows, flatten(problem.reference), scales, oracles.RICHARDSON_STEP, 3, BATCH_ELEMENTS,
+        problem.eval_dtype(), problem.base, problem.noise,
+    )
+    problem.evaluations += 6 * n_in
+    summation = _summation_noise(problem, numerical, scales)
+    error += summation
+
+    scale = problem.random_cotangent()
+    analytical = np.empty((n_out, n_in))
+    for i in range(n_out):
+        cotangent = np.zeros(n_out)
+        cotangent[i] = scale[i]
+        analytical[i] = problem.vjp(cotangent) / scale[i]
+
+    def column_estimates(j, ladder):
+        """(values, errors, curvatures) of column j at each step of ``ladder`` that stays in the domain."""
+        estimates = problem.estimates(problem.unit(j), oracles.RICHARDSON_STEP, 3, ladder=ladder)
+        steps = [flatten(e.direction)[j] for e in estimates]
+        values = [e.value / step for e, step in zip(estimates, steps)]
+        # The summation noise was sized for the default step; it scales inversely with the step taken.
+        errors = [e.error / abs(step) + summation[:, j] * (oracles.RICHARDSON_STEP / e.step)
+                  for e, step in zip(estimates, steps)]
+        return values, errors, [e.curvature / step**2 for e, step in zip(estimates, steps)]
+
+    def refine(j, ladder):
+        """Re-estimate column j over ``ladder``, its error widened by the disagreement between steps."""
+        values, errors, curvatures = column_estimates(j, ladder)
+        best, widened = oracles.widened_best([analytical[:, j] - v for v in values], errors)
+        numerical[:, j], error[:, j], curvature[:, j] = values[best], widened, curvatures[best]
+
+    def rounding_magnitude():
+        """(output per input, magnitude): the AD rounding allowance's scales (see below)."""
+        output_per_input = np.outer(problem.output_scale, 1.0 / scales) + curvature * scales
+        return output_per_input, block_max(np.abs(numerical), problem.sizes) + output_per_input
+
+    for j in np.flatnonzero(~np.all(np.isfinite(numerical), axis=0) & np.all(np.isfinite(problem.base))):
+        refine(j, (1.0,))
+    # Steps relative to |x| are tiny for an element near 0, where rounding then swamps small errors:
+    # a step on the scale of its tensor competes, and the smaller error wins (widened by any disagreement).
+    wide = _wide_step_factors(problem)
+    for j in np.flatnonzero(wide > 1.0):
+        refine(j, (1.0, wide[j]))
+
+    # Rounding allowance: the largest entry of the input's block; the output's size per unit of input
+    # (below the oracle's own noise, so it costs no power; it keeps subnormal or cancelling entries
+    # fair); and the curvature times the input's size (ill-conditioned functions).
+    output_per_input, magnitude = rounding_magnitude()
+    status = entry_status(analytical, numerical, problem.bound(numerical, error, magnitude))
+    for j in np.unique(np.nonzero(status == "fail")[1]):
+        refine(j, (1.0,) + REFINE_LADDER + ((wide[j],) if wide[j] > 1.0 else ()))
+    bound = problem.bound(numerical, error, magnitude)
+    status = entry_status(analytical, numerical, bound)
+    notes = np.full(status.shape, "", dtype=object)
+    deepened = np.zeros(status.shape[1], dtype=bool)
+    for j in np.unique(np.nonzero(status == "fail")[1])[:KINK_COLUMNS]:
+        deepened[j] = follow_shrinking_steps(column_estimates(j, DEEP_LADDER), status[:, j], notes[:, j],
+                                              numerical[:, j], error[:, j], curvature[:, j])
+    output_per_input, magnitude = rounding_magnitude()
+    bound = problem.bound(numerical, error, magnitude)
+    status = np.where(status == "unresolved", status, entry_status(analytical, numerical, bound))
+    reported = numerical.copy()
+    for j in np.unique(np.nonzero(status == "fail")[1])[:KINK_COLUMNS]:
+        judge_kinks(problem, status[:, j], notes[:, j], analytical[:, j], bound[:, j], problem.unit(j),
+                     np.eye(n_out) / scales[j], deepened[j])
+        at_kink = np.isin(status[:, j], ["subgradient", "kink"])
+        # Later checks reuse the numerical Jacobian: at a kink they take the analytical value as given.
+        numerical[at_kink, j], error[at_kink, j] = analytical[at_kink, j], 0.0
+    # So do they where finite differences could not resolve the derivative (the verdict is inconclusive).
+    unresolved = status == "unresolved"
+    numerical[unresolved], error[unresolved] = analytical[unresolved], 0.0
+
+    failing_rows = np.unique(np.nonzero(status == "fail")[0])
+    if len(failing_rows):
+        def analytical_rows(point):
+            values = analytical.copy()  # rows that pass keep their values: only failing entries are widened
+            for i in failing_rows:
+                unit = np.zeros(n_out)
+                unit[i] = scale[i]
+                values[i] = problem.vjp(unit, point) / scale[i]
+            return values
+
+        bound = problem.widen_failures(status, analytical, reported, bound, analytical_rows)
+
+    def jacobian_names(indices):
+        return [(problem.output_name(i // n_in),) + problem.input_name(i % n_in) for i in indices]
+
+    rows.add("reverse (Jacobian)", analytical.ravel(), reported.ravel(), bound.ravel(), status.ravel(),
+             jacobian_names, notes.ravel())
+
+    cotangent = problem.random_cotangent()
+    dense = problem.vjp(cotangent)
+    reverse = cotangent @ numerical
+    bound = problem.bound(reverse, np.abs(cotangent) @ error,
+                          np.abs(cotangent) @ (np.abs(numerical) + output_per_input))
+    status = entry_status(dense, reverse, bound)
+    bound = problem.widen_failures(status, dense, reverse, bound, lambda point: problem.vjp(cotangent, point))
+    rows.add("reverse (random cotangent)", dense, reverse, bound, status,
+             lambda indices: [("<c, f>",) + problem.input_name(j) for j in indices])
+    if check_forward and problem.backend.has_jvp:
+        for _ in range(directions):
+            tangent = problem.random_signs() * scales
+            checked = forward_and_consistency(
+                problem, rows, tangent, numerical @ tangent, error @ np.abs(tangent),
+                np.abs(numerical) @ np.abs(tangent) + output_per_input @ np.abs(tangent), cotangent, dense,
+            )
+            if not checked:
+                break
+
+
+WIDE_STEP_RATIO = 16.0
+"""An element whose |x| is this many times below its tensor's median |x| also gets steps on that median."""
+
+
+def _wide_step_factors(problem):
+    """Per flat input element: its tensor's median scale over its own where that exceeds WIDE_STEP_RATIO, else 1."""
+    factors = []
+    for scale in problem.scales:
+        typical = float(np.median(scale)) if scale.size else 1.0
+        ratio = typical / scale.reshape(-1)
+        factors.append(np.where(ratio > WIDE_STEP_RATIO, ratio, 1.0))
+    return np.concatenate(factors) if factors else np.zeros(0)
+
+
+def _summation_noise(problem, numerical, scales):
+    """Rounding error of the differences if each output is a sum of its inputs' contributions.
+
+    An output that adds up many terms (a cumulative sum, a matrix product)
+    carries rounding noise of about eps * ||J_i * x||_2 even where the terms
+    cancel to a small value; the differences of the oracle divide that noise
+    by the step.  The 2-norm (random-walk rounding) keeps the allowance far
+    below a worst-case bound.  The largest term is left out: a sum of one
+    term (an elementwise function) rounds only its result, which the
+    evaluation noise already covers, and with it a small error of an
+    elementwise derivative would hide.
+    """
+    eps = float(np.finfo(problem.eval_dtype()).eps)
+    squares = np.nan_to_num((numerical * scales) ** 2)
+    contributions = np.sqrt(np.maximum(squares.sum(axis=1) - squares.max(axis=1, initial=0.0), 0.0))
+    final, _ = oracles.tableau_weights(3, 4.0)
+    amplification = float(np.dot(np.abs(final), [2.0**k for k in range(3)])) / oracles.RICHARDSON_STEP
+    return oracles.EVALUATION_ULPS * eps * amplification * np.outer(np.nan_to_num(contributions), 1.0 / scales)

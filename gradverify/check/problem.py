@@ -1,0 +1,296 @@
+"""The problem one check solves: the function, its point, its backend and tolerances, validated.
+
+Building a :class:`Problem` evaluates the function twice and refuses what has no well-defined derivative
+(non-finite inputs, non-floating outputs, input mutation, nondeterminism).  It also gives the
+analytical products (VJP, JVP), the numerical estimates along a direction, the rounding bound of a
+comparison and the names of entries.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import oracles
+from .backends import native_kind
+from .errors import MutatedInput, NondeterministicFunction
+from .result import entry_status
+
+MODES = ("auto", "fast", "full")
+AD_JITTER_ULPS = 4.0
+"""Relative size, in ulps, of the input changes that measure the rounding of an AD result (see
+:meth:`Problem.ad_spread`): where an entry fails, or for the FD-free Hessian symmetry."""
+AD_ROUNDING_ULPS = 256
+"""The checker's rounding allowance for an AD result, in ulps of its dtype (oracles.ULPS is the fuzz
+campaign's, for single ops): chains of library kernels lose a few hundred ulps (logcumsumexp's JVP,
+~1e-13 in float64), still far below the 1e-8 errors the checker must catch."""
+
+
+class Problem:
+    """Everything one check needs: the function, its point, its backend and the tolerance settings."""
+
+    def __init__(self, fn, inputs, backend, atol, rtol, seed, domains):
+        self.fn, self.backend = fn, backend
+        self.arrays = [backend.to_numpy(x) for x in inputs]
+        for i, array in enumerate(self.arrays):
+            if not np.all(np.isfinite(array)):
+                where = np.argwhere(~np.isfinite(array))[0].tolist()
+                raise ValueError(f"inputs[{i}] is not finite at {where} ({array[tuple(where)]}); derivatives "
+                                 "need finite inputs")
+        self.reference = [a.astype(np.float64) for a in self.arrays]
+        self.shapes = [a.shape for a in self.arrays]
+        self.sizes = [a.size for a in self.arrays]
+        self.scales = [oracles.step_scale(a) for a in self.arrays]
+        self.atol, self.rtol = atol, rtol
+        self.rng = np.random.default_rng(seed)
+        self.domains = _domains_arg(domains, len(self.arrays))
+        self.notes = []
+        outputs = self._probe()
+        self.output_shapes = [y.shape for y in outputs]
+        self.output_sizes = [y.size for y in outputs]
+        if sum(self.sizes) == 0 or sum(self.output_sizes) == 0:
+            raise ValueError(f"inputs with shapes {self.shapes} and outputs with shapes {self.output_shapes}: "
+                             "there is no element to differentiate")
+        self.dtype = max((a.dtype for a in self.arrays + outputs), key=lambda d: np.finfo(d).eps)
+        self.base = self._reference_outputs(outputs)
+        self.output_scale = np.abs(self.base)
+        self.noise = None
+        self.evaluations = 3
+        self._jittered = None
+
+    def measure_noise(self):
+        """Measure the evaluation noise per output (once); later oracle lines account for it."""
+        if self.noise is None:
+            noise_line = self.line(unflatten(self.random_signs() * flatten(self.scales), self.shapes))
+            self.noise = oracles.evaluation_noise(noise_line)
+            self.evaluations += noise_line.evaluations
+
+    def _reference_outputs(self, outputs):
+        """fn's outputs at the float64 copy of the point; falls back to the inputs' own dtypes.
+
+        A float32 function is differentiated numerically in float64 unless it
+        cannot run there (e.g. it mixes its inputs with float32 constants in a
+        matmul); then the oracle runs in float32 and its error estimate says so.
+        """
+        try:
+            reference = self.evaluate(self.reference)
+            wide = all(y.dtype == np.float64 for y in reference)
+        except (RuntimeError, TypeError, ValueError) as error:
+            reference, wide = None, False
+            self.notes.append(f"fn cannot be evaluated in float64 ({type(error).__name__}: {error})")
+        if not wide:
+            self.reference = [a.copy() for a in self.arrays]
+            reference = outputs
+            self.notes.append("the numerical oracle ran in the inputs' own dtype, not float64")
+        return np.concatenate([np.ravel(y) for y in reference]).astype(np.float64)
+
+    def _probe(self):
+        """Evaluate twice at the point: validate the outputs, catch input mutation and nondeterminism."""
+        be = self.backend
+        natives = be.native_inputs(self.arrays)
+        with be.precision(self.arrays):
+            raw = be.call(self.fn, natives)
+        raw_list = list(raw) if isinstance(raw, (tuple, list)) else [raw]
+        if not raw_list:
+            raise TypeError("fn returned an empty tuple; it must return a tensor or a tuple of tensors")
+        if be.name == "numpy":
+            raw_list = [np.asarray(y) for y in raw_list]
+        for i, y in enumerate(raw_list):
+            if native_kind(y) != be.name:
+                raise TypeError(f"fn's output {i} is a {type(y).__name__}; expected a {be.name} tensor")
+        outputs = [be.to_numpy(y) for y in raw_list]
+        for i, y in enumerate(outputs):
+            if y.dtype.kind != "f":
+                raise TypeError(f"fn's output {i} has dtype {y.dtype}; only real floating outputs have gradients")
+        for i, (native, original) in enumerate(zip(natives, self.arrays)):
+            if not np.array_equal(be.to_numpy(native), original, equal_nan=True):
+                raise MutatedInput(
+                    f"fn wrote into its input {i} (shape {original.shape}); a function that mutates its inputs "
+                    "has no well-defined derivative: copy the input before modifying it"
+                )
+        again = be.evaluate(self.fn, self.arrays)
+        for i, (first, second) in enumerate(zip(outputs, again)):
+            if not np.array_equal(first, second, equal_nan=True):
+                diff = np.nanmax(np.abs(first.astype(np.float64) - second.astype(np.float64)), initial=0.0)
+                # Multithreaded BLAS/LAPACK reductions change their order from call to call: a few ulps of the
+                # output's size is rounding, which the oracles' noise measurement absorbs; sampling is not.
+                size = np.nanmax(np.abs(first.astype(np.float64)), initial=0.0)
+                if diff <= AD_ROUNDING_ULPS * np.finfo(first.dtype).eps * size:
+                    self.notes.append(f"fn's output {i} differs between identical calls by {diff:.3g} (rounding of "
+                                      "a multithreaded kernel?); treated as evaluation noise")
+                    continue
+                raise NondeterministicFunction(
+                    f"fn returned different values for output {i} on two calls with identical inputs (largest "
+                    f"difference {diff:.3g}); finite differences of a random function are meaningless: fix "
+                    "its seed or remove the randomness (dropout, sampling) before checking"
+                )
+        return outputs
+
+    def evaluate(self, arrays):
+        return self.backend.evaluate(self.fn, arrays)
+
+    def evaluate_many(self, points):
+        return self.backend.evaluate_many(self.fn, points)
+
+    def evaluate_rows(self, points):
+        """Flattened outputs at each row of ``points`` (flattened inputs), evaluated as one batch."""
+        stacked = [piece.reshape((len(points),) + a.shape).astype(a.dtype) for piece, a in
+                   zip(np.split(points, np.cumsum(self.sizes)[:-1], axis=1), self.reference)]
+        outputs = self.backend.evaluate_batch(self.fn, stacked)
+        return np.concatenate([y.reshape(len(points), -1) for y in outputs], axis=1).astype(np.float64)
+
+    def line(self, direction):
+        line = oracles.Line(self.evaluate_many, self.reference, direction, [a.dtype for a in self.reference],
+                            self.noise)
+        line.cache[0.0] = self.base
+        return line
+
+    def estimates(self, direction, h, stages, ladder=(1.0,), one_sided=0):
+        """One estimate per ladder step along ``direction``; a NaN estimate when no step stays in the domain."""
+        line = self.line(direction)
+        estimates = oracles.ladder_estimates(line, h, stages, self.max_step(direction), ladder, one_sided)
+        self.evaluations += line.evaluations
+        if not estimates:
+            nan = np.full(self.base.shape, np.nan)
+            estimates = [oracles.Estimate(nan, nan, [np.asarray(d, np.float64) for d in direction], h, 0, nan)]
+        return estimates
+
+    def estimate(self, direction, h, stages, ladder=(1.0,), one_sided=0):
+        """The smallest-error estimate along ``direction``."""
+        return min(self.estimates(direction, h, stages, ladder, one_sided), key=lambda e: np.nansum(e.error))
+
+    def max_step(self, direction):
+        """Room along ``direction`` before an input leaves its declared domain."""
+        room = math.inf
+        for domain, x, d in zip(self.domains, self.reference, direction):
+            moving = d != 0
+            if domain is None or not moving.any():
+                continue
+            room = min(room, float(np.min(domain.max_step(x[moving]) / np.abs(d[moving]))))
+        return room
+
+    # ------------------------------------------------------------- analytical
+    def vjp(self, cotangent_flat, arrays=None):
+        """J^T c at the point (or at ``arrays``), flat over the inputs."""
+        cotangents = unflatten(cotangent_flat, self.output_shapes, self.output_dtypes())
+        _, grads = self.backend.vjp(self.fn, self.arrays if arrays is None else arrays, cotangents)
+        return flatten(grads)
+
+    def jvp(self, tangent_flat, arrays=None):
+        """J u at the point (or at ``arrays``), flat over the outputs."""
+        tangents = unflatten(tangent_flat, self.shapes, [a.dtype for a in self.arrays])
+        _, tangent_outputs = self.backend.jvp(self.fn, self.arrays if arrays is None else arrays, tangents)
+        return flatten(tangent_outputs)
+
+    def ad_spread(self, side, at_point):
+        """How far the AD quantity ``side(arrays)``, ``at_point`` at the point, moves when each input moves by
+        :data:`AD_JITTER_ULPS` ulps.
+
+        The rounding of an AD result is not always visible in the function's
+        values, derivatives or curvature: layer_norm over one element is 0
+        whatever its weight, yet the weight's gradient is x - mean(x) as torch
+        rounds it (1e-13).  Moving the point by a few ulps redraws that
+        rounding, while it moves a smooth derivative by a few ulps only.
+        """
+        if self._jittered is None:
+            self._jittered = [[(a * (1 + sign * AD_JITTER_ULPS * np.finfo(a.dtype).eps
+                                     * self.rng.choice([-1.0, 1.0], a.shape))).astype(a.dtype) for a in self.arrays]
+                              for sign in (1.0, -1.0)]
+        at_point = np.asarray(at_point, dtype=np.float64)
+        return np.maximum.reduce([np.abs(np.asarray(side(point), dtype=np.float64) - at_point)
+                                  for point in self._jittered])
+
+    def widen_failures(self, status, analytical, numerical, bound, side):
+        """``bound`` plus twice the measured rounding of ``side`` (the ``analytical`` values, at the point)
+        where ``status`` fails (entries of ``side`` elsewhere may be anything).
+
+        Failing entries are re-judged in place; the widened bound is returned.
+        """
+        failing = np.asarray(status) == "fail"
+        if not failing.any():
+            return bound
+        bound = np.where(failing, bound + oracles.SAFETY * self.ad_spread(side, analytical), bound)
+        status[failing] = entry_status(np.asarray(analytical)[failing], np.asarray(numerical)[failing], bound[failing])
+        return bound
+
+    def eval_dtype(self):
+        """The coarsest dtype the numerical oracle evaluates fn in."""
+        return max((a.dtype for a in self.reference), key=lambda d: np.finfo(d).eps)
+
+    def output_dtypes(self):
+        return [self.dtype] * len(self.output_shapes)
+
+    def random_cotangent(self):
+        size = sum(self.output_sizes)
+        return self.rng.choice([-1.0, 1.0], size) * self.rng.uniform(0.5, 1.5, size)
+
+    def random_signs(self):
+        return self.rng.choice([-1.0, 1.0], sum(self.sizes))
+
+    def bound(self, numerical, oracle_error, magnitude):
+        """The bound for ``|analytical - numerical|``; user atol/rtol replace the rounding allowance."""
+        allowance = AD_ROUNDING_ULPS * float(np.finfo(self.dtype).eps)
+        rtol = allowance if self.rtol is None else self.rtol
+        atol = allowance * np.asarray(magnitude, dtype=np.float64) if self.atol is None else self.atol
+        return oracles.gradient_bound(numerical, self.dtype, oracle_error, None, rtol, atol)
+
+    # ----------------------------------------------------------------- naming
+    def output_name(self, i):
+        """``"k[i, j]"``: element ``(i, j)`` of output ``k``."""
+        k, element = _name(i, self.output_sizes, self.output_shapes)
+        return f"{k}{element}"
+
+    def input_name(self, j):
+        return _name(j, self.sizes, self.shapes)
+
+    def unit(self, j):
+        """The direction moving input element ``j`` (flat over all inputs) by its own scale."""
+        flat = np.zeros(sum(self.sizes))
+        flat[j] = flatten(self.scales)[j]
+        return unflatten(flat, self.shapes)
+
+
+def validate_options(fn, mode, order, directions, atol, rtol):
+    """Raise TypeError / ValueError naming the first of check_grad's arguments that is not what it expects."""
+    if not callable(fn):
+        raise TypeError(f"fn: expected a callable, got {type(fn).__name__}")
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+    if order not in (1, 2):
+        raise ValueError(f"order: expected 1 or 2, got {order!r}")
+    if not isinstance(directions, int) or directions < 1:
+        raise ValueError(f"directions: expected a positive integer, got {directions!r}")
+    for argname, value in (("atol", atol), ("rtol", rtol)):
+        if value is not None and not (isinstance(value, (int, float)) and value >= 0):
+            raise ValueError(f"{argname}: expected a non-negative number, got {value!r}")
+
+
+def _domains_arg(domains, n):
+    if domains is None:
+        return [None] * n
+    domains = list(domains)
+    if len(domains) != n:
+        raise ValueError(f"domains: expected one Domain (or None) per input, {n} in all; got {len(domains)}")
+    return domains
+
+
+def flatten(arrays):
+    return np.concatenate([np.ravel(np.asarray(a, dtype=np.float64)) for a in arrays])
+
+
+def unflatten(flat, shapes, dtypes=None):
+    pieces, start = [], 0
+    for k, shape in enumerate(shapes):
+        size = int(np.prod(shape, dtype=np.int64))
+        piece = flat[start:start + size].reshape(shape)
+        pieces.append(piece if dtypes is None else piece.astype(dtypes[k]))
+        start += size
+    return pieces
+
+
+def _name(flat_index, sizes, shapes):
+    """``(tensor number, element index)`` of a flat index over several tensors."""
+    offsets = np.cumsum([0] + list(sizes))
+    k = int(np.searchsorted(offsets, flat_index, side="right") - 1)
+    element = np.unravel_index(int(flat_index - offsets[k]), shapes[k])
+    return k, "[" + ", ".join(str(int(v)) for v in element) + "]"
