@@ -90,7 +90,7 @@ def _plain_arrays(name, index, dtype):
     key = pairs()[name]
     sample = torch_source.samples(key, dtype)[index]
     tensors = [sample.input, *sample.args]
-    if sample.kwargs or not all(torch_source._floating(t) for t in tensors):
+    if sample.kwargs or not all(torch_source.is_floating(t) for t in tensors):
         raise Skip("the sample passes non-tensor arguments, whose conventions differ between the libraries")
     if any(t.numel() == 0 for t in tensors):
         raise Skip("an empty input")

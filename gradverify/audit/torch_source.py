@@ -86,10 +86,11 @@ def count(key, dtype) -> int:
 def elements(key, index, dtype) -> int:
     """The number of elements of the sample's floating tensors."""
     sample = samples(key, dtype)[index]
-    return sum(t.numel() for t in [sample.input, *sample.args, *sample.kwargs.values()] if _floating(t))
+    return sum(t.numel() for t in [sample.input, *sample.args, *sample.kwargs.values()] if is_floating(t))
 
 
-def _floating(value):
+def is_floating(value) -> bool:
+    """Is ``value`` a dense real floating torch tensor (what the audit differentiates)?"""
     import torch
 
     return isinstance(value, torch.Tensor) and value.is_floating_point() and value.layout == torch.strided
@@ -100,8 +101,8 @@ def _prepare(key, index, dtype):
     import torch
 
     op, sample = op_db()[key], samples(key, dtype)[index]
-    slots = ([("input", None)] if _floating(sample.input) else []) + [
-        ("arg", i) for i, a in enumerate(sample.args) if _floating(a)]
+    slots = ([("input", None)] if is_floating(sample.input) else []) + [
+        ("arg", i) for i, a in enumerate(sample.args) if is_floating(a)]
     if not slots:
         raise Skip("no floating tensor argument")
     leaves = [(sample.input if kind == "input" else sample.args[i]).detach().clone() for kind, i in slots]
@@ -123,7 +124,7 @@ def _prepare(key, index, dtype):
             probe = call(*[x.clone().requires_grad_() for x in leaves])
     except RuntimeError as error:  # floating arguments that are not differentiable (running statistics ...)
         raise Skip(f"the op refuses gradients for its floating arguments: {str(error).splitlines()[0][:120]}")
-    kept = [k for k, y in enumerate(probe) if _floating(y) and y.requires_grad]
+    kept = [k for k, y in enumerate(probe) if is_floating(y) and y.requires_grad]
     if not kept:
         raise Skip("no differentiable floating output")
     return op, sample, slots, leaves, call, kept
@@ -166,7 +167,7 @@ def reproducer_call(key, index, dtype) -> str:
         if path is None:
             raise ValueError("no public callable")
         positions = iter(range(len(slots)))
-        parts = [f"xs[{next(positions)}]" if _floating(v) else literal(v) for v in [sample.input, *sample.args]]
+        parts = [f"xs[{next(positions)}]" if is_floating(v) else literal(v) for v in [sample.input, *sample.args]]
         parts += [f"{k}={literal(v)}" for k, v in sample.kwargs.items()]
         lines += ["", "def outputs(*xs):", f"    result = {path}({', '.join(parts)})"]
     except ValueError:
@@ -196,8 +197,8 @@ def reproducer_call(key, index, dtype) -> str:
 def describe(key, index, dtype) -> str:
     """The sample as torch prints it (shapes and arguments), for the findings table."""
     sample = samples(key, dtype)[index]
-    shapes = [tuple(t.shape) for t in [sample.input, *sample.args] if _floating(t)]
-    extra = [repr(a) for a in sample.args if not _floating(a)] + [f"{k}={v!r}" for k, v in sample.kwargs.items()]
+    shapes = [tuple(t.shape) for t in [sample.input, *sample.args] if is_floating(t)]
+    extra = [repr(a) for a in sample.args if not is_floating(a)] + [f"{k}={v!r}" for k, v in sample.kwargs.items()]
     return f"shapes {shapes}" + (f", {', '.join(extra)}" if extra else "")
 
 
@@ -211,7 +212,7 @@ def _plain(key, index, dtype):
 def mpmath_function(key, index, dtype, made):
     """The op's mpmath counterpart on one number, for a one-input elementwise sample; else None."""
     plain = _plain(key, index, dtype)
-    if plain is None or len(made.leaves) != 1 or not _floating(plain[1].input):
+    if plain is None or len(made.leaves) != 1 or not is_floating(plain[1].input):
         return None
     op, sample = plain
     return mpmath_counterpart(op.name, sample.args, sample.kwargs)
@@ -221,7 +222,7 @@ def other_framework(key, index, dtype, made):
     """("jax", backend, fn, float64 arrays): JAX's counterpart of the op on this sample, when it computes the
     same values; else None."""
     plain = _plain(key, index, dtype)
-    if plain is None or plain[1].kwargs or not all(_floating(a) for a in plain[1].args):
+    if plain is None or plain[1].kwargs or not all(is_floating(a) for a in plain[1].args):
         return None
     from . import jax_source
 

@@ -192,8 +192,14 @@ def _confirm(unit, source, made, rows):
         observed, reference = float(row.analytical), float(row.numerical)
         if evidence is not None:
             observed, reference = evidence["observed"], evidence["truth"]
+        if any(f.mode == mode for f in failures):
+            continue  # reverse and forward both failing on a wrong value: one value failure
         failures.append(Failure(mode, row.check, observed, reference, truth.ulps(observed, reference, dtype),
                                 oracles, evidence))
+    if any(f.confirmed for f in failures if f.mode != "second order"):
+        # Finite differences of a wrong first derivative disagree with a right second one: an unconfirmed
+        # second-order failure is then the first-order defect seen again.
+        failures = [f for f in failures if f.mode != "second order" or f.confirmed]
     return failures
 
 
