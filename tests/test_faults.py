@@ -273,6 +273,8 @@ def _paths(node, prefix=()):
 
 def _nudged(value):
     """A value of the same type, slightly different: the edits most likely to pass unnoticed."""
+    if value is None:
+        return 0
     if isinstance(value, bool):
         return not value
     if isinstance(value, int):
@@ -331,6 +333,7 @@ def judge_edit(path, how, code, err, *, drifted, changed):
 
 @pytest.fixture(scope="module")
 def property_baseline(tmp_path_factory):
+    """A recorded baseline, its JSON, every path in it, and the one-case JSON the plugin's layout needs."""
     folder = tmp_path_factory.mktemp("property")
     cases = write_cases(folder / "cases.py")
     drifted = write_cases(folder / "drifted.py", scale=1.01)
@@ -338,7 +341,9 @@ def property_baseline(tmp_path_factory):
     assert main(["regress", "record", "--cases", cases, "--out", str(baseline), "--repeats", "1",
                  "--full-limit", "4"]) == 0
     document = json.loads(baseline.read_text())
-    return folder, cases, drifted, baseline, document, list(_paths(document))
+    # The plugin's baselines hold one case named after the test: here "b", the module's "small" case.
+    single = {**document, "cases": {"b": document["cases"]["small"]}}
+    return folder, cases, drifted, document, single
 
 
 EDITS = st.tuples(st.sampled_from(["replace", "nudge", "delete", "rename"]), st.sampled_from(HOSTILE))
@@ -355,33 +360,28 @@ def _edited_baseline(folder, document, path, how, value, tmp_name):
     return target, edited != document
 
 
-@settings(max_examples=EXAMPLES, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(index=st.integers(0, 10**6), edit=EDITS)
-def test_one_field_edits_of_a_baseline_never_crash_or_pass_silently_in_the_cli(property_baseline, capsys, index,
-                                                                                  edit):
-    folder, cases, drifted, _, document, paths = property_baseline
-    path, (how, value) = paths[index % len(paths)], edit
+def check_edit_in_cli(property_baseline, capsys, path, how, value) -> list:
+    """``regress compare`` of the unchanged and of the drifted cases against the edited baseline; exit codes."""
+    folder, cases, drifted, document, _ = property_baseline
     target, changed = _edited_baseline(folder, document, path, how, value, "cli")
     capsys.readouterr()
+    codes = []
     for source, is_drifted in ((cases, False), (drifted, True)):
         code, _, err = compare(capsys, source, target)
         judge_edit(path, how, code, err, drifted=is_drifted, changed=changed)
+        codes.append(code)
+    return codes
 
 
-@settings(max_examples=EXAMPLES)
-@given(index=st.integers(0, 10**6), edit=EDITS)
-def test_one_field_edits_of_a_baseline_never_crash_or_pass_silently_in_the_plugin(property_baseline, index, edit):
-    folder, _, _, _, document, paths = property_baseline
-    # The plugin's baselines hold one case named after the test; build one from the module's "small" case.
-    single = {**document, "cases": {"b": document["cases"]["small"]}}
-    path, (how, value) = paths[index % len(paths)], edit
-    path = tuple("b" if p == "small" else p for p in path) if path[:2] != ("cases", "wide") else ("cases", "b")
+def check_edit_in_plugin(property_baseline, path, how, value) -> list:
+    """``grad_regression.check`` of the unchanged and of the drifted function against the edited baseline."""
+    folder, _, _, _, single = property_baseline
     target, changed = _edited_baseline(folder, single, path, how, value, "plugin")
+    codes = []
     for scale, is_drifted in ((1.0, False), (1.01, True)):
         fixture = GradRegression(target.parent, "b", {}, force_regen=False)
-        x = ge.tensor([0.5, 1.0, 2.0], dtype=ge.float64)
         try:
-            fixture.check(lambda x: (x.exp() * scale).sum(), x)
+            fixture.check(lambda x: (x.exp() * scale).sum(), ge.tensor([0.5, 1.0, 2.0], dtype=ge.float64))
             code, message = 0, ""
         except pytest.fail.Exception as failure:
             message = str(failure)
@@ -389,6 +389,40 @@ def test_one_field_edits_of_a_baseline_never_crash_or_pass_silently_in_the_plugi
                          and "not rewritten" not in message) else 1
         judge_edit(path, how, code, f"gradverify plugin: error: {message.splitlines()[0]}" if code == 2 else "",
                    drifted=is_drifted, changed=changed)
+        codes.append(code)
+    return codes
+
+
+@settings(max_examples=EXAMPLES, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(index=st.integers(0, 10**6), edit=EDITS)
+def test_one_field_edits_of_a_baseline_never_crash_or_pass_silently_in_the_cli(property_baseline, capsys, index,
+                                                                                  edit):
+    paths = list(_paths(property_baseline[3]))
+    check_edit_in_cli(property_baseline, capsys, paths[index % len(paths)], *edit)
+
+
+@settings(max_examples=EXAMPLES)
+@given(index=st.integers(0, 10**6), edit=EDITS)
+def test_one_field_edits_of_a_baseline_never_crash_or_pass_silently_in_the_plugin(property_baseline, index, edit):
+    paths = list(_paths(property_baseline[4]))
+    check_edit_in_plugin(property_baseline, paths[index % len(paths)], *edit)
+
+
+@pytest.mark.nightly
+def test_every_one_field_edit_of_a_baseline(property_baseline, capsys):
+    """The sweep behind the closing note: every field, every kind of edit, each hostile value, in both surfaces."""
+    edits = [("nudge", None), ("delete", None), ("rename", None)] + [("replace", value) for value in HOSTILE]
+    for surface, document, check in (("cli", property_baseline[3], lambda *a: check_edit_in_cli(
+            property_baseline, capsys, *a)), ("plugin", property_baseline[4], lambda *a: check_edit_in_plugin(
+            property_baseline, *a))):
+        tally, variants = {0: 0, 1: 0, 2: 0}, 0
+        for path in _paths(document):
+            for how, value in edits:
+                variants += 1
+                for code in check(path, how, value):
+                    tally[code] += 1
+        with capsys.disabled():
+            print(f"\n{surface}: {variants} one-field edits, {sum(tally.values())} checks, exit codes {tally}")
 
 
 @pytest.mark.parametrize("text, reason", [

@@ -28,10 +28,15 @@ def array_drift(name: str, stored: StoredArray, current: np.ndarray, tolerance: 
     if digest(current) == stored.sha256:
         return unchanged(name)
     if stored.sketched:
+        projections = rademacher_projections(current)
+        if np.array_equal(projections, stored.data, equal_nan=True):
+            # Real changes move the projections' roundings; identical ones mean the stored digest is wrong.
+            return ArrayDrift(name, np.inf, np.inf, exceeded=True, estimated=True, note=(
+                "its SHA-256 differs from the baseline's but its projections are bit-identical: the baseline's "
+                "digest is corrupt, or a change escapes all projections; re-record to trust it"))
         # Against the current array's norm: the stored one is the file's word, and a drift it inflated would pass.
         current_norm = float(np.linalg.norm(current.astype(np.float64).ravel()))
-        return projected_drift(name, stored.data, current_norm, rademacher_projections(current), current.dtype,
-                               tolerance)
+        return projected_drift(name, stored.data, current_norm, projections, current.dtype, tolerance)
     return entrywise_drift(name, stored.data, current, tolerance)
 
 
