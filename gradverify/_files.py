@@ -56,8 +56,12 @@ def check_output(path) -> pathlib.Path:
                         f"its folder {folder} {'is not a folder' if folder.exists() else 'does not exist'}")
     if len(os.fsencode(path.name)) > os.pathconf(folder, "PC_NAME_MAX"):
         raise _os_error(errno.ENAMETOOLONG, path)
-    with tempfile.TemporaryFile(dir=folder):  # the folder takes new files (permissions, read-only mounts)
-        pass
+    try:  # the folder takes new files (permissions, read-only mounts)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise _os_error(err.errno or errno.EACCES, path, f"its folder {folder} takes no new files: {err.strerror}") \
+            from None
     if path.exists():
         with open(path, "ab"):
             pass

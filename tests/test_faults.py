@@ -32,6 +32,7 @@ from gradverify.plugin.pytest_plugin import GradRegression
 from gradverify.regress import baseline as baseline_format
 
 FORK = multiprocessing.get_context("fork")
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 NIGHTLY = settings.get_current_profile_name() == "nightly"
 
 CASES_SOURCE = """
@@ -547,6 +548,24 @@ def test_unusable_baseline_paths_exit_2(recorded, capsys, damage, cause):
     code, _, err = compare(capsys, cases, target)
     assert code == 2
     one_line_error(err, cause)
+
+
+def test_without_root_privileges_unreadable_and_read_only_paths_exit_2(recorded, tmp_path):
+    """Real permissions: the commands run as root without the capabilities that bypass them (setpriv)."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to drop the permission-bypassing capabilities")
+    cases, baseline = recorded
+    baseline.chmod(0o000)
+    (tmp_path / "ro").mkdir(mode=0o555)
+    drop = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner",
+            "--inh-caps", "-dac_override,-dac_read_search,-fowner"]
+    for argv, named in ((["regress", "compare", "--cases", cases, "--baseline", str(baseline)], baseline),
+                        (["regress", "record", "--cases", cases, "--out", str(tmp_path / "ro" / "b.json")],
+                         tmp_path / "ro")):
+        done = subprocess.run([*drop, sys.executable, "-m", "gradverify", *argv, "--repeats", "1"],
+                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert done.returncode == 2, done.stderr
+        one_line_error(done.stderr, named, "Permission denied")
 
 
 def test_an_unreadable_baseline_exits_2(recorded, capsys, monkeypatch):
