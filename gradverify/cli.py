@@ -9,6 +9,9 @@ import argparse
 import importlib
 import sys
 
+DOCUMENT = ("the document: the seed's three worked examples (f(x, y) = (x + y)^2, a two-layer "
+            "sigmoid/softmax network, SimpleNet training), in gradverify/examples.py")
+
 SUBCOMMANDS = {
     "report": ("gradverify.report.cli", "accuracy and speed report for the document's examples"),
     "fuzz": ("gradverify.fuzz.cli", "random-graph differential testing campaign"),
@@ -25,7 +28,11 @@ class UsageError(Exception):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="gradverify", description="Are these gradients right? Evidence, in CI.")
+    import gradverify
+
+    parser = argparse.ArgumentParser(prog="gradverify", description="Are these gradients right? Evidence, in CI.",
+                                     epilog=DOCUMENT[0].upper() + DOCUMENT[1:] + ".")
+    parser.add_argument("--version", action="version", version=f"gradverify {gradverify.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module, help_text) in SUBCOMMANDS.items():

@@ -14,7 +14,7 @@ import pytest
 
 from gradverify.cli import UsageError
 from gradverify.examples import examples
-from gradverify.report import cli, measure, numerical, sections
+from gradverify.report import cli, measure, numerical, sections, timing
 from gradverify.report.document import HEADLINE_START
 from gradverify.report.environment import NOT_INSTALLED, describe
 from gradverify.report.readme import headline_tables, update_readme
@@ -22,7 +22,7 @@ from gradverify.report.ways import WAYS
 
 OUTPUTS = ["report.md", "report.html", "results.json", "accuracy.csv", "speed.csv", "training.csv",
            "training_losses.csv", "step_sweep.csv", "example1_trace.csv", "fd_step_sweep.png", "simplenet_loss.png",
-           "speed_float32.png", "speed_float64.png", "checker_sensitivity.csv", "checker_cost.csv"]
+           "speed_float32.png", "speed_float64.png", "checker_sensitivity.csv", "checker_cost.csv", "load.csv"]
 EXACT_WAYS = [w.name for w in WAYS if w.kind == "AD"] + ["complex step"]
 
 
@@ -169,7 +169,7 @@ def test_missing_torch_and_jax_are_reported_as_not_installed(monkeypatch):
     monkeypatch.setitem(sys.modules, "jax", None)
     square = examples()["square_of_sum"]
     accuracy, speed = measure.differentiate_all([square], ["float32", "float64"], WAYS,
-                                                measure.Plan.make(quick=True), lambda text: None)
+                                                measure.Plan.make(quick=True), lambda *text: None)
     by_way = accuracy.groupby("way").status.first()
     for way in WAYS:
         expected = NOT_INSTALLED if way.backend in ("torch", "jax") else "ok"
@@ -181,14 +181,14 @@ def test_missing_torch_and_jax_are_reported_as_not_installed(monkeypatch):
     assert table.loc["engine reverse", "float64 max abs"] == "0"
     header = describe("test")
     assert f"torch {NOT_INSTALLED}" in header["versions"] and f"jax {NOT_INSTALLED}" in header["versions"]
-    _, training = measure.training(["float64"], measure.Plan.make(quick=True), lambda text: None)
+    _, training = measure.training(["float64"], measure.Plan.make(quick=True), lambda *text: None)
     status = training.set_index("engine").status
     assert status["gradverify engine"] == "ok" and status["PyTorch"] == status["JAX (jit)"] == NOT_INSTALLED
-    sensitivity, cost = measure.checker_comparison(quick=True, tick=lambda text: None)
+    sensitivity, cost = measure.checker_comparison(True, measure.Plan.make(quick=True), lambda *text: None)
     assert sensitivity == cost == NOT_INSTALLED
     assert sections.checker_section(sensitivity, cost).blocks == [f"{NOT_INSTALLED}."]
     full = measure.Plan.make(quick=False)
-    summary, _ = measure.campaign_summary(full, lambda text: None)
+    summary, _ = measure.campaign_summary(full, lambda *text: None)
     assert summary == f"needs PyTorch and JAX, {NOT_INSTALLED}"
 
 
@@ -262,3 +262,96 @@ def test_rounded_line_reports_the_float32_step_really_taken():
     taken = float(np.float32(np.float32(1.1) + h)) - float(np.float32(1.1))
     assert line.displacement(h)[0][0] == taken != h
     assert line.at(h)[0].dtype == np.float32 and line.at(1j * h)[0].dtype == np.complex64
+
+
+def test_the_answer_comes_first_with_a_verdict_per_example(report, accuracy):
+    markdown = (report / "report.md").read_text()
+    assert markdown.index("## The answer") < markdown.index("## Example 1")
+    answer = markdown[markdown.index("## The answer"):markdown.index("## Example 1")]
+    for example in examples().values():
+        assert f"**{example.title}: right.**" in answer
+    assert "agree with the 40-digit ground truth" in answer and "of the gradient's largest entry" in answer
+    # The reason a correct gradient shows hundreds of ulps is given where the number is.
+    mlp = next(line for line in answer.splitlines() if "two-layer MLP" in line)
+    worst = accuracy[(accuracy.example == "mlp") & accuracy.way.isin(EXACT_WAYS)].max_ulps.max()
+    assert f"the worst is {sections.fmt_ulps(worst)} ulps" in mlp and "cancel" in mlp
+    assert "the fastest exact way is" in answer and "the time of PyTorch reverse float32" in answer
+    assert "**Random-graph campaign**: skipped with --quick" in answer
+    assert "1-minute load average" in answer and "timings stayed noisy" in answer
+
+
+def test_every_ratio_is_to_one_baseline_measured_in_the_same_session(report):
+    speed = pd.read_csv(report / "speed.csv")
+    mlp = speed[(speed.example == "mlp") & (speed.status == "ok")]
+    assert mlp.groupby("dtype").samples.nunique().eq(1).all() and mlp.samples.nunique() == 1
+    baseline = mlp[(mlp.way == "PyTorch reverse") & (mlp.dtype == "float32")].iloc[0]
+    assert baseline.ratio_to_baseline == 1.0
+    assert (mlp.relative_iqr >= 0).all() and set(mlp.noisy) <= {True, False}
+    markdown = (report / "report.md").read_text()
+    assert "| PyTorch reverse | " in markdown and "float64 vs PyTorch reverse float32" in markdown
+    assert f"stayed above {timing.RELATIVE_IQR_LIMIT:.0%}" in markdown
+
+
+def test_load_is_sampled_around_every_section(report):
+    load = pd.read_csv(report / "load.csv")
+    assert list(load.section) == ["accuracy and speed", "SimpleNet training", "finite-difference steps", "checkers",
+                                  "random-graph campaign"]
+    assert (load.load_before >= 0).all() and (load.load_after >= 0).all() and (load.seconds >= 0).all()
+    assert "## Conditions of the run" in (report / "report.md").read_text()
+
+
+def test_simplenet_plot_data_is_the_drift_from_pytorch(report):
+    losses = pd.read_csv(report / "training_losses.csv")
+    for dtype, group in losses.groupby("dtype"):
+        torch_losses = group[group.engine == "PyTorch"].set_index("epoch").loss
+        engine = group[group.engine == "gradverify engine"].set_index("epoch")
+        np.testing.assert_array_equal(engine.drift_vs_pytorch, (engine.loss - torch_losses).abs())
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.mark.parametrize("noisy_run", [False, True])
+def test_timings_repeat_until_stable_or_the_budget_runs_out(monkeypatch, noisy_run):
+    clock = FakeClock()
+    monkeypatch.setattr(timing.time, "perf_counter", clock)
+    durations = iter([1.0, 3.0] * 1000)
+
+    def steady():
+        clock.now += 1.0
+
+    def jumpy():
+        clock.now += next(durations)
+
+    runs = {"steady": steady, **({"jumpy": jumpy} if noisy_run else {})}
+    samples = timing.time_until_stable(runs, timing.Budget(seconds=50.0, min_rounds=4))
+    rounds = len(samples["steady"])
+    if noisy_run:
+        assert rounds > 4 and sum(map(sum, samples.values())) >= 50.0  # stopped by the budget
+        summary = timing.summarize(samples["jumpy"], samples["steady"])
+        assert summary["noisy"] and summary["relative_iqr"] > timing.RELATIVE_IQR_LIMIT
+        assert summary["ratio_to_baseline"] == 2.0
+    else:
+        assert rounds == 4  # stable at once: the minimum
+        assert not timing.summarize(samples["steady"])["noisy"]
+
+
+def test_progress_without_a_terminal_prints_a_line_per_stage_and_every_n_steps():
+    import io
+
+    from rich.console import Console
+
+    from gradverify.progress import progress
+
+    stream = io.StringIO()
+    with progress("report", 30, every=10, console=Console(file=stream, width=200)) as step:
+        for k in range(25):
+            step("graphs" if k >= 3 else "ground truth", f"{k}")
+    lines = stream.getvalue().splitlines()
+    assert [line.split("] ")[1] for line in lines] == ["ground truth: 0", "graphs: 3", "graphs: 13", "graphs: 23"]
+    assert lines[1].startswith("report [4/30, ")

@@ -211,6 +211,22 @@ class EngineBackend(Backend):
         return gradient
 
 
+def import_torch():
+    """``torch``, with its forward-mode decompositions imported up front without their 18 warnings.
+
+    torch scripts them on the first forward-mode call, each with a DeprecationWarning about
+    ``torch.jit.script`` that the user did not write; the user's own calls still warn.
+    """
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", DeprecationWarning)
+        import torch._decomp.decompositions_for_jvp  # noqa: F401
+    return torch
+
+
 class TorchBackend(Backend):
     """PyTorch, including custom ``torch.autograd.Function`` subclasses."""
 
@@ -218,9 +234,7 @@ class TorchBackend(Backend):
     has_jvp = True
 
     def __init__(self):
-        import torch
-
-        self.torch = torch
+        self.torch = import_torch()
 
     def to_numpy(self, x):
         return x.detach().cpu().resolve_conj().resolve_neg().numpy(force=True).copy()

@@ -63,8 +63,9 @@ def namespace(backend: str, exact: bool = False) -> Ops:
 
         return Ops("engine", functools.partial(getattr, functional), functional.constant, lambda x: float(x.data))
     if backend == "torch":
-        import torch
+        from gradverify.check.backends import import_torch
 
+        torch = import_torch()
         return Ops("torch", functools.partial(_reference_lookup, "torch"), torch.as_tensor, lambda x: x.detach().item())
     if backend == "jax":
         import jax.numpy as jnp

@@ -71,21 +71,15 @@ def run(args) -> int:
     """Run the campaign described by ``args``; 0 when the engine passed every oracle, else 1."""
     shard = _arguments(args)
     jax_cache.enable()
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from gradverify.fuzz.campaign import run_campaign
+    from gradverify.progress import progress
 
-    console = Console(stderr=True)
-    columns = (TextColumn("fuzz"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[failed]} failing"),
-               TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("fuzz", total=shard.graphs(args.graphs), failed=0)
-        failing = [0]
-
+    total = shard.graphs(args.graphs)
+    failing = [0]
+    with progress("fuzz", total, every=max(1, total // 20)) as step:
         def advance(index, outcome):
             failing[0] += bool(outcome.engine_failures)
-            progress.update(task, advance=1, failed=failing[0])
+            step("graphs", f"{failing[0]} failing")
 
         result = run_campaign(args.graphs, args.seed, args.max_nodes, shard, focus=args.focus,
                               shrink=not args.no_shrink, on_graph=advance, jax_every=args.jax_every,

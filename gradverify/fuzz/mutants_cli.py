@@ -24,6 +24,31 @@ def configure(parser):
     parser.add_argument("--json", metavar="PATH", default=None, help="write the JSON report to PATH")
 
 
+COLUMNS = {
+    "mpmath": "value or derivative off the 80-digit mpmath ground truth",
+    "torch": "disagrees with PyTorch (the ground truth blaming the engine)",
+    "jax": "disagrees with JAX (the ground truth blaming the engine)",
+    "finite_difference": "off the Richardson finite difference beyond its error bound",
+    "complex_step": "off the complex-step derivative",
+    "forward_reverse": "<v, J u> from forward mode differs from <J^T v, u> from reverse mode",
+    "second_order": "Hessian-vector product, reverse-over-reverse vs forward-over-reverse",
+    "structure": "gradient of the wrong dtype or shape",
+    "exception": "the engine raised",
+    "kink_convention": "at a kink, not PyTorch's one-sided choice",
+    "saturation": "in an op's saturated tail, entry by entry against the ground truth",
+    "killed": "caught by at least one oracle",
+}
+"""What each column of the kill matrix counts (an oracle's column: graphs of the mutant's campaign it caught)."""
+
+
+def legend(frame: pd.DataFrame, graphs: int) -> str:
+    """One line per column of ``frame``: what it counts."""
+    lines = [f"Each oracle column counts the graphs (of {graphs} per mutant) and op probes on which it "
+             "caught the mutant:"]
+    lines += [f"  {column}: {COLUMNS.get(column, 'an oracle of gradverify.fuzz.oracles')}" for column in frame.columns]
+    return "\n".join(lines)
+
+
 def kill_frame(results) -> pd.DataFrame:
     """The kill matrix: one row per mutant, one column per oracle that caught any, plus ``killed``."""
     from gradverify.fuzz.oracles import ORACLES
@@ -65,14 +90,17 @@ def run(args) -> int:
         raise UsageError(f"--only: unknown mutants {', '.join(unknown)}; known: {', '.join(mutants.BY_NAME)}")
     jax_cache.enable()
     from rich.console import Console
-    from rich.progress import Progress
+
+    from gradverify.progress import progress
 
     console = Console()
     chosen = args.only or [m.name for m in mutants.MUTANTS]
-    with Progress(console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("mutants", total=len(chosen))
-        results = mutants.kill_matrix(args.graphs, args.seed, chosen, on_mutant=lambda r: progress.advance(task))
-    console.print(kill_frame(results).to_string(), markup=False, highlight=False, soft_wrap=True)
+    with progress("mutants", len(chosen), every=1) as step:
+        results = mutants.kill_matrix(args.graphs, args.seed, chosen,
+                                      on_mutant=lambda r: step(r.mutant.name, "killed" if r.killed else "SURVIVED"))
+    frame = kill_frame(results)
+    console.print(frame.to_string(), markup=False, highlight=False, soft_wrap=True)
+    console.print(legend(frame, args.graphs), markup=False, highlight=False, soft_wrap=True)
     summary = report(results)
     console.print(f"killed {summary['killed']}/{summary['total']}"
                   + (f"; survivors: {', '.join(summary['survivors'])}" if summary["survivors"] else ""))

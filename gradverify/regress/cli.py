@@ -30,8 +30,10 @@ def configure(parser):
     """Add the ``record`` and ``compare`` actions and their options."""
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
-    record = actions.add_parser("record", help="measure the cases and write a baseline")
-    compare_parser = actions.add_parser("compare", help="measure the cases and compare them with a baseline")
+    record_help = "measure the cases and write a baseline"
+    compare_help = "measure the cases and compare them with a baseline"
+    record = actions.add_parser("record", help=record_help, description=record_help + ".")
+    compare_parser = actions.add_parser("compare", help=compare_help, description=compare_help + ".")
     for action in (record, compare_parser):
         action.add_argument("--cases", metavar="FILE_OR_MODULE", default=None,
                             help="a Python file or module defining CASES = {name: (fn, inputs)} "

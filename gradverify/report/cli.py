@@ -8,11 +8,16 @@ from pathlib import Path
 from gradverify._files import check_output, describe
 from gradverify.cli import EXIT_OK, UsageError
 
+DEFAULT_OUT = Path("reports", "latest")
+
 
 def configure(parser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default: reports/)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help=f"output folder (default: {DEFAULT_OUT}/, git-ignored; the committed report is "
+                             "refreshed with --out reports)")
     parser.add_argument("--quick", action="store_true",
-                        help="fewer timing rounds, smaller checker tables, no random-graph campaign: within a minute")
+                        help="the same timings on smaller budgets, smaller checker tables, no random-graph "
+                             "campaign: a minute or two")
     parser.add_argument("--threads", type=int, default=1,
                         help="PyTorch intra-op threads during the run (default 1; the header states every setting)")
     parser.add_argument("--readme", type=Path, default=None,
@@ -20,9 +25,10 @@ def configure(parser) -> None:
 
 
 def run(args) -> int:
-    """Build the report with a progress bar; print where it went."""
+    """Build the report, showing progress (a bar on a terminal, a line per stage otherwise); print where it went."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from gradverify.progress import progress
 
     from . import build, measure
     from .environment import backend_available
@@ -47,14 +53,8 @@ def run(args) -> int:
                         shlex.quote(str(args.out)), "--threads", str(args.threads)])
     console = Console(stderr=True)
     started = time.perf_counter()
-    columns = (TextColumn("{task.description:<48}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("report", total=build.step_count(measure.Plan.make(args.quick)))
-
-        def tick(description):
-            progress.update(task, description=description, advance=1)
-
-        written = build.build_report(args.out, args.quick, command, tick)
+    with progress("report", build.step_count(measure.Plan.make(args.quick)), console=console) as step:
+        written = build.build_report(args.out, args.quick, command, step)
     if args.readme is not None:
         update_readme(args.out / "report.md", args.readme)
         written.append(args.readme)

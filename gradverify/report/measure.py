@@ -23,10 +23,9 @@ from reference_impls.examples import (
 
 from . import numerical
 from .environment import NOT_AVAILABLE, NOT_INSTALLED, backend_available
-from .ways import BASELINE
+from .timing import Budget, summarize, time_until_stable
+from .ways import BASELINE, BASELINE_DTYPE
 
-MIN_SAMPLE_SECONDS = 2e-3
-"""Calls are repeated inside one timing sample until it lasts this long (perf_counter resolution)."""
 CALIBRATE_BELOW_SECONDS = 0.1
 """A first call faster than this is repeated once to count calls per sample (first calls pay one-off costs)."""
 
@@ -39,20 +38,20 @@ CAMPAIGN = {"seed": 0, "max_nodes": 6}
 class Plan:
     """How much work each part of the report does (``quick`` or full)."""
 
-    speed_seconds: float  # timing budget per (example, dtype)
-    min_rounds: int
-    max_rounds: int
-    training_rounds: int
+    speed: Budget  # per example, both dtypes interleaved
+    training: Budget
+    checker: Budget
     sweep_points: int
     campaign_graphs: int  # 0 skips the random-graph campaign
 
     @classmethod
     def make(cls, quick: bool) -> "Plan":
+        """The full report's plan, or ``quick``'s: the same measurements on smaller budgets."""
         if quick:
-            return cls(speed_seconds=0.3, min_rounds=2, max_rounds=3, training_rounds=1, sweep_points=17,
-                       campaign_graphs=0)
-        return cls(speed_seconds=15.0, min_rounds=7, max_rounds=41, training_rounds=3, sweep_points=49,
-                   campaign_graphs=40)
+            return cls(speed=Budget(1.0, min_rounds=3), training=Budget(1.0, min_rounds=3),
+                       checker=Budget(1.0, min_rounds=3), sweep_points=17, campaign_graphs=0)
+        return cls(speed=Budget(30.0, min_rounds=7), training=Budget(15.0, min_rounds=5),
+                   checker=Budget(30.0, min_rounds=5), sweep_points=49, campaign_graphs=40)
 
 
 def gradient_errors(grad, truth, dtype) -> dict:
@@ -60,7 +59,10 @@ def gradient_errors(grad, truth, dtype) -> dict:
 
     The differences are taken in mpmath, so float64 errors far below an ulp are
     still resolved.  Relative error and ulps skip entries whose true value is
-    exactly zero (they count in the absolute error).
+    exactly zero (they count in the absolute error).  Also: the largest true
+    entry, the size of the entry with the most ulps, and the largest error in
+    ulps of the largest entry (the gradient's own scale, which cancellation
+    inside one small entry does not inflate).
     """
     computed = np.asarray(grad, dtype=np.float64).reshape(-1)
     exact = np.asarray(truth, dtype=object).reshape(-1)
@@ -73,30 +75,16 @@ def gradient_errors(grad, truth, dtype) -> dict:
     magnitude = np.abs(from_mp(exact))
     nonzero = magnitude > 0
     ulp = np.spacing(magnitude.astype(dtype)).astype(np.float64)
+    ulps = np.where(nonzero, error / np.where(nonzero, ulp, 1.0), 0.0)
+    largest = float(magnitude.max())
     return {
         "max_abs_error": float(error.max()),
         "max_rel_error": float((error[nonzero] / magnitude[nonzero]).max()) if nonzero.any() else 0.0,
-        "max_ulps": float((error[nonzero] / ulp[nonzero]).max()) if nonzero.any() else 0.0,
+        "max_ulps": float(ulps.max()),
+        "largest_entry": largest,
+        "worst_ulps_entry": float(magnitude[int(np.argmax(ulps))]),
+        "ulps_of_largest": float(error.max() / np.spacing(np.asarray(largest, dtype=dtype))) if largest > 0 else 0.0,
     }
-
-
-def time_interleaved(runs: dict, call_seconds: dict, plan: Plan) -> dict:
-    """Per-call seconds of each (warmed-up) run, sampled round-robin so that all see the same machine state.
-
-    ``call_seconds`` (one earlier call of each) decides how many calls make one sample.
-    """
-    calls = {name: max(1, int(np.ceil(MIN_SAMPLE_SECONDS / max(call_seconds[name], 1e-9)))) for name in runs}
-    samples = {name: [] for name in runs}
-    began = time.perf_counter()
-    for round_number in range(plan.max_rounds):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            for _ in range(calls[name]):
-                run()
-            samples[name].append((time.perf_counter() - start) / calls[name])
-        if round_number + 1 >= plan.min_rounds and time.perf_counter() - began > plan.speed_seconds:
-            break
-    return samples
 
 
 def _timed(run):
@@ -130,19 +118,21 @@ def differentiate_all(examples, dtypes, ways, plan: Plan, tick) -> tuple:
     """Accuracy of every way on every example, parameter and dtype, and the interleaved timings.
 
     Returns ``(accuracy, speed)`` DataFrames with a ``status`` column ("ok",
-    "not installed" or the error of a way that failed).
+    "not installed" or the error of a way that failed).  Both dtypes of an
+    example are timed in one session, with ratios to its PyTorch reverse float32.
     """
     accuracy, speed = [], []
     for example in examples:
+        runs, call_seconds = {}, {}
         for dtype in map(np.dtype, dtypes):
-            tick(f"{example.name} {dtype.name}: ground truth")
+            stage = f"{example.name} {dtype.name}"
+            tick(stage, "ground truth")
             _, truth = ground_truth(example, dtype)
-            runs, call_seconds = {}, {}
             for way in ways:
-                tick(f"{example.name} {dtype.name}: {way.name}")
+                tick(stage, way.name)
                 result = _first_calls(way, example, dtype, truth)
                 if result["status"] == "ok":
-                    runs[way.name], call_seconds[way.name] = result["run"], result["seconds"]
+                    runs[way.name, dtype.name], call_seconds[way.name, dtype.name] = result["run"], result["seconds"]
                 for k, name in enumerate(example.param_names):
                     row = {"example": example.name, "dtype": dtype.name, "parameter": name, "way": way.name,
                            "status": result["status"], "kind": way.kind}
@@ -151,30 +141,23 @@ def differentiate_all(examples, dtypes, ways, plan: Plan, tick) -> tuple:
                         if np.size(result["grads"][k]) == 1:
                             row["gradient"] = float(np.asarray(result["grads"][k]))
                     accuracy.append(row)
-            tick(f"{example.name} {dtype.name}: timing {len(runs)} ways")
-            speed.extend(_speed_rows(example.name, dtype.name, ways, time_interleaved(runs, call_seconds, plan)))
+        tick(f"{example.name} timing", f"{len(runs)} runs interleaved")
+        samples = time_until_stable(runs, plan.speed, call_seconds)
+        speed.extend(_speed_rows(example.name, dtypes, ways, samples))
     return pd.DataFrame(accuracy), pd.DataFrame(speed)
 
 
-def _speed_rows(example, dtype, ways, samples):
-    baseline = np.median(samples[BASELINE]) if BASELINE in samples else np.nan
+def _speed_rows(example, dtypes, ways, samples):
+    baseline = samples.get((BASELINE, BASELINE_DTYPE))
     rows = []
-    for way in ways:
-        row = {"example": example, "dtype": dtype, "way": way.name, "kind": way.kind}
-        if way.name not in samples:
-            row["status"] = NOT_INSTALLED if not backend_available(way.backend) else "failed"
-        else:
-            times = np.asarray(samples[way.name])
-            median = float(np.median(times))
-            row.update(
-                status="ok",
-                median_s=median,
-                p25_s=float(np.percentile(times, 25)),
-                p75_s=float(np.percentile(times, 75)),
-                samples=len(times),
-                ratio_to_baseline=median / baseline,
-            )
-        rows.append(row)
+    for dtype in dtypes:
+        for way in ways:
+            row = {"example": example, "dtype": dtype, "way": way.name, "kind": way.kind}
+            if (way.name, dtype) not in samples:
+                row["status"] = NOT_INSTALLED if not backend_available(way.backend) else "failed"
+            else:
+                row.update(status="ok", **summarize(samples[way.name, dtype], baseline))
+            rows.append(row)
     return rows
 
 
@@ -186,36 +169,40 @@ TRAINERS = {
 
 
 def training(dtypes, plan: Plan, tick) -> tuple:
-    """SimpleNet's 100 epochs by each engine, interleaved over ``plan.training_rounds`` rounds.
+    """SimpleNet's 100 epochs by each engine in each dtype, timed interleaved in one session.
 
     Returns ``(losses, summary)``: the loss of every epoch per engine and
-    dtype, and per engine the median total time, the final loss and the
-    largest per-epoch loss difference from PyTorch.
+    dtype, and per engine the timing summary, the final loss and the largest
+    per-epoch loss difference from PyTorch.
     """
-    loss_rows, summary = [], []
     available = {name: train for name, (backend, train) in TRAINERS.items() if backend_available(backend)}
+    trajectories, runs = {}, {}
     for dtype in map(np.dtype, dtypes):
-        times = {name: [] for name in available}
-        trajectories = {}
-        for round_number in range(plan.training_rounds):
-            for name, train in available.items():
-                tick(f"SimpleNet {dtype.name}: {name}, round {round_number + 1}")
-                start = time.perf_counter()
-                trajectories[name] = train(dtype)
-                times[name].append(time.perf_counter() - start)
-        reference = trajectories.get("PyTorch")
+        for name, train in available.items():
+            tick(f"SimpleNet {dtype.name}", name)
+            trajectories[name, dtype.name] = train(dtype)
+
+            def run(train=train, key=(name, dtype.name), dtype=dtype):
+                trajectories[key] = train(dtype)
+
+            runs[name, dtype.name] = run
+    tick("SimpleNet timing", f"{len(runs)} runs interleaved")
+    samples = time_until_stable(runs, plan.training)
+    loss_rows, summary = [], []
+    for dtype in map(np.dtype, dtypes):
+        reference = trajectories.get(("PyTorch", dtype.name))
         for name in TRAINERS:
             row = {"dtype": dtype.name, "engine": name}
             if name not in available:
                 summary.append({**row, "status": NOT_INSTALLED})
                 continue
-            losses = trajectories[name]
-            drift = float(np.max(np.abs(losses - reference))) if reference is not None else np.nan
-            summary.append(
-                {**row, "status": "ok", "total_time_s": float(np.median(times[name])), "rounds": len(times[name]),
-                 "first_loss": float(losses[0]), "final_loss": float(losses[-1]), "max_drift_vs_pytorch": drift}
-            )
-            loss_rows.extend({**row, "epoch": e + 1, "loss": float(v)} for e, v in enumerate(losses))
+            losses = trajectories[name, dtype.name]
+            drift = np.abs(losses - reference) if reference is not None else np.full(len(losses), np.nan)
+            summary.append({**row, "status": "ok", **summarize(samples[name, dtype.name]),
+                            "first_loss": float(losses[0]), "final_loss": float(losses[-1]),
+                            "max_drift_vs_pytorch": float(np.max(drift))})
+            loss_rows.extend({**row, "epoch": e + 1, "loss": float(v), "drift_vs_pytorch": float(d)}
+                             for e, (v, d) in enumerate(zip(losses, drift)))
     return pd.DataFrame(loss_rows), pd.DataFrame(summary)
 
 
@@ -257,7 +244,7 @@ def step_sweep(example, dtypes, plan: Plan, tick) -> pd.DataFrame:
     norm = np.sqrt(sum(float(np.sum(d * d)) for d in direction))
     direction = [d / norm for d in direction]
     for dtype in map(np.dtype, dtypes):
-        tick(f"step sweep {example.name} {dtype.name}")
+        tick("step sweep", f"{example.name} {dtype.name}")
         fn, params = loss_function(example, "numpy", dtype)
         point = [np.asarray(p, dtype=np.float64) for p in params]
         _, truth = ground_truth(example, dtype)
@@ -270,7 +257,7 @@ def step_sweep(example, dtypes, plan: Plan, tick) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def checker_comparison(quick: bool, tick) -> tuple:
+def checker_comparison(quick: bool, plan: Plan, tick) -> tuple:
     """``(sensitivity, cost)`` from :mod:`gradverify.check.benchmarks`, or a status text instead of each.
 
     Sensitivity: which tool flags a backward wrong by a factor (1+δ); cost: the
@@ -286,10 +273,19 @@ def checker_comparison(quick: bool, tick) -> tuple:
     tools = None if backend_available("jax") else [
         "gradverify full", "gradverify fast", "torch gradcheck", "torch gradcheck fast"
     ]
-    tick("checker sensitivity")
+    tick("checker", "sensitivity")
     sensitivity = benchmarks.sensitivity_table(quick=quick, tools=tools)
-    tick("checker cost")
-    cost = benchmarks.cost_table(quick=quick)
+    tick("checker", "cost")
+    samples = {}
+
+    def timer(runs):
+        samples.update(time_until_stable(runs, plan.checker))
+        return samples
+
+    cost = benchmarks.cost_table(timer=timer)
+    for key, times in samples.items():
+        for column, value in summarize(times).items():
+            cost.loc[key, column] = value
     return sensitivity, cost
 
 
@@ -312,7 +308,7 @@ def campaign_summary(plan: Plan, tick) -> tuple:
         return NOT_AVAILABLE, NOT_AVAILABLE
     graphs = plan.campaign_graphs
     result = run_campaign(graphs, CAMPAIGN["seed"], CAMPAIGN["max_nodes"],
-                          on_graph=lambda index, outcome: tick(f"random graph {index + 1}/{graphs}"))
+                          on_graph=lambda index, outcome: tick("random graphs", f"{index + 1}/{graphs}"))
     report = result.to_dict()
     summary = pd.DataFrame([{
         "graphs": report["graphs"], "seed": report["seed"], "max_nodes": report["max_nodes"],
