@@ -9,8 +9,8 @@ import argparse
 import importlib
 import sys
 
-DOCUMENT = ("the document: the seed's three worked examples (f(x, y) = (x + y)^2, a two-layer "
-            "sigmoid/softmax network, SimpleNet training), in gradverify/examples.py")
+DOCUMENT = "the document: the seed's three examples ((x+y)^2, two-layer MLP, SimpleNet)"
+"""What "the document" in the commands' help means (gradverify/examples.py holds the examples)."""
 
 SUBCOMMANDS = {
     "report": ("gradverify.report.cli", "accuracy and speed report for the document's examples"),

@@ -156,7 +156,8 @@ def _speed_rows(example, dtypes, ways, samples):
             if (way.name, dtype) not in samples:
                 row["status"] = NOT_INSTALLED if not backend_available(way.backend) else "failed"
             else:
-                row.update(status="ok", **summarize(samples[way.name, dtype], baseline))
+                row.update({"status": "ok", "ratio_to_baseline": np.nan, "ratio_p25": np.nan, "ratio_p75": np.nan,
+                            **summarize(samples[way.name, dtype], baseline)})
             rows.append(row)
     return rows
 

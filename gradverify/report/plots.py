@@ -28,7 +28,10 @@ def _save(fig, path: Path) -> Path:
 
 
 def _legend_outside(ax) -> None:
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    else:
+        ax.text(0.5, 0.5, "nothing to compare (PyTorch not installed)", ha="center", transform=ax.transAxes)
 
 
 ZERO_MARKERS = {"float32": "^", "float64": "v"}

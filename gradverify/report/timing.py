@@ -74,7 +74,7 @@ def summarize(samples: np.ndarray, baseline: np.ndarray | None = None) -> dict:
     summary = {"median_s": float(median), "p25_s": float(p25), "p75_s": float(p75), "samples": len(samples),
                "relative_iqr": relative_iqr(samples)}
     summary["noisy"] = bool(summary["relative_iqr"] > RELATIVE_IQR_LIMIT)
-    if baseline is not None:
+    if baseline is not None:  # else no ratio keys, so callers may default them
         ratios = samples / baseline
         summary.update(ratio_to_baseline=float(np.median(ratios)),
                        ratio_p25=float(np.percentile(ratios, 25)), ratio_p75=float(np.percentile(ratios, 75)))
