@@ -85,18 +85,22 @@ def test_readme_shell_blocks_are_valid_shell_and_pip_requirements_parse():
         assert requirement.extras <= {"torch", "jax", "test", "all"}
 
 
-def test_readme_runs_use_git_ignored_outputs_by_default():
-    parser = build_parser()
-    report = parser.parse_args(["report"])
-    assert report.out == pathlib.Path("reports", "latest")
+def test_readme_runs_write_to_git_ignored_places_by_default():
+    if not (ROOT / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not a git checkout")
+    assert build_parser().parse_args(["report"]).out == pathlib.Path("reports", "latest")
+    targets = ["reports/latest/report.md", "audit-torch/findings.md", "audit-jax/findings.md"]
     for argv in gradverify_argvs(README):
         for flag in ("--json", "--out", "--junit-xml"):
             if flag in argv and "--cases" not in argv:  # --cases examples live in the user's project
-                target = argv[argv.index(flag) + 1]
-                assert target.startswith("reports/latest/"), argv
+                targets.append(argv[argv.index(flag) + 1])
+    for target in targets:
+        ignored = subprocess.run(["git", "check-ignore", "--no-index", "-q", target], cwd=ROOT)
+        assert ignored.returncode == 0, f"the README writes {target}, which git does not ignore"
 
 
-SMALL = {"report": ["--quick"], "fuzz": ["--graphs", "3", "--workers", "1"], "mutants": ["--graphs", "2"]}
+SMALL = {"report": ["--quick"], "fuzz": ["--graphs", "3", "--workers", "1"], "mutants": ["--graphs", "2"],
+         "audit": ["--ops", "sin", "--dtypes", "float64", "--orders", "1"]}
 """Smaller sizes for the README's commands, appended (argparse keeps the last value of a repeated option)."""
 
 
@@ -139,16 +143,15 @@ def _run_readme_commands(clone, skip):
 
 
 def test_readme_commands_leave_a_clean_checkout(tmp_path):
-    """Every README command but the report (run by the nightly twin below) in a fresh clone, small sizes."""
+    """Every README command but the report and the audit (run by the nightly twin below) in a fresh clone, small
+    sizes; their default folders are checked to be git-ignored above."""
     clone = _clone(tmp_path)
-    ran = _run_readme_commands(clone, skip={"report"})
+    ran = _run_readme_commands(clone, skip={"report", "audit"})
     assert {"fuzz", "mutants", "regress"} <= set(ran)
-    # The report's default folder is ignored too, so a report leaves the checkout clean.
-    assert _git("check-ignore", "reports/latest/report.md", cwd=clone).strip() == "reports/latest/report.md"
 
 
 @pytest.mark.nightly
 def test_every_readme_command_including_the_report_leaves_a_clean_checkout(tmp_path):
     clone = _clone(tmp_path)
     ran = _run_readme_commands(clone, skip=set())
-    assert "report" in ran and (clone / "reports" / "latest" / "report.md").is_file()
+    assert {"report", "audit"} <= set(ran) and (clone / "reports" / "latest" / "report.md").is_file()
