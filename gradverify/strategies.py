@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 from hypothesis import strategies as st
 
-from gradverify.fuzz.graph import Branch, Const, Graph, Loop, OpNode
+from gradverify.fuzz.graph import ApiNode, Branch, Const, Graph, Loop, OpNode
+from gradverify.fuzz.surface import FUNCTIONS, for_backend
 from gradverify.ops import TABLE
 
 __all__ = ["Case", "cases", "graphs", "nudged_arrays", "nudge", "INPUT_RANGES", "MARGIN", "VALUE_BOUND", "MAX_ELEMENTS"]
@@ -41,7 +42,19 @@ MAX_ELEMENTS = 24
 # about accuracy there, so the float64 ground truth alone judges the rules.
 # Wide inputs saturate softmax-like ops (one entry of a group 37 or more above the rest
 # rounds its probability to 1 in float64), where rules built from rounded outputs cancel.
-INPUT_RANGES = {"normal": (-3.0, 3.0), "positive": (0.2, 4.0), "tail": (20.0, 40.0), "wide": (-45.0, 45.0)}
+# Where naive formulas lose digits: near 0 (log(1 + x), exp(x) - 1; magnitudes 1e-7 to 1e-2, either sign),
+# and beyond float32's exp range (softplus, logsumexp at |x| > 88.7).
+INPUT_RANGES = {"normal": (-3.0, 3.0), "positive": (0.2, 4.0), "tail": (20.0, 40.0), "wide": (-45.0, 45.0),
+                "tiny": (-7.0, -2.0), "huge": (60.0, 120.0)}
+FOCUS_MODES = {
+    "log1p": ("tiny", "tiny", "normal"), "api.log1p": ("tiny", "tiny", "normal"),
+    "api.expm1": ("tiny", "tiny", "normal"), "softplus": ("huge", "huge", "tail", "normal"),
+    "api.F.softplus": ("huge", "tail", "normal"), "logsumexp": ("huge", "wide", "normal"),
+    "api.logsumexp": ("huge", "wide", "normal"),
+}
+"""A focused campaign's inputs for ops whose naive formulas lose digits in a known region."""
+SIGNED_MODES = ("tail", "tiny", "huge")
+"""Modes whose range is of magnitudes (tiny: of decimal exponents); each entry gets a random sign."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,8 @@ def _room(data):
 
 
 def _in_domain(op, position, data) -> bool:
+    if op == "pow_scalar":  # the table's domain is that of every exponent; integer ones need only x != 0
+        return bool(np.all(np.abs(data) >= _room(data)))
     opdef = TABLE[op]
     domain = opdef.domains[min(position, len(opdef.domains) - 1)]
     return bool(np.all(domain.max_step(data) >= _room(data)))
@@ -158,7 +173,9 @@ def _first(draw, attempts):
 def _unary_attrs(draw, op, value):
     """Attribute choices for a unary op, placed so that they respect its kinks."""
     if op == "pow_scalar":
-        return (("exponent", draw(st.sampled_from((2.0, 3.0, 0.5, -1.0, 1.5)))),)
+        # Integer exponents hold for negative bases too (torch and numpy agree there).
+        choices = (2.0, 3.0, -1.0, -2.0) + (() if np.any(value.data <= 0) else (0.5, 1.5))
+        return (("exponent", draw(st.sampled_from(choices))),)
     if op == "astype":
         return (("dtype", "float64" if value.dtype == "float32" else "float32"),)
     if op == "clip":
@@ -224,11 +241,23 @@ def _where(draw, pool, ops=None):
 
 
 def _matmul(draw, pool, ops=None):
-    def fits(a, b):
-        if not a.shape or not b.shape or len(b.shape) > 2:
+    def fits(a, b):  # numpy's matmul, batched: leading axes broadcast
+        if not a.shape or not b.shape or a.shape[-1] != b.shape[-2 if len(b.shape) >= 2 else 0]:
             return False
-        return a.shape[-1] == b.shape[0]
+        try:
+            batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        except ValueError:
+            return False
+        return int(np.prod(batch + a.shape[-2:-1] + b.shape[-1:] if len(b.shape) >= 2 else batch)) <= MAX_ELEMENTS
 
+    stacked = _pick(draw, pool, lambda v: len(v.shape) >= 3)
+    if stacked is not None and draw(st.booleans()):
+        # A batch of matrices times its own transposes: batched matmul, which few value pairs allow.
+        axes = tuple(range(len(pool[stacked].shape) - 2)) + (-1, -2)
+        axes = tuple(a % len(pool[stacked].shape) for a in axes)
+        transposed = _try_op("permute", pool, (stacked,), (("axes", axes),))
+        product = _try_op("matmul", pool + [transposed[1]], (stacked, len(pool)), ())
+        return None if product is None else [transposed, product]
     a = _pick(draw, pool, lambda v: any(fits(v, w) for w in pool))
     if a is None:
         return None
@@ -290,9 +319,12 @@ def _shape_op(draw, pool, ops=None):
     def sum_to():
         if ndim == 0:
             return None
-        axis = draw(st.integers(0, ndim - 1))
-        target = shape[1:] if draw(st.booleans()) else shape[:axis] + (1,) + shape[axis + 1 :]
-        return _try_op("sum_to", pool, (a,), (("shape", target),))
+        # Leading axes dropped and middle axes kept as size 1, as a broadcast operand's cotangent is reduced.
+        lead = draw(st.integers(0, ndim - 1))
+        kept = [n if draw(st.booleans()) else 1 for n in shape[lead:]]
+        if tuple(kept) == shape and lead == 0:
+            kept[draw(st.integers(0, ndim - 1))] = 1
+        return _try_op("sum_to", pool, (a,), (("shape", tuple(kept)),))
 
     def unsqueeze():
         return _try_op("unsqueeze", pool, (a,), (("axis", draw(st.integers(-ndim - 1, ndim))),))
@@ -339,15 +371,22 @@ def _join(draw, pool, ops=None):
         return None
     shape = pool[a].shape
     axis = draw(st.integers(0, len(shape) - 1))
+    count = draw(st.integers(2, 4))  # 3+ operands: a rule that splits a cotangent in two is wrong there
+
+    def operands(suits):
+        others = [_pick(draw, pool, suits) for _ in range(count - 1)]
+        return (a,) + tuple(others)
 
     def concatenate():
-        b = _pick(draw, pool, lambda v: len(v.shape) == len(shape) and v.shape[:axis] + v.shape[axis + 1 :]
-                  == shape[:axis] + shape[axis + 1 :])
-        return _try_op("concatenate", pool, (a, b), (("axis", axis),))
+        return _try_op("concatenate", pool, operands(lambda v: len(v.shape) == len(shape) and v.shape[:axis]
+                                                      + v.shape[axis + 1 :] == shape[:axis] + shape[axis + 1 :]),
+                       (("axis", axis - len(shape) if draw(st.booleans()) else axis),))
 
     def stack():
-        b = _pick(draw, pool, lambda v: v.shape == shape)
-        return _try_op("stack", pool, (a, b), (("axis", axis),))
+        # The new axis, negative half of the time (counted from the end of the result).
+        new = draw(st.integers(0, len(shape)))
+        return _try_op("stack", pool, operands(lambda v: v.shape == shape),
+                       (("axis", new - len(shape) - 1 if draw(st.booleans()) else new),))
 
     return _first(draw, _only(ops, [concatenate, stack]))
 
@@ -398,6 +437,196 @@ def _loss(draw, pool, ops=None):
         return _try_op("cross_entropy_backward", pool, (g, a, labels), ())
 
     return _first(draw, _only(ops, [mse_loss, cross_entropy, cross_entropy_backward]))
+
+
+def _call_surface(function, datas, attrs, field=""):
+    api = for_backend("numpy")
+    fn = getattr(api.F, function[2:]) if function.startswith("F.") else getattr(api, function)
+    with np.errstate(all="ignore"):
+        out = fn(*datas, **attrs)
+    return np.asarray(getattr(out, field) if field else out, dtype=np.float64)
+
+
+def _try_api(function, pool, args, attrs=(), field=""):
+    """(node, value) for a call of the public API's ``function`` if its output is tame, else None."""
+    def data(arg):
+        return arg.array if isinstance(arg, Const) else pool[arg].data if isinstance(arg, int) else arg
+
+    datas = [data(a) for a in args]
+    try:
+        options = {key: value.array if isinstance(value, Const) else value for key, value in attrs}
+        out = _call_surface(function, datas, options, field)
+    except (ValueError, IndexError, TypeError, ZeroDivisionError):
+        return None
+    if not _tame(out):
+        return None
+    dtype = np.result_type(*[pool[a].dtype for a in args if isinstance(a, int)]).name
+    return ApiNode(function, tuple(args), tuple(attrs), field), _Value(out.shape, dtype, out)
+
+
+def _separated(data, axis):
+    """Whether the entries of ``data`` along ``axis`` are apart by the margin (no ties for a sort to swap)."""
+    ordered = np.sort(data, axis=axis)
+    gaps = np.diff(ordered, axis=axis)
+    return bool(np.all(gaps >= MARGIN * (1.0 + np.abs(ordered).max(initial=0.0))))
+
+
+def _dim_choice(draw, ndim, negative=True):
+    """An axis of a value of ``ndim`` axes, written negative half of the time when ``negative``."""
+    axis = draw(st.integers(0, ndim - 1))
+    return axis - ndim if negative and draw(st.booleans()) else axis
+
+
+def _floats(draw, shape, lo, hi, dtype):
+    n = int(np.prod(shape))
+    return np.array(draw(st.lists(st.floats(lo, hi, width=32), min_size=n, max_size=n)), dtype=dtype).reshape(shape)
+
+
+def _api(draw, pool, ops=None):
+    """A call of a composed function of the public API (all its options), on values it suits."""
+    def vector():
+        return _pick(draw, pool, lambda v: len(v.shape) >= 1 and int(np.prod(v.shape)) >= 2)
+
+    def moments(function):
+        a = vector()
+        if a is None:
+            return None
+        shape = pool[a].shape
+        dim = draw(st.sampled_from([None, _dim_choice(draw, len(shape))] + ([(0, -1)] if len(shape) > 1 else [])))
+        attrs = [("dim", dim), ("keepdim", draw(st.booleans())), ("correction", draw(st.sampled_from((0, 1, 2))))]
+        built = _try_api(function, pool, (a,), attrs)
+        # A variance near 0 puts std next to its pole: ask for spread data.
+        if built is None or np.min(_call_surface("var", [pool[a].data], dict(attrs))) < MARGIN:
+            return None
+        return built
+
+    def var():
+        return moments("var")
+
+    def std():
+        return moments("std")
+
+    def cumsum():
+        a = vector()
+        return None if a is None else _try_api("cumsum", pool, (a,), (("dim", _dim_choice(draw, len(pool[a].shape))),))
+
+    def prod():
+        a = vector()
+        if a is None:
+            return None
+        value, steps, values = pool[a], [], pool
+        if draw(st.booleans()):  # exact zeros: the derivative of a product through a zero factor
+            mask = np.array(draw(st.lists(st.booleans(), min_size=int(np.prod(value.shape)),
+                                          max_size=int(np.prod(value.shape))))).reshape(value.shape)
+            zeroed = _try_op("mul", pool, (a, Const(mask.astype(value.dtype))), ())
+            if zeroed is None:
+                return None
+            steps.append(zeroed)
+            values = pool + [zeroed[1]]
+            a = len(values) - 1
+        dim = draw(st.sampled_from([None, _dim_choice(draw, len(value.shape))]))
+        attrs = (("dim", dim),) if dim is None else (("dim", dim), ("keepdim", draw(st.booleans())))
+        built = _try_api("prod", values, (a,), attrs)
+        return None if built is None else steps + [built]
+
+    def topk():
+        a = vector()
+        if a is None:
+            return None
+        dim = _dim_choice(draw, len(pool[a].shape))
+        if not _separated(pool[a].data, dim):
+            return None
+        k = draw(st.integers(1, pool[a].shape[dim]))
+        return _try_api("topk", pool, (a,), (("k", k), ("dim", dim), ("largest", draw(st.booleans()))), "values")
+
+    def einsum():
+        a = _pick(draw, pool, lambda v: 1 <= len(v.shape) <= 3)
+        if a is None:
+            return None
+        shape = pool[a].shape
+        letters = "bij"[3 - len(shape):]
+        forms = [(letters[::-1], ()), (letters[1:] if len(shape) > 1 else "", ())]
+        for k, other in enumerate(pool):
+            if other.shape == shape:
+                forms.append((letters, (k,)))
+            if len(shape) >= 2 and len(other.shape) == len(shape) and other.shape[:-2] == shape[:-2] \
+                    and other.shape[-2] == shape[-1]:
+                forms.append((letters[:-1] + "k", (k,)))  # (batched) matrix product
+        keep, others = draw(st.sampled_from(forms))
+        if others and keep == letters:
+            equation = f"{letters},{letters}->{letters[:-1]}"
+        elif others:
+            equation = f"{letters},{letters[:-2]}jk->{letters[:-1]}k"
+        else:
+            equation = f"{letters}->{keep}"
+        return _try_api("einsum", pool, (equation, a) + others, ())
+
+    def unary(function):
+        a = _pick(draw, pool)
+        return _try_api(function, pool, (a,), ())
+
+    def expm1():
+        return unary("expm1")
+
+    def log1p():
+        a = _pick(draw, pool, lambda v: bool(np.all(v.data > -0.5)))
+        return None if a is None else _try_api("log1p", pool, (a,), ())
+
+    def logsumexp():
+        a = vector()
+        return None if a is None else _try_api("logsumexp", pool, (a,), (
+            ("dim", _dim_choice(draw, len(pool[a].shape))), ("keepdim", draw(st.booleans()))))
+
+    def softplus():
+        a = _pick(draw, pool)
+        beta, threshold = draw(st.sampled_from((1.0, 2.0, 0.5))), draw(st.sampled_from((20.0, 10.0, 80.0)))
+        if np.any(np.abs(beta * pool[a].data - threshold) < _room(threshold)):
+            return None  # torch switches formulas at beta x = threshold
+        return _try_api("F.softplus", pool, (a,), (("beta", beta), ("threshold", threshold)))
+
+    def layer_norm():
+        a = _pick(draw, pool, lambda v: len(v.shape) >= 1 and v.shape[-1] >= 2)
+        if a is None:
+            return None
+        shape = pool[a].shape
+        normalized = shape[-2:] if len(shape) >= 2 and draw(st.booleans()) else shape[-1:]
+        affine = []
+        for _ in ("weight", "bias"):
+            k = _pick(draw, pool, lambda v: v.shape == normalized and v.dtype == pool[a].dtype)
+            affine.append(k if k is not None and draw(st.booleans()) else Const(
+                _floats(draw, normalized, 0.5, 2.0, pool[a].dtype)))
+        built = _try_api("F.layer_norm", pool, (a, normalized, *affine), ())
+        spread = _call_surface("var", [pool[a].data], {"dim": tuple(range(-len(normalized), 0)), "correction": 0})
+        return built if np.min(spread) >= MARGIN else None
+
+    def binary_cross_entropy_with_logits():
+        a = _pick(draw, pool)
+        shape = pool[a].shape
+        attrs = [("reduction", draw(st.sampled_from(("mean", "sum", "none"))))]
+        if draw(st.booleans()):
+            attrs.append(("pos_weight", Const(_floats(draw, shape[-1:], 0.5, 3.0, pool[a].dtype))))
+        target = Const(_floats(draw, shape, 0.0, 1.0, pool[a].dtype))
+        return _try_api("F.binary_cross_entropy_with_logits", pool, (a, target), attrs)
+
+    def smooth_l1_loss():
+        a = _pick(draw, pool)
+        target = _floats(draw, pool[a].shape, -2.0, 2.0, pool[a].dtype)
+        beta = draw(st.sampled_from((0.5, 1.0, 2.0)))
+        gap = np.abs(pool[a].data - target)
+        if np.any(np.abs(gap - beta) < _room(beta)) or np.any(gap < _room(target)):
+            return None  # its kinks: |x - t| = beta and x = t
+        return _try_api("F.smooth_l1_loss", pool, (a, Const(target)), (
+            ("reduction", draw(st.sampled_from(("mean", "sum", "none")))), ("beta", beta)))
+
+    def mse_loss():
+        a = _pick(draw, pool)
+        target = Const(_floats(draw, pool[a].shape, -2.0, 2.0, pool[a].dtype))
+        return _try_api("F.mse_loss", pool, (a, target), (("reduction", draw(st.sampled_from(("sum", "none")))),))
+
+    attempts = [var, std, cumsum, prod, topk, einsum, expm1, log1p, logsumexp, softplus, layer_norm,
+                binary_cross_entropy_with_logits, smooth_l1_loss, mse_loss]
+    return _first(draw, attempts if ops is None else [f for f in attempts if f"api.{f.__name__}" in ops
+                                                      or f"api.F.{f.__name__}" in ops])
 
 
 def _threshold(draw, sums, below, above):
@@ -477,11 +706,14 @@ def _node_attempts(draw, pool):
         lambda: _loss(draw, pool),
         lambda: _branch(draw, pool),
         lambda: _where(draw, pool),
+        lambda: _api(draw, pool),
     ]
 
 
 def _focused_attempt(draw, pool, op):
-    """One node using ``op`` (a table op name), or None where no value in the pool suits it."""
+    """One node using ``op`` (a table op name, or ``api.<function>``), or None where no value in the pool suits it."""
+    if op in API_CHOICES:
+        return _api(draw, pool, ops=(op,))
     return _BUILDERS[TABLE[op].kind](draw, pool, ops=(op,))
 
 
@@ -490,7 +722,8 @@ _BUILDERS = {
     "index": _index_op, "join": _join, "matmul": _matmul, "linear": _linear, "select": _where, "loss": _loss,
 }
 _CONTROL_FLOW = {"branch": _branch, "loop": _loop}
-NODE_CHOICES = tuple(TABLE) + tuple(_CONTROL_FLOW)
+API_CHOICES = tuple(f"api.{name}" for name in FUNCTIONS)
+NODE_CHOICES = tuple(TABLE) + API_CHOICES + tuple(_CONTROL_FLOW)
 
 
 # ------------------------------------------------------------------- inputs
@@ -516,8 +749,11 @@ def nudged_arrays(draw, shape, dtype="float64", mode="normal"):
     lo, hi = INPUT_RANGES[mode]
     n = int(np.prod(shape))
     values = np.array(draw(st.lists(st.floats(lo, hi), min_size=n, max_size=n)), dtype=np.float64)
-    values = nudge(values, MARGIN * (1.0 + max(abs(lo), abs(hi))))
-    if mode == "tail":
+    if mode == "tiny":  # apart by a tenth of their size: no tie, and nothing is moved away from 0
+        values = 10.0 ** nudge(values, 0.05)
+    else:
+        values = nudge(values, MARGIN * (1.0 + max(abs(lo), abs(hi))))
+    if mode in SIGNED_MODES:
         # Signs after nudging: the magnitudes stay in the tail, equal magnitudes of one sign stay apart.
         values = values * np.array(draw(st.lists(st.sampled_from((1.0, -1.0)), min_size=n, max_size=n)))
     return values.reshape(shape).astype(dtype)
@@ -545,13 +781,14 @@ def cases(draw, max_nodes=8, dtypes=("float64", "float32"), focus=None):
     """
     if max_nodes < 1:
         raise ValueError(f"max_nodes: expected a positive number of nodes, got {max_nodes}")
-    if focus is not None and focus not in TABLE:
-        raise ValueError(f"focus: {focus!r} is not an op of the table")
+    if focus is not None and focus not in TABLE and focus not in API_CHOICES:
+        raise ValueError(f"focus: {focus!r} is not an op of the table nor api.<function> of the surface")
     dtype = draw(st.sampled_from(dtypes))
     # A focused campaign works on matrices: axis handling is what reductions and normalisations get wrong.
     shapes = draw(_input_shapes(draw(st.integers(1, 3)), min_ndim=0 if focus is None else 2))
     # A focused campaign leans towards the tails and saturation, where rules computed from rounded outputs fail.
-    modes = ("tail", "wide", "normal", "positive") if focus is not None else ("normal", "positive", "tail")
+    modes = FOCUS_MODES.get(focus, ("tail", "wide", "normal", "positive", "tiny", "huge")) if focus is not None \
+        else ("normal", "positive", "tail", "tiny", "huge")
     inputs = tuple(draw(nudged_arrays(s, dtype, draw(st.sampled_from(modes)))) for s in shapes)
     pool = [_Value(x.shape, dtype, x.astype(np.float64)) for x in inputs]
     nodes, focus_pending = [], focus is not None
@@ -567,9 +804,9 @@ def cases(draw, max_nodes=8, dtypes=("float64", "float32"), focus=None):
             built = _first(draw, _node_attempts(draw, pool))
         if built is None:
             built = _try_op("neg", pool, (len(pool) - 1,), ())
-        node, value = built
-        nodes.append(node)
-        pool.append(value)
+        for node, value in built if isinstance(built, list) else [built]:
+            nodes.append(node)
+            pool.append(value)
     graph = Graph(shapes, dtype, tuple(nodes))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     cotangent = rng.standard_normal(pool[-1].shape).astype(pool[-1].dtype)

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gradverify.fuzz.backends import namespace
-from gradverify.fuzz.graph import Branch, Const, Graph, Loop, OpNode
+from gradverify.fuzz.graph import ApiNode, Branch, Const, Graph, Loop, OpNode
 from gradverify.ops import TABLE
 from gradverify.strategies import INPUT_RANGES, MARGIN, MAX_ELEMENTS, Case, cases, graphs, nudge, nudged_arrays
 
@@ -14,6 +14,7 @@ def _table_forward(graph, inputs):
     """The graph evaluated by the table's numpy forwards (the values the strategy steered by)."""
 
     class TableOps:
+        name = "numpy"  # API calls: the surface's numpy functions, which the strategy steered by too
         const = staticmethod(np.asarray)
         value = staticmethod(float)
 
@@ -71,6 +72,7 @@ def test_kinked_ops_see_values_away_from_their_kinks(case):
     relu_inputs = []
 
     class Recording:
+        name = "numpy"
         const = staticmethod(np.asarray)
         value = staticmethod(float)
 
@@ -144,3 +146,41 @@ def test_constants_print_as_exact_literals():
     expected = np.mean((x - target.array) ** 2)
     assert namespace_["f"](namespace("numpy"), x) == pytest.approx(expected, rel=1e-6)
     assert graph.precision == "float32"
+
+
+def _drawn(examples, **options):
+    from gradverify.fuzz.campaign import draw_cases
+
+    return draw_cases(cases(**options), 3, examples)
+
+
+def test_graphs_draw_the_shapes_axes_and_api_calls_naive_rules_get_wrong():
+    drawn = _drawn(400)
+    nodes = [node for case in drawn for node in case.graph.nodes]
+    ops = [node for node in nodes if isinstance(node, OpNode)]
+    apis = {node.function for node in nodes if isinstance(node, ApiNode)}
+    assert any(n.op == "concatenate" and len(n.args) >= 3 for n in ops)
+    assert any(n.op == "stack" and dict(n.attrs)["axis"] < 0 for n in ops)
+    assert len(apis) >= 8, apis
+    inputs = np.concatenate([np.ravel(x).astype(np.float64) for case in drawn for x in case.inputs])
+    assert np.any((np.abs(inputs) < 1e-4) & (inputs != 0))  # where log(1 + x) loses digits
+    assert np.any(np.abs(inputs) > 88.8)  # beyond float32's exp
+
+
+@pytest.mark.parametrize("focus, wanted", [
+    ("matmul", lambda n, shapes: len(shapes[0]) >= 3),
+    ("sum_to", lambda n, shapes: 1 in dict(n.attrs)["shape"][1:-1] or len(dict(n.attrs)["shape"]) < len(shapes[0])),
+    ("pow_scalar", lambda n, shapes: True),
+])
+def test_focused_graphs_reach_batched_and_middle_axis_forms(focus, wanted):
+    found = False
+    for case in _drawn(40, focus=focus, max_nodes=2):
+        node = case.graph.nodes[0]
+        if isinstance(node, OpNode) and node.op == focus:
+            found = found or wanted(node, [np.shape(x) for x in case.inputs])
+    assert found
+
+
+def test_pow_scalar_draws_negative_bases():
+    cases_ = [c for c in _drawn(60, focus="pow_scalar", max_nodes=1) if "pow_scalar" in c.graph.ops_covered()]
+    assert any(np.any(np.asarray(c.inputs[0]) < 0) for c in cases_)

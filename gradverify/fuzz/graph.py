@@ -4,7 +4,9 @@ A :class:`Graph` is a DAG over the ops of :data:`gradverify.ops.TABLE`: several
 inputs, nodes that may reuse any earlier value (fan-out), and two kinds of
 data-dependent control flow (:class:`Branch` and :class:`Loop`) whose path is
 decided by the values flowing through the graph, as in a dynamic computation
-graph.  The last node is the output.
+graph; a node may also call a composed function of the engine's public API
+(:class:`ApiNode`, see :mod:`gradverify.fuzz.surface`).  The last node is
+the output.
 
 A graph is compiled by printing it as Python source (:meth:`Graph.to_python`)
 and executing that source, so what runs is exactly what a reproducer shows.
@@ -22,6 +24,7 @@ from typing import Union
 
 import numpy as np
 
+from gradverify.fuzz.surface import FUNCTIONS
 from gradverify.ops import TABLE
 
 
@@ -40,7 +43,7 @@ class Const:
         return hash((self.array.dtype.str, self.array.shape, self.array.tobytes()))
 
 
-Arg = Union[int, Const]
+Arg = Union[int, Const, str, tuple, float, None]
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,33 @@ class Loop:
         ]
 
 
-Node = Union[OpNode, Branch, Loop]
+@dataclass(frozen=True)
+class ApiNode:
+    """``surface(ops).<function>(*args, **attrs)`` (a composed function of the public API), ``.field`` if given.
+
+    ``function`` is one of :data:`gradverify.fuzz.surface.FUNCTIONS`; an
+    ``int`` argument is the index of an earlier value.
+    """
+
+    function: str
+    args: tuple
+    attrs: tuple = ()
+    field: str = ""
+
+    @property
+    def ops_used(self) -> tuple:
+        return (f"api.{self.function}",)
+
+    @property
+    def operands(self) -> tuple:
+        return tuple(a for a in self.args if isinstance(a, int))
+
+    def lines(self, out: str) -> list:
+        parts = [arg_source(a) for a in self.args] + [f"{key}={_attr_source(val)}" for key, val in self.attrs]
+        return [f"{out} = surface(ops).{self.function}({', '.join(parts)})" + (f".{self.field}" if self.field else "")]
+
+
+Node = Union[OpNode, Branch, Loop, ApiNode]
 
 
 def _all_attrs(node) -> list:
@@ -135,6 +164,8 @@ def _all_attrs(node) -> list:
         return [node.attrs]
     if isinstance(node, Branch):
         return [node.then_op[1], node.else_op[1]]
+    if isinstance(node, ApiNode):
+        return [node.attrs]
     return [node.body[2]]
 
 
@@ -145,7 +176,9 @@ def value_name(index: int) -> str:
 
 def arg_source(arg: Arg) -> str:
     """Source of one positional argument: a value's name or a wrapped constant."""
-    return f"ops.const({literal(arg.array)})" if isinstance(arg, Const) else value_name(arg)
+    if isinstance(arg, Const):
+        return f"ops.const({literal(arg.array)})"
+    return value_name(arg) if isinstance(arg, int) else literal(arg)  # (an API call's equation, shape, option)
 
 
 def literal(value) -> str:
@@ -162,6 +195,11 @@ def literal(value) -> str:
     if isinstance(value, (np.floating, np.integer)):
         return repr(value.item())
     return repr(value)
+
+
+def _attr_source(value) -> str:
+    """Source of a keyword argument: a literal, or a wrapped constant (a tensor option such as ``pos_weight``)."""
+    return arg_source(value) if isinstance(value, Const) else literal(value)
 
 
 def call(op: str, arg_sources: list, attrs: tuple) -> str:
@@ -189,7 +227,10 @@ class Graph:
                 if not 0 <= operand < limit:
                     raise ValueError(f"nodes[{k}] reads value {operand}, which is not defined before it")
             for name in node.ops_used:
-                if name not in TABLE:
+                if name.startswith("api."):
+                    if name[4:] not in FUNCTIONS:
+                        raise ValueError(f"nodes[{k}] calls {name[4:]!r}, which is not a function of the surface")
+                elif name not in TABLE:
                     raise ValueError(f"nodes[{k}] uses {name!r}, which is not an op of the table")
 
     @property
@@ -224,7 +265,7 @@ class Graph:
     def to_python(self, name: str = "f") -> str:
         """Standalone source of ``def f(ops, v0, v1, ...)`` returning the output value."""
         params = ", ".join(["ops"] + [value_name(i) for i in range(self.n_inputs)])
-        body = []
+        body = ["from gradverify.fuzz.surface import surface"] if any(isinstance(n, ApiNode) for n in self.nodes) else []
         for k, node in enumerate(self.nodes):
             body.extend(node.lines(value_name(self.n_inputs + k)))
         body.append(f"return {value_name(self.output)}")

@@ -20,6 +20,8 @@ import textwrap
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+import numpy as np
+
 from gradverify.ops import TABLE
 from gradverify.ops import table as rules
 from gradverify.ops.table import F
@@ -53,26 +55,29 @@ def _patch_rules(op: str, **rules) -> Callable[[], None]:
 
 
 def _swap_everywhere(original, replacement) -> Callable[[], None]:
-    """Point every ``gradverify`` module attribute bound to ``original`` at ``replacement``; returns the undo."""
-    bound = [
-        (module, name)
-        for module_name, module in list(sys.modules.items())
-        if module_name.startswith("gradverify") and module is not None
-        for name, value in list(vars(module).items())
-        if value is original
-    ]
-    for module, name in bound:
-        setattr(module, name, replacement)
+    """Point every ``gradverify`` module attribute bound to ``original`` at ``replacement``; returns the undo.
+
+    The fuzzer's engine op namespaces count as modules: they keep the functions they have looked up.
+    """
+    from gradverify.fuzz.backends import namespace
+
+    holders = [module for module_name, module in list(sys.modules.items())
+               if module_name.startswith("gradverify") and module is not None]
+    # (each spelling of the arguments is its own cache entry of `namespace`)
+    holders += [namespace("engine"), namespace("engine", False), namespace("engine", True)]
+    bound = [(holder, name) for holder in holders for name, value in list(vars(holder).items()) if value is original]
+    for holder, name in bound:
+        setattr(holder, name, replacement)
 
     def restore():
-        for module, name in bound:
-            setattr(module, name, original)
+        for holder, name in bound:
+            setattr(holder, name, original)
 
     return restore
 
 
-def _patch_source(function, *edits) -> Callable[[], None]:
-    """Recompile ``function`` from its source with each ``(old, new)`` text edit applied; returns the undo."""
+def _recompiled(function, *edits):
+    """``function`` recompiled from its source with each ``(old, new)`` text edit applied."""
     source = textwrap.dedent(inspect.getsource(function))
     for old, new in edits:
         if old not in source:
@@ -80,7 +85,70 @@ def _patch_source(function, *edits) -> Callable[[], None]:
         source = source.replace(old, new)
     namespace = dict(function.__globals__)
     exec(compile(source, f"<mutant of {function.__qualname__}>", "exec"), namespace)  # noqa: S102
-    return _swap_everywhere(function, namespace[function.__name__])
+    return namespace[function.__name__]
+
+
+def _patch_source(function, *edits) -> Callable[[], None]:
+    """Point every binding of ``function`` at its :func:`_recompiled` mutant; returns the undo."""
+    return _swap_everywhere(function, _recompiled(function, *edits))
+
+
+def _patch_forward(op: str, forward) -> Callable[[], None]:
+    """Replace the table ``op``'s forward, and the engine function built from it; returns the undo."""
+    from gradverify.engine import functional
+
+    restore_rule = _patch_rules(op, forward=forward)
+    restore_function = _swap_everywhere(getattr(functional, op), functional._make(TABLE[op]))
+
+    def restore():
+        restore_function()
+        restore_rule()
+
+    return restore
+
+
+def _api_function(path):
+    """A function of the engine's public API by dotted path under ``gradverify.engine`` (``nn.functional.x``)."""
+    module, _, name = f"gradverify.engine.{path}".rpartition(".")
+    if module == "gradverify.engine":
+        module = "gradverify.engine.api"
+    return getattr(importlib.import_module(module), name)
+
+
+def _sum_to_dropping_middle(x, shape):
+    """sum_to that sums the leading axes only and keeps the first entry along size-1 middle axes."""
+    out = np.add.reduce(x, axis=tuple(range(x.ndim - len(shape)))) if x.ndim > len(shape) else x
+    for axis, n in enumerate(shape):
+        if n == 1 and out.shape[axis] != 1:
+            out = np.take(out, [0], axis=axis)
+    return out
+
+
+def _pow_through_log():
+    def derivative(x, exponent):
+        return exponent * F.exp((exponent - 1) * F.log(x))
+
+    return _patch_rules(
+        "pow_scalar",
+        vjp=lambda g, out, x, exponent: (g * derivative(x, exponent),),
+        jvp=lambda t, out, x, exponent: None if t[0] is None else t[0] * derivative(x, exponent),
+    )
+
+
+def _concatenate_two_operands():
+    vjp = TABLE["concatenate"].vjp
+
+    def first_two(g, out, *xs, axis=0):
+        pieces = vjp(g, out, *xs, axis=axis)
+        return pieces[:2] + tuple(F.zeros_like(x) for x in xs[2:])
+
+    return _patch_rules("concatenate", vjp=first_two)
+
+
+def _stack_axis_of_input():
+    vjp = TABLE["stack"].vjp
+    return _patch_rules("stack", vjp=lambda g, out, *xs, axis=0: vjp(
+        g, out, *xs, axis=axis % max(xs[0].ndim, 1) if axis < 0 else axis))
 
 
 def _engine_function(name):
@@ -170,6 +238,48 @@ MUTANTS = (
            _div_jvp_sign, "div"),
     Mutant("saved_value_detached", "exp's VJP multiplies by a constant copy of exp(x): right once, wrong twice",
            lambda: _patch_rules("exp", vjp=lambda g, out, x: (g * F.constant(out.array),)), "exp"),
+    # Classes the first fifteen left out (issue 16): options of composed functions, shapes and axes,
+    # forward values that lose digits, and derivatives that are right once and wrong twice.
+    Mutant("std_ignores_correction", "std passes correction=None to var: always Bessel's correction",
+           lambda: _patch_source(_api_function("std"), ("correction=correction)", "correction=None)")),
+           "api.std"),
+    Mutant("var_detached_mean", "var centres on a constant copy of the mean: first order exact, second wrong",
+           lambda: _patch_source(_api_function("var"), (
+               "centred = x - F.mean(x, axis=axis, keepdims=True)",
+               "centred = x - F.constant(F.mean(x, axis=axis, keepdims=True).array)")), "api.var"),
+    Mutant("log1p_naive", "log1p's forward computes log(1 + x): every digit of x below eps is lost",
+           lambda: _patch_forward("log1p", lambda x: np.log(1 + x)), "log1p"),
+    Mutant("softplus_overflow", "softplus's forward is log1p(exp(x)): inf beyond exp's range (x > 88.7 in float32)",
+           lambda: _patch_forward("softplus", lambda x: np.log1p(np.exp(x))), "softplus"),
+    Mutant("concatenate_two_operands", "concatenate's VJP gives operands beyond the second a zero cotangent",
+           _concatenate_two_operands, "concatenate"),
+    Mutant("stack_negative_axis", "stack's VJP normalises a negative axis by the inputs' rank, not the output's",
+           _stack_axis_of_input, "stack"),
+    Mutant("batched_matmul_transpose", "matmul's VJP reverses every axis of the other operand, not the last two",
+           lambda: _patch_rules("matmul", vjp=_recompiled(TABLE["matmul"].vjp, *[
+               (f"F.swapaxes({m}, -1, -2)", f"F.permute({m}, axes=tuple(range({m}.ndim))[::-1])") for m in ("a2", "b2")
+           ])), "matmul"),
+    Mutant("sum_to_middle_axes", "sum_to sums leading axes only: a size-1 middle axis keeps its first entry",
+           lambda: _patch_rules("sum_to", forward=_sum_to_dropping_middle), "sum_to"),
+    Mutant("pow_negative_base", "x ** c's derivative as c exp((c - 1) log x): NaN for negative bases",
+           _pow_through_log, "pow_scalar"),
+    Mutant("cumsum_reversed", "cumsum multiplies by the lower triangle: sums from the end",
+           lambda: _patch_source(_api_function("cumsum"), ("np.triu(", "np.tril(")), "api.cumsum"),
+    Mutant("prod_through_logs", "prod as exp(sum(log |x|)) times the signs: NaN derivatives at zeros",
+           lambda: _patch_source(_api_function("prod"), (
+               "functools.reduce(lambda a, b: a * b, factors)",
+               "F.exp(functools.reduce(lambda a, b: a + b, [F.log(F.abs(f)) for f in factors])) * "
+               "Tensor(np.prod([np.sign(f.array) for f in factors], axis=0))")), "api.prod"),
+    Mutant("topk_smallest", "topk sorts ascending when asked for the largest entries",
+           lambda: _patch_source(_api_function("topk"), ("descending=largest", "descending=not largest")),
+           "api.topk"),
+    Mutant("einsum_alphabetical", "einsum aligns each operand's axes in alphabetical order, not the output's",
+           lambda: _patch_source(_api_function("einsum"), ("sorted(term, key=letters.index)", "sorted(term)")),
+           "api.einsum"),
+    Mutant("bce_pos_weight_ignored", "binary_cross_entropy_with_logits ignores pos_weight",
+           lambda: _patch_source(_api_function("nn.functional.binary_cross_entropy_with_logits"), (
+               "log_weight = 1.0 if pos_weight is None else", "log_weight = 1.0 if True else")),
+           "api.F.binary_cross_entropy_with_logits"),
 )
 BY_NAME = {mutant.name: mutant for mutant in MUTANTS}
 

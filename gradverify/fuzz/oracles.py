@@ -70,15 +70,19 @@ import reference_impls
 from gradverify.check import backends as check_backends
 from gradverify.check import oracles as numerical
 from gradverify.fuzz.backends import bind, namespace
+from gradverify.fuzz.surface import SELECTIONS
+from gradverify.fuzz.surface import surface as surface_of
 
 ORACLES = (
     "mpmath", "torch", "jax", "finite_difference", "complex_step", "forward_reverse", "second_order",
-    "structure", "exception", "kink_convention", "saturation",
+    "structure", "exception", "kink_convention", "saturation", "ulps",
 )
 REFERENCE_LIBRARIES = ("torch", "jax")
 TRUTH_DPS = 80
 TRUTH_STEP = "1e-25"
 TRUTH_SECOND_STEP = "1e-18"
+ULPS_PER_OP = 8.0
+"""Ulps an op may miss its correctly rounded result by (libm and composed formulas are not correctly rounded)."""
 ROUNDING_GROWTH = 2.0
 """Tolerance growth per graph node, in units of the checker's default rtol (rounding errors add up along a path)."""
 QUANTITIES = ("value", "vjp", "jvp", "hvp")
@@ -301,13 +305,16 @@ class _PerturbedOps:
 
     def __init__(self, ops, target, step):
         self._ops, self._target, self._step = ops, target, step
-        self.const, self.value = ops.const, ops.value
+        self.const, self.value, self.name = ops.const, ops.value, ops.name
+        self.surface = _PerturbedSurface(self, surface_of(ops))
         self.calls = 0
 
     def __getattr__(self, name):
         fn = getattr(self._ops, name)
-        if name.startswith("_") or name in EXACT_OPS:
-            return fn
+        return fn if name.startswith("_") or name in EXACT_OPS else self.rounding(fn)
+
+    def rounding(self, fn):
+        """``fn`` as one rounding op call of this evaluation."""
 
         def call(*args, **kwargs):
             out = fn(*args, **kwargs)
@@ -319,6 +326,18 @@ class _PerturbedOps:
             return out * self.const(1.0 + self._step * signs)
 
         return call
+
+
+class _PerturbedSurface:
+    """The API surface of a :class:`_PerturbedOps`: its functions count (and may perturb) as rounding ops."""
+
+    def __init__(self, perturbed, api, prefix=""):
+        self._perturbed, self._api, self._prefix = perturbed, api, prefix
+        self.F = _PerturbedSurface(perturbed, api.F, "F.") if not prefix else None
+
+    def __getattr__(self, name):
+        fn = getattr(self._api, name)
+        return fn if self._prefix + name in SELECTIONS else self._perturbed.rounding(fn)
 
 
 def _perturbed(graph_fn, target, step=PERTURBATION):
@@ -373,6 +392,52 @@ def _spread(moved, base, unit):
 
 def _add(a, b):
     return [x + y for x, y in zip(a, b)] if isinstance(a, list) else a + b
+
+
+def _value_in_ulps(graph_fn, inputs, value, truth, carried, dtype):
+    """None when the engine's output is within its rounding budget of the ground truth, else the worst entry.
+
+    The budget of an entry is :data:`ULPS_PER_OP` ulps of its own rounding
+    and of every op's carried rounding (``carried``: half an ulp per op, see
+    :func:`intermediate_rounding`), plus the rounding inside ops (sums that
+    cancel) as PyTorch's float32 and float64 outputs differ, scaled to
+    ``dtype``: PyTorch's, not the engine's, so an engine that loses digits
+    (``log1p`` as ``log(1 + x)``) does not widen its own budget.  An entry
+    counts only where PyTorch's own output (in ``dtype``) keeps the budget:
+    where it does not (log_softmax's largest entry, -log(1 + 1e-21), rounds
+    to 0 in every library), no formula of the libraries does better, and
+    the normwise comparisons judge.
+    """
+    torch_value = bind(graph_fn, "torch", exact=True)
+    with np.errstate(all="ignore"):
+        low, high = (_torch_forward(torch_value, inputs, p) for p in (np.float32, np.float64))
+        reference = _torch_forward(bind(graph_fn, "torch"), inputs, np.asarray(inputs[0]).dtype)
+    ratio = float(np.finfo(dtype).eps / np.finfo(np.float32).eps)
+    inside = np.nan_to_num(np.abs(low - high) * ratio, nan=np.inf)
+    exact = np.asarray(truth.value, dtype=np.float64)
+    ulp = np.spacing(np.abs(exact).astype(dtype)).astype(np.float64)
+    budget = ULPS_PER_OP * (ulp + 2.0 * np.asarray(carried)) + inside + truth.error["value"]
+    actual = np.asarray(value, dtype=np.float64)
+    if actual.shape != exact.shape:
+        return f"shape {actual.shape}, expected {exact.shape}"
+    with np.errstate(invalid="ignore"):
+        miss = np.abs(actual - exact)
+        achieved = np.abs(reference - exact) <= budget
+        over = np.where((miss > budget) & achieved, miss / np.maximum(budget, np.finfo(np.float64).tiny), 0.0)
+    over = np.where(np.isnan(miss), np.inf, over)
+    if not np.any(over):
+        return None
+    j = np.unravel_index(int(np.argmax(over)), over.shape) if over.ndim else ()
+    return (f"entry {tuple(int(i) for i in j)}: got {actual[j]!r}, ground truth {exact[j]!r}: "
+            f"{miss[j] / ulp[j]:.3g} ulps of {np.dtype(dtype).name} (budget {budget[j] / ulp[j]:.3g})")
+
+
+def _torch_forward(fn, inputs, precision):
+    import torch
+
+    with torch.no_grad():
+        out = fn(*[torch.from_numpy(np.asarray(x, dtype=precision)) for x in inputs])
+    return out.double().numpy()
 
 
 def _numpy_evaluate_many(graph_fn):
@@ -536,6 +601,9 @@ def check_case(graph_fn, inputs, cotangent, tangents, depth, precision=None,
         carried = intermediate_rounding(graph_fn, inputs, cotangent, tangents, dtype,
                                         base=exact_runs.get(("torch", np.dtype(np.float64))))
         scale = {name: _add(scale[name], carried[name]) for name in QUANTITIES}
+        problem = _value_in_ulps(graph_fn, inputs, engine.value, truth, carried["value"], dtype)
+        if problem is not None:
+            outcome.findings.append(Finding("ulps", "value", "engine", problem))
     except Exception:  # noqa: BLE001  (torch failed on this graph: the comparisons above report its crash)
         outcome.inconclusive.append(Finding("torch", "intermediate rounding", "oracle", "not measured"))
     judge = _Judge(dtype, depth, scale, tangents)
@@ -543,6 +611,9 @@ def check_case(graph_fn, inputs, cotangent, tangents, depth, precision=None,
     structure = _structure_problem(engine, inputs)
     if structure is not None:
         outcome.findings.append(Finding("structure", "dtype/shape", "engine", structure))
+        shapes = [np.shape(g) for g in engine.vjp + engine.hvp + engine.hvp_forward]
+        if shapes != [np.shape(x) for x in inputs] * 3 or np.shape(engine.jvp) != np.shape(engine.value):
+            return outcome  # derivatives of the wrong shape cannot be compared entry by entry
 
     # Rounding of the graph's largest quantities: the allowance where the summands are unknown
     # (when every derivative is zero, the inputs and directions still size the terms that cancel).
