@@ -17,7 +17,7 @@ def configure(parser) -> None:
                              "refreshed with --out reports)")
     parser.add_argument("--quick", action="store_true",
                         help="the same timings on smaller budgets, smaller checker tables, no random-graph "
-                             "campaign: a minute or two")
+                             "campaign: a few minutes")
     parser.add_argument("--threads", type=int, default=1,
                         help="PyTorch intra-op threads during the run (default 1; the header states every setting)")
     parser.add_argument("--readme", type=Path, default=None,

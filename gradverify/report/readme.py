@@ -10,9 +10,9 @@ SECTION_TITLE = "## Report"
 INTRO = (
     "`python -m gradverify report` measures, on your machine, how accurate and how fast each way of "
     "differentiating is on the document's examples (the seed's three worked examples) and writes it into the "
-    "git-ignored `reports/latest/` (`--quick` for a run of a minute or two, `--out DIR` to choose the folder). "
+    "git-ignored `reports/latest/` (`--quick` for a run of a few minutes, `--out DIR` to choose the folder). "
     "The committed run is [reports/report.md](reports/report.md) ([HTML](reports/report.html), data in "
-    "`reports/*.csv` and `reports/results.json`), refreshed with `--out reports`; its answer and headline tables:"
+    "`reports/*.csv` and `reports/results.json`), refreshed with `--out reports`; its headline:"
 )
 
 

@@ -149,8 +149,9 @@ def _example_verdict(accuracy: pd.DataFrame, example: str) -> str:
         text += (f" Entry by entry the worst is {fmt_ulps(worst.max_ulps)} ulps ({worst.way}, {worst['dtype']}), on "
                  f"an entry of {worst.worst_ulps_entry:.2g}, {worst.largest_entry / worst.worst_ulps_entry:.3g}× "
                  f"smaller than the largest ({worst.largest_entry:.2g}): that entry is a sum of far larger terms "
-                 "that cancel, and one rounding of those terms is hundreds of ulps of what is left: a correct "
-                 "gradient shows that many ulps there, and an error in ulps of the largest entry does not.")
+                 "that cancel, and one rounding of those terms alone is up to about that many ulps of what is "
+                 "left, so a correct gradient shows hundreds of ulps there while its error in ulps of the largest "
+                 "entry stays small.")
     else:
         text += f" Entry by entry the worst is {fmt_ulps(worst.max_ulps)} ulps ({worst.way}, {worst['dtype']})."
     numerical = rows[(rows.status == "ok") & ~rows.index.isin(exact.index)]
