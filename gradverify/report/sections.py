@@ -150,8 +150,8 @@ def _example_verdict(accuracy: pd.DataFrame, example: str) -> str:
                  f"an entry of {worst.worst_ulps_entry:.2g}, {worst.largest_entry / worst.worst_ulps_entry:.3g}× "
                  f"smaller than the largest ({worst.largest_entry:.2g}): that entry is a sum of far larger terms "
                  "that cancel, and one rounding of those terms alone is up to about that many ulps of what is "
-                 "left, so a correct gradient shows hundreds or thousands of ulps there while its error in ulps of the largest "
-                 "entry stays small.")
+                 "left, so a correct gradient shows hundreds or thousands of ulps there while its error in ulps "
+                 "of the largest entry stays small.")
     else:
         text += f" Entry by entry the worst is {fmt_ulps(worst.max_ulps)} ulps ({worst.way}, {worst['dtype']})."
     numerical = rows[(rows.status == "ok") & ~rows.index.isin(exact.index)]
