@@ -93,3 +93,16 @@ def test_a_sample_whose_output_is_nan_is_skipped_not_blamed():
 
     result = audit_unit(Unit("torch", "__rpow__", 2, "float64"))
     assert result.status == "skipped" and "not finite" in result.reason
+
+
+def test_a_failure_torch_expects_and_only_its_gradcheck_confirms_is_not_a_finding(tmp_path):
+    # as_strided_scatter's OpInfo marks test_fn_grad as an expected failure: torch knows its gradcheck fails there.
+    from gradverify.audit import Unit, UnitResult
+    from gradverify.audit.cli import build_report
+    from gradverify.audit.unit import Failure
+
+    failure = Failure("reverse", "reverse (Jacobian)", 1.0, 0.0, 4.5e15, {"check_grad": True, "torch gradcheck": True})
+    result = UnitResult(Unit("torch", "as_strided_scatter", 3, "float64"), "fail", "differs", 0.1, "shapes", [failure])
+    report = build_report("torch", [result], 0.1, "1/1", {}, tmp_path)
+    assert report["findings"] == []
+    assert [f["op"] for f in report["expected_by_framework"]] == ["as_strided_scatter"]

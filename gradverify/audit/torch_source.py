@@ -116,7 +116,9 @@ def _prepare(key, index, dtype):
                 first = tensor
             else:
                 args[i] = tensor
-        result = op.gradcheck_wrapper(op.get_op(), first, *args, **sample.kwargs)
+        # As torch's gradient tests: the sample's output_process_fn_grad makes outputs well defined (the
+        # singular vectors of svd up to sign are made gauge-invariant).
+        result = sample.output_process_fn_grad(op.gradcheck_wrapper(op.get_op(), first, *args, **sample.kwargs))
         return result if isinstance(result, (tuple, list)) else (result,)
 
     try:
@@ -155,6 +157,15 @@ def _direct_path(op):
     return f"torch.{op.name}" if target is not None and target is op.op else None
 
 
+def _keeps(process) -> bool:
+    """Is an OpInfo output_process_fn_grad the identity (the default)?"""
+    marker = object()
+    try:
+        return process(marker) is marker
+    except Exception:  # noqa: BLE001  (it works on outputs only: not the identity)
+        return False
+
+
 def reproducer_call(key, index, dtype) -> str:
     """Code defining ``XS`` (exact inputs) and ``outputs(*xs)``: a direct call when the op is a public torch
     function on literal arguments, else the OpInfo sample regenerated from its seed."""
@@ -162,7 +173,8 @@ def reproducer_call(key, index, dtype) -> str:
 
     op, sample, slots, leaves, _, kept = _prepare(key, index, dtype)
     lines = ["import torch", "", f"XS = [{', '.join(literal(x) for x in leaves)}]", ""]
-    path = _direct_path(op) if _plain(key, index, dtype) is not None else None
+    path = _direct_path(op) if _plain(key, index, dtype) is not None and _keeps(sample.output_process_fn_grad) \
+        else None
     try:
         if path is None:
             raise ValueError("no public callable")
@@ -188,6 +200,7 @@ def reproducer_call(key, index, dtype) -> str:
             "        else:",
             "            args[i] = x",
             "    result = OP.gradcheck_wrapper(OP.get_op(), first, *args, **SAMPLE.kwargs)",
+            "    result = SAMPLE.output_process_fn_grad(result)",
         ]
     lines += ["    result = result if isinstance(result, (tuple, list)) else (result,)",
               f"    return tuple(result[k] for k in {kept!r})", ""]
