@@ -1,0 +1,31 @@
+"""jax jax.scipy.special.digamma: forward mode is wrong in float64 (check_grad, jax check_grads, mpmath, torch agree).
+
+Found by `python -m gradverify audit jax` on sample 0 (shapes [(20,)]).
+Exit status 1 while the defect exists, 0 once it is fixed.
+"""
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import digamma
+
+jax.config.update('jax_enable_x64', True)
+XS = [jnp.asarray(np.array([-4.826984902407649, -7.582430495695129, -0.6046891126565539, -1.5411692216498662, -1.9719097652168658, -4.146041530864057, -5.4215280659972755, -4.784169829877467, -4.150805063878843, 7.380839390984031, 5.576059452216908, -8.315684908389088, 4.177597026003685, 2.047386382824099, -4.076012721760325, -3.063683029231029, -3.342174545322517, -5.439777184204883, 4.480518929058965, 2.685009210157367]), dtype=jnp.float64)]
+
+
+def outputs(*xs):
+    result = digamma(*xs)
+    return tuple(result) if isinstance(result, (tuple, list)) else (result,)
+
+OUT, OUT_ELEMENT, IN, IN_ELEMENT = 0, 11, 0, 11
+TRUTH, ALLOWANCE, ORACLE = 13.975115966984669, 8.440429561984053e-13, 'mpmath'
+
+tangents = [jnp.zeros_like(x).reshape(-1).at[IN_ELEMENT].set(1).reshape(x.shape) if j == IN
+            else jnp.zeros_like(x) for j, x in enumerate(XS)]
+_, t = jax.jvp(lambda *xs: outputs(*xs)[OUT], tuple(XS), tuple(tangents))
+value = float(t.reshape(-1)[OUT_ELEMENT])
+
+error = abs(value - TRUTH)
+print(f"{value!r} where the truth ({ORACLE}) is {TRUTH!r}: error {error:.3g}, allowance {ALLOWANCE:.3g}")
+sys.exit(0 if error <= ALLOWANCE else 1)
