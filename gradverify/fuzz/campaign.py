@@ -16,6 +16,7 @@ its graphs for focused ones, so that every op of the table is checked
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing
 import os
 import time
@@ -29,9 +30,11 @@ import numpy as np
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 
-from gradverify.fuzz import jax_cache
+from gradverify.distributed import Journal, RayPool
+from gradverify.fuzz import adapters, jax_cache
 from gradverify.fuzz.graph import literal
-from gradverify.fuzz.oracles import ORACLES, REFERENCE_LIBRARIES, check_case, check_kinks, check_saturation
+from gradverify.fuzz.oracles import (ORACLES, Finding, Outcome, check_case, check_kinks, check_saturation,
+                                     reference_libraries)
 from gradverify.ops import TABLE
 from gradverify.strategies import cases
 
@@ -91,6 +94,7 @@ class CampaignResult:
     seed: int
     shard: Shard
     max_nodes: int
+    target: str = "engine"
     graphs: int = 0
     seconds: float = 0.0
     """Time spent drawing and checking the graphs (start-up, kink probes and shrinking excluded)."""
@@ -116,6 +120,7 @@ class CampaignResult:
 
     def to_dict(self) -> dict:
         return {
+            "target": self.target,
             "graphs": self.graphs,
             "seed": self.seed,
             "shard": f"{self.shard.index + 1}/{self.shard.count}",
@@ -127,7 +132,7 @@ class CampaignResult:
             "failures": [f.to_dict() for f in self.failures],
             "failures_by_oracle": self.failures_by_oracle(),
             "oracles": {name: {"fired": self.fired.get(name, 0), "inconclusive": self.inconclusive.get(name, 0)}
-                        for name in ORACLES},
+                        for name in ORACLES if name != self.target},
             "ops_covered": dict(sorted(self.ops_covered.items())),
             "reference_defects": [str(f) for f in self.reference_defects],
         }
@@ -155,11 +160,16 @@ def _settings(examples, shrink):
     )
 
 
-def check(case, references=REFERENCE_LIBRARIES):
-    """All oracles on one drawn :class:`~gradverify.strategies.Case` (``references``: torch and/or jax)."""
+def check(case, references=None, target="engine"):
+    """All oracles on one drawn :class:`~gradverify.strategies.Case`, ``target`` under test.
+
+    ``references``: the built-in libraries compared with it (default: all but the target).
+    """
     graph = case.graph
+    if references is None:
+        references = reference_libraries(target)
     return check_case(graph.compile(), case.inputs, case.cotangent, case.tangents, len(graph), graph.precision,
-                      references)
+                      references, target)
 
 
 def draw_cases(strategy, seed: int, examples: int) -> list:
@@ -207,15 +217,15 @@ def cover_every_op(drawn: list, seed: int, max_nodes: int) -> list:
     return result
 
 
-def _warm_up():
+def _warm_up(target="engine"):
     """Import every library and run each oracle once, so that timing measures graphs, not start-up."""
-    check(draw_cases(cases(max_nodes=2), 0, 1)[0])
+    check(draw_cases(cases(max_nodes=2), 0, 1)[0], target=target)
 
 
-def _start_worker():
+def _start_worker(target="engine"):
     warnings.simplefilter("ignore")  # a worker's warnings would interleave with the progress bar
     jax_cache.enable()
-    _warm_up()
+    _warm_up(target)
 
 
 def _worker_pid(_task):
@@ -223,26 +233,53 @@ def _worker_pid(_task):
     return os.getpid()
 
 
-@contextlib.contextmanager
-def _checker(workers: int):
-    """``check_all(cases, references) -> iterator of (index, outcome)``, in this process or a pool of workers.
+def outcome_to_json(outcome: Outcome) -> dict:
+    """``outcome`` as JSON-serialisable data (a journal line, a result sent back by a Ray worker)."""
+    return {"target": outcome.target,
+            "findings": [[f.oracle, f.quantity, f.blamed, f.detail] for f in outcome.findings],
+            "inconclusive": [[f.oracle, f.quantity, f.blamed, f.detail] for f in outcome.inconclusive]}
 
-    Every worker has warmed up (:func:`_warm_up`) on entry.  Workers are
-    fresh processes: they see the engine as imported, not as patched in this
-    process (mutants run with one worker).
+
+def outcome_from_json(data: dict) -> Outcome:
+    """The :class:`Outcome` that :func:`outcome_to_json` wrote."""
+    return Outcome([Finding(*f) for f in data["findings"]], [Finding(*f) for f in data["inconclusive"]],
+                   data["target"])
+
+
+def _check_to_json(item):
+    case, references, target = item
+    return outcome_to_json(check(case, references, target))
+
+
+@contextlib.contextmanager
+def _checker(workers: int, target="engine", ray: Optional[str] = None):
+    """``check_all(cases, references, indices) -> iterator of (index, outcome)`` for the cases at ``indices``,
+    in this process, a pool of ``workers`` processes, or ``workers`` Ray actors at address ``ray``.
+
+    Every worker has warmed up (:func:`_warm_up`) before its first graph.
+    Workers are fresh processes: they see the engine as imported, not as
+    patched in this process (mutants run with one worker).
     """
+    if ray is not None:
+        with RayPool(ray, workers, functools.partial(_start_worker, target)) as pool:
+            def on_ray(drawn, references, indices):
+                arriving = pool.map(_check_to_json, [(i, (drawn[i], references[i], target)) for i in indices])
+                return ((i, outcome_from_json(data)) for i, data in arriving)
+
+            yield on_ray
+        return
     if workers == 1:
-        _warm_up()
-        yield lambda drawn, references: ((i, check(case, references[i])) for i, case in enumerate(drawn))
+        _warm_up(target)
+        yield lambda drawn, references, indices: ((i, check(drawn[i], references[i], target)) for i in indices)
         return
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_start_worker) as pool:
+                             initializer=_start_worker, initargs=(target,)) as pool:
         ready = set()
         while len(ready) < workers:
             ready.update(pool.map(_worker_pid, range(workers)))
 
-        def check_all(drawn, references):
-            futures = {pool.submit(check, case, references[i]): i for i, case in enumerate(drawn)}
+        def check_all(drawn, references, indices):
+            futures = {pool.submit(check, drawn[i], references[i], target): i for i in indices}
             return ((futures[done], done.result()) for done in as_completed(futures))
 
         yield check_all
@@ -257,34 +294,53 @@ def run_campaign(
     shrink: bool = True,
     preamble: str = "",
     on_graph: Optional[Callable] = None,
-    references=REFERENCE_LIBRARIES,
+    references=None,
     jax_every: int = 1,
     workers: int = 1,
+    target: str = "engine",
+    ray: Optional[str] = None,
+    journal=None,
 ) -> CampaignResult:
     """Check ``shard``'s share of ``graphs`` random graphs drawn with ``seed``.
 
     ``focus`` aims every graph at one table op (see :func:`cases`);
     ``preamble`` is Python source placed before the graph in reproducers
     (e.g. the line that re-applies a mutant); ``on_graph(index, outcome)`` is
-    called after each graph (progress bars); ``references`` are the libraries
-    compared besides the numerical oracles (torch and/or jax), JAX on every
-    ``jax_every``-th graph only; ``workers`` processes check graphs in
-    parallel (the graphs drawn do not depend on it; worker processes import
-    the engine afresh, so in-process patches such as an active mutant apply
-    only with ``workers=1``).
+    called after each graph (progress bars); ``target`` is the library under
+    test (``engine``, ``torch``, ``jax`` or ``module:Class``, see
+    :mod:`gradverify.fuzz.adapters`); ``references`` are the built-in
+    libraries compared with it besides the numerical oracles (default: all
+    but the target), JAX on every ``jax_every``-th graph only; ``workers``
+    processes check graphs in parallel (the graphs drawn do not depend on
+    it; worker processes import the engine afresh, so in-process patches
+    such as an active mutant apply only with ``workers=1``); ``ray`` runs
+    them on ``workers`` Ray actors at that address (``"local"``: a local Ray,
+    see :mod:`gradverify.distributed`); ``journal`` is a path where each
+    graph's outcome is kept as it arrives, so that a killed run given the
+    same journal checks only the graphs it had not finished.
     """
     if graphs < 1:
         raise ValueError(f"graphs: expected a positive number of graphs, got {graphs}")
     if jax_every < 1 or workers < 1:
         raise ValueError(f"jax_every and workers: expected positive numbers, got {jax_every} and {workers}")
-    result = CampaignResult(seed, shard, max_nodes)
+    name = adapters.load(target).name
+    if references is None:
+        references = reference_libraries(target)
+    result = CampaignResult(seed, shard, max_nodes, name)
     examples = shard.graphs(graphs)
     strategy = cases(max_nodes=max_nodes, focus=focus)
-    for finding in check_kinks(seed) + check_saturation(seed):
+    # The kink probes check the table's conventions, which only the in-house engine follows.
+    probes = check_kinks(seed) if name == "engine" else []
+    for finding in probes + check_saturation(seed, target):
         result.failures.append(Failure(None, [finding]))
         result.fired[finding.oracle] += 1
     if examples == 0:
         return result
+    book = None if journal is None else Journal(journal, {
+        "campaign": "fuzz", "graphs": graphs, "seed": seed, "shard": f"{shard.index + 1}/{shard.count}",
+        "max_nodes": max_nodes, "focus": focus, "target": target, "references": list(references),
+        "jax_every": jax_every})
+    done = {} if book is None else book.results
     per_graph = [tuple(r for r in references if r != "jax" or i % jax_every == 0) for i in range(examples)]
     # Drawn before any worker starts, so that the graphs do not depend on the number of workers.
     drawing = time.perf_counter()
@@ -292,56 +348,69 @@ def run_campaign(
     if focus is None:
         drawn = cover_every_op(drawn, shard.seed(seed), max_nodes)
     drawn_at = time.perf_counter()
-    with _checker(workers) as check_all:
+    defects = {}
+    for index in sorted(done):
+        outcome = outcome_from_json(done[index])
+        defects[index] = _record(result, index, drawn[index], outcome, preamble, target)
+        if on_graph is not None:
+            on_graph(index, outcome)
+    with _checker(workers, target, ray) as check_all:
         started = time.perf_counter()
         result.startup_seconds = started - drawn_at
-        for index, outcome in check_all(drawn, per_graph):
-            _record(result, index, drawn[index], outcome, preamble)
+        for index, outcome in check_all(drawn, per_graph, [i for i in range(examples) if i not in done]):
+            if book is not None:
+                book.record(index, outcome_to_json(outcome))
+            defects[index] = _record(result, index, drawn[index], outcome, preamble, target)
             if on_graph is not None:
                 on_graph(index, outcome)
         result.seconds = time.perf_counter() - started + (drawn_at - drawing)
+    # Merged as they arrived; listed in the graphs' order, whatever the order of arrival.
+    result.reference_defects = [finding for index in sorted(defects) for finding in defects[index]]
     result.failures.sort(key=lambda f: -1 if f.graph_index is None else f.graph_index)
     graph_failures = [f for f in result.failures if f.graph_index is not None]
     if shrink and graph_failures:
         # The ground truth decides every engine failure, so shrinking needs no JAX compilations.
-        shrunk = shrink_failure(strategy, shard.seed(seed), examples, preamble, ("torch",))
+        shrunk = shrink_failure(strategy, shard.seed(seed), examples, preamble,
+                                tuple(r for r in references if r != "jax")[:1], target)
         if shrunk is not None:
             graph_failures[0].reproducer = shrunk
     return result
 
 
-def _record(result, index, case, outcome, preamble):
+def _record(result, index, case, outcome, preamble, target="engine") -> list:
+    """Add one graph's outcome to ``result``; returns its reference defects (listed in graph order at the end)."""
     result.graphs += 1
     result.ops_covered.update(case.graph.ops_covered())
     for oracle in {f.oracle for f in outcome.inconclusive}:
         result.inconclusive[oracle] += 1
-    result.reference_defects.extend(outcome.reference_defects)
     if outcome.engine_failures:
-        result.failures.append(Failure(index, outcome.engine_failures, reproducer_script(case, outcome, preamble)))
+        reproducer = reproducer_script(case, outcome, preamble, target)
+        result.failures.append(Failure(index, outcome.engine_failures, reproducer))
         result.fired.update(outcome.fired)
+    return outcome.reference_defects
 
 
-def shrink_failure(strategy, seed: int, examples: int, preamble: str = "",
-                   references=REFERENCE_LIBRARIES) -> Optional[str]:
+def shrink_failure(strategy, seed: int, examples: int, preamble: str = "", references=None,
+                   target="engine") -> Optional[str]:
     """The reproducer of the smallest failing graph hypothesis finds from ``seed`` (None if none fails)."""
 
     @_settings(examples, shrink=True)
     @hypothesis_seed(seed)
     @given(strategy)
     def failing(case):
-        outcome = check(case, references)
+        outcome = check(case, references, target)
         if outcome.engine_failures:
             raise EngineFailure(case, outcome)
 
     try:
         failing()
     except EngineFailure as failure:
-        return reproducer_script(failure.case, failure.outcome, preamble)
+        return reproducer_script(failure.case, failure.outcome, preamble, target)
     return None
 
 
-def reproducer_script(case, outcome, preamble: str = "") -> str:
-    """A standalone script that runs every oracle on ``case``'s graph and exits 1 while the engine fails."""
+def reproducer_script(case, outcome, preamble: str = "", target: str = "engine") -> str:
+    """A standalone script that runs every oracle on ``case``'s graph and exits 1 while ``target`` fails."""
     findings = "\n".join(f"    {finding}" for finding in outcome.engine_failures)
     inputs = ",\n    ".join(literal(np.asarray(x)) for x in case.inputs)
     tangents = ",\n    ".join(literal(np.asarray(u)) for u in case.tangents)
@@ -370,6 +439,6 @@ def reproducer_script(case, outcome, preamble: str = "") -> str:
         "",
         'if __name__ == "__main__":',
         f"    raise SystemExit(reproduce(f, inputs, cotangent, tangents, depth={len(case.graph)}, "
-        f"precision={case.graph.precision!r}))",
+        f"precision={case.graph.precision!r}{'' if target == 'engine' else f', target={target!r}'}))",
     ]
     return "\n".join(lines) + "\n"

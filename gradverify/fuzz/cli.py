@@ -33,6 +33,9 @@ def configure(parser):
                         help=f"largest graph, in nodes (default 8, at most {MAX_NODES_LIMIT})")
     parser.add_argument("--shard", default="1/1", help="run part i of n of the campaign, written i/n (default 1/1)")
     parser.add_argument("--focus", default=None, help="table op every graph must use (default: none)")
+    parser.add_argument("--target", default="engine", metavar="ENGINE",
+                        help="the engine under test: engine, torch, jax or module:Class, an adapter of "
+                             "gradverify.fuzz.adapters (default engine; the other libraries stay oracles)")
     parser.add_argument("--no-shrink", action="store_true", help="do not shrink the first failure")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                         help=f"processes checking graphs in parallel (default {DEFAULT_WORKERS}, the cores this "
@@ -41,6 +44,12 @@ def configure(parser):
     parser.add_argument("--jax-every", type=int, default=JAX_EVERY, metavar="K",
                         help=f"compare with JAX on every K-th graph (default {JAX_EVERY}; each new shape costs "
                              "JAX an XLA compilation)")
+    parser.add_argument("--ray", metavar="ADDRESS", default=None,
+                        help="check the graphs on a Ray cluster at ADDRESS, one actor per --workers "
+                             "('local' starts a local Ray; needs gradverify[ray])")
+    parser.add_argument("--journal", metavar="PATH", default=None,
+                        help="keep each graph's outcome in PATH as it arrives; rerun with the same PATH to resume "
+                             "a killed campaign without checking its finished graphs again")
     parser.add_argument("--json", metavar="PATH", default=None, help="write the JSON report to PATH")
 
 
@@ -57,8 +66,22 @@ def _arguments(args):
     if args.max_nodes > MAX_NODES_LIMIT:
         raise UsageError(f"--max-nodes: at most {MAX_NODES_LIMIT} (larger graphs can take minutes each), "
                          f"got {args.max_nodes}")
-    if args.json is not None:
-        check_output(args.json)  # before the work: a finished run must not lose its report
+    for path in (args.json, args.journal):
+        if path is not None:
+            check_output(path)  # before the work: a finished run must not lose its report
+    from gradverify.fuzz import adapters
+
+    try:
+        adapters.load(args.target)
+    except ValueError as error:
+        raise UsageError(f"--{error}") from None
+    if args.ray is not None:
+        from importlib.util import find_spec
+
+        from gradverify.distributed import RAY_MISSING
+
+        if find_spec("ray") is None:
+            raise UsageError(f"--ray: {RAY_MISSING}")
     if args.focus is not None and args.focus not in TABLE:
         raise UsageError(f"--focus: {args.focus!r} is not an op of the table; known ops: {', '.join(TABLE)}")
     try:
@@ -81,9 +104,14 @@ def run(args) -> int:
             failing[0] += bool(outcome.engine_failures)
             step("graphs", f"{failing[0]} failing")
 
-        result = run_campaign(args.graphs, args.seed, args.max_nodes, shard, focus=args.focus,
-                              shrink=not args.no_shrink, on_graph=advance, jax_every=args.jax_every,
-                              workers=args.workers)
+        try:
+            result = run_campaign(args.graphs, args.seed, args.max_nodes, shard, focus=args.focus,
+                                  shrink=not args.no_shrink, on_graph=advance, jax_every=args.jax_every,
+                                  workers=args.workers, target=args.target, ray=args.ray, journal=args.journal)
+        except ValueError as error:
+            if not str(error).startswith("journal:"):
+                raise
+            raise UsageError(f"--{error}") from None
     print_summary(result)
     if args.json:
         write_text(args.json, json.dumps(result.to_dict(), indent=2))
@@ -98,7 +126,7 @@ def print_summary(result):
     console = Console()
     table = Table(title=f"gradverify fuzz, seed {result.seed}, shard {result.shard.index + 1}/{result.shard.count}")
     table.add_column("oracle")
-    table.add_column("caught the engine", justify="right")
+    table.add_column(f"caught {result.target}", justify="right")
     table.add_column("inconclusive", justify="right")
     report = result.to_dict()
     for name, counts in report["oracles"].items():

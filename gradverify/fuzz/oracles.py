@@ -1,6 +1,9 @@
 """Five-way differential testing of one graph: engine, PyTorch, JAX, numpy and mpmath.
 
-:func:`check_case` computes, for the engine and for PyTorch and JAX, the
+The library under test (the *target*, the in-house engine by default; see
+:mod:`gradverify.fuzz.adapters`) is called "the engine" below; the other
+libraries are its references.  :func:`check_case` computes, for the target
+and for its references, the
 output, the VJP ``J^T v`` for a random cotangent ``v``, the JVP ``J u`` for
 random tangents ``u`` and the Hessian-vector product ``H u`` of ``<v, f>``;
 then an 80-digit mpmath ground truth of the output, of ``J^T v`` entry by
@@ -67,17 +70,20 @@ import mpmath
 import numpy as np
 
 import reference_impls
-from gradverify.check import backends as check_backends
 from gradverify.check import oracles as numerical
+from gradverify.fuzz import adapters
+from gradverify.fuzz.adapters import Derivatives
 from gradverify.fuzz.backends import bind, namespace
 from gradverify.fuzz.surface import SELECTIONS
 from gradverify.fuzz.surface import surface as surface_of
 
 ORACLES = (
-    "mpmath", "torch", "jax", "finite_difference", "complex_step", "forward_reverse", "second_order",
+    "mpmath", "engine", "torch", "jax", "finite_difference", "complex_step", "forward_reverse", "second_order",
     "structure", "exception", "kink_convention", "saturation", "ulps",
 )
+LIBRARIES = adapters.BUILT_IN
 REFERENCE_LIBRARIES = ("torch", "jax")
+"""The references of the default target, the in-house engine."""
 TRUTH_DPS = 80
 TRUTH_STEP = "1e-25"
 TRUTH_SECOND_STEP = "1e-18"
@@ -92,7 +98,10 @@ LADDER_FLOOR = 1e-3
 
 @dataclass(frozen=True)
 class Finding:
-    """One comparison that failed: which oracle, on which derivative, who is blamed, and by how much."""
+    """One comparison that failed: which oracle, on which derivative, who is blamed, and by how much.
+
+    ``blamed`` is the target's name, a reference library's, or ``unconfirmed`` / ``oracle``.
+    """
 
     oracle: str
     quantity: str
@@ -100,40 +109,33 @@ class Finding:
     detail: str
 
     def __str__(self):
-        verdict = f"{self.blamed} is wrong" if self.blamed in ("engine",) + REFERENCE_LIBRARIES else self.blamed
+        verdict = self.blamed if self.blamed in ("unconfirmed", "oracle") else f"{self.blamed} is wrong"
         return f"[{self.oracle}] {self.quantity}: {verdict}: {self.detail}"
 
 
 @dataclass
 class Outcome:
-    """All findings for one graph; ``inconclusive`` holds numerical firings the ground truth did not confirm."""
+    """All findings for one graph; ``inconclusive`` holds numerical firings the ground truth did not confirm.
+
+    ``target`` names the library under test: its failures are the ``engine_failures``.
+    """
 
     findings: list = field(default_factory=list)
     inconclusive: list = field(default_factory=list)
+    target: str = "engine"
 
     @property
     def engine_failures(self) -> list:
-        return [f for f in self.findings if f.blamed == "engine"]
+        return [f for f in self.findings if f.blamed == self.target]
 
     @property
     def reference_defects(self) -> list:
-        return [f for f in self.findings if f.blamed != "engine"]
+        return [f for f in self.findings if f.blamed != self.target]
 
     @property
     def fired(self) -> set:
         """Oracles that caught the engine."""
         return {f.oracle for f in self.engine_failures}
-
-
-@dataclass
-class Derivatives:
-    """One library's output and derivatives at a point (numpy arrays; ``hvp`` per input)."""
-
-    value: np.ndarray
-    vjp: list
-    jvp: np.ndarray
-    hvp: list
-    hvp_forward: list = None
 
 
 @dataclass
@@ -147,37 +149,16 @@ class Truth:
     error: dict
 
 
-_BACKENDS = {}
-
-
-def _backend(library):
-    if library not in _BACKENDS:
-        _BACKENDS[library] = {
-            "engine": check_backends.EngineBackend, "torch": check_backends.TorchBackend,
-            "jax": check_backends.JaxBackend,
-        }[library]()
-    return _BACKENDS[library]
-
-
 def library_derivatives(library, graph_fn, inputs, cotangent, tangents, second_order=True,
                         forward_over_reverse=False, exact=False):
-    """:class:`Derivatives` of the compiled graph computed by ``library`` (engine, torch or jax).
+    """:class:`Derivatives` of the compiled graph computed by ``library`` (a name of :func:`adapters.load`,
+    or an :class:`~gradverify.fuzz.adapters.Adapter`).
 
     ``exact`` runs the graph's mathematical function (``astype`` as identity)
     at the precision of ``inputs``.
     """
-    backend = _backend(library)
-    fn = bind(graph_fn, library, exact)
-    inputs, tangents = list(inputs), list(tangents)
-    (value,), vjp = backend.vjp(fn, inputs, [cotangent])
-    _, (jvp,) = backend.jvp(fn, inputs, tangents)
-    hvp = hvp_forward = None
-    if second_order:
-        gradient_fn = backend.derivative_function(fn, [cotangent])
-        _, hvp = backend.vjp(gradient_fn, inputs, tangents)
-        if forward_over_reverse:
-            hvp_forward = backend.jvp(gradient_fn, inputs, tangents)[1]
-    return Derivatives(value, vjp, jvp, hvp, hvp_forward)
+    return adapters.get(library).derivatives(graph_fn, inputs, cotangent, tangents, second_order=second_order,
+                                             forward_over_reverse=forward_over_reverse, exact=exact)
 
 
 def ground_truth(graph_fn, inputs, cotangent, tangents) -> Truth:
@@ -519,7 +500,7 @@ def _projection(vjp, tangents):
 
 def _structure_problem(engine, inputs):
     for name, grads in (("vjp", engine.vjp), ("hvp", engine.hvp), ("forward-over-reverse hvp", engine.hvp_forward)):
-        for k, (g, x) in enumerate(zip(grads, inputs)):
+        for k, (g, x) in enumerate(zip(grads or (), inputs)):
             if g.shape != x.shape or g.dtype != x.dtype:
                 return (f"{name} of input {k} has shape {g.shape} and dtype {g.dtype}; "
                         f"the input has {x.shape}, {x.dtype}")
@@ -561,26 +542,36 @@ def _largest_entry(truth, *arrays):
     return max(float(np.max(np.abs(np.asarray(a, dtype=np.float64)), initial=0.0)) for a in everything)
 
 
+def reference_libraries(target="engine") -> tuple:
+    """The built-in libraries that check ``target`` (a name or an adapter): all but the target itself."""
+    name = adapters.get(target).name
+    return tuple(library for library in LIBRARIES if library != name)
+
+
 def check_case(graph_fn, inputs, cotangent, tangents, depth, precision=None,
-               references=REFERENCE_LIBRARIES) -> Outcome:
+               references=REFERENCE_LIBRARIES, target="engine") -> Outcome:
     """Run every oracle on the compiled graph ``graph_fn`` at ``inputs`` (see the module docstring).
 
     ``depth`` (the number of nodes) grows the relative tolerance;
     ``precision`` is the lowest floating dtype inside the graph (default: the
-    inputs' dtype), which sets the rounding allowance; ``references`` are the
-    libraries compared (a subset of torch and jax).
+    inputs' dtype), which sets the rounding allowance; ``target`` is the
+    library under test (a name of :func:`adapters.load` or an adapter);
+    ``references`` are the libraries compared with it (built-in names; the
+    target's own name is skipped).
     """
-    outcome = Outcome()
+    target = adapters.get(target)
+    name = target.name
+    outcome = Outcome(target=name)
     dtype = np.dtype(precision or np.asarray(inputs[0]).dtype)
     try:
-        engine = library_derivatives("engine", graph_fn, inputs, cotangent, tangents, forward_over_reverse=True)
+        engine = target.derivatives(graph_fn, inputs, cotangent, tangents, forward_over_reverse=True)
     except Exception as error:  # noqa: BLE001  (any crash of the engine is a finding)
-        outcome.findings.append(Finding("exception", "all", "engine", f"{type(error).__name__}: {error}"))
+        outcome.findings.append(Finding("exception", "all", name, f"{type(error).__name__}: {error}"))
         return outcome
-    unknown = set(references) - set(REFERENCE_LIBRARIES)
+    unknown = set(references) - set(LIBRARIES)
     if unknown:
-        raise ValueError(f"references: expected a subset of {REFERENCE_LIBRARIES}, got {sorted(unknown)}")
-    libraries, references = references, {}
+        raise ValueError(f"references: expected a subset of {LIBRARIES}, got {sorted(unknown)}")
+    libraries, references = tuple(library for library in references if library != name), {}
     for library in libraries:
         try:
             references[library] = library_derivatives(
@@ -592,27 +583,28 @@ def check_case(graph_fn, inputs, cotangent, tangents, depth, precision=None,
     # At the inputs' precision the main runs serve as the ladder's rung (exactly so unless an
     # astype raises part of a float32 graph to float64, which only makes the estimate milder).
     input_dtype = np.asarray(inputs[0]).dtype
-    main_runs = {library: derivatives
-                 for library, derivatives in (("engine", engine), ("torch", references.get("torch")))
-                 if derivatives is not None}
+    runs = {**references, name: engine}
+    main_runs = {library: runs[library] for library in ("engine", "torch") if library in runs}
     exact_runs = {} if dtype != input_dtype else {(library, input_dtype): d for library, d in main_runs.items()}
     scale = rounding_scale(graph_fn, inputs, cotangent, tangents, dtype, known=exact_runs, as_written=main_runs)
+    perturbed = "engine" if name == "torch" else "torch"  # never the target: it must not widen its own bound
     try:
         carried = intermediate_rounding(graph_fn, inputs, cotangent, tangents, dtype,
-                                        base=exact_runs.get(("torch", np.dtype(np.float64))))
-        scale = {name: _add(scale[name], carried[name]) for name in QUANTITIES}
+                                        base=exact_runs.get((perturbed, np.dtype(np.float64))), library=perturbed)
+        scale = {quantity: _add(scale[quantity], carried[quantity]) for quantity in QUANTITIES}
         problem = _value_in_ulps(graph_fn, inputs, engine.value, truth, carried["value"], dtype)
         if problem is not None:
-            outcome.findings.append(Finding("ulps", "value", "engine", problem))
-    except Exception:  # noqa: BLE001  (torch failed on this graph: the comparisons above report its crash)
-        outcome.inconclusive.append(Finding("torch", "intermediate rounding", "oracle", "not measured"))
+            outcome.findings.append(Finding("ulps", "value", name, problem))
+    except Exception:  # noqa: BLE001  (the library failed on this graph: the comparisons above report its crash)
+        outcome.inconclusive.append(Finding(perturbed, "intermediate rounding", "oracle", "not measured"))
     judge = _Judge(dtype, depth, scale, tangents)
 
     structure = _structure_problem(engine, inputs)
     if structure is not None:
-        outcome.findings.append(Finding("structure", "dtype/shape", "engine", structure))
-        shapes = [np.shape(g) for g in engine.vjp + engine.hvp + engine.hvp_forward]
-        if shapes != [np.shape(x) for x in inputs] * 3 or np.shape(engine.jvp) != np.shape(engine.value):
+        outcome.findings.append(Finding("structure", "dtype/shape", name, structure))
+        shapes = [np.shape(g) for g in engine.vjp + (engine.hvp or []) + (engine.hvp_forward or [])]
+        second = 3 if engine.hvp_forward is not None else 2 if engine.hvp is not None else 1
+        if shapes != [np.shape(x) for x in inputs] * second or np.shape(engine.jvp) != np.shape(engine.value):
             return outcome  # derivatives of the wrong shape cannot be compared entry by entry
 
     # Rounding of the graph's largest quantities: the allowance where the summands are unknown
@@ -638,7 +630,7 @@ def check_case(graph_fn, inputs, cotangent, tangents, depth, precision=None,
             if comparison is None:
                 continue
             if engine_wrong[quantity] is not None and ref_off[quantity] is None:
-                outcome.findings.append(Finding(library, quantity, "engine", comparison))
+                outcome.findings.append(Finding(library, quantity, name, comparison))
             elif ref_wrong[quantity] is not None:
                 outcome.findings.append(Finding(library, quantity, library, f"{ref_wrong[quantity]} (ground truth)"))
             else:
@@ -659,11 +651,12 @@ def check_case(graph_fn, inputs, cotangent, tangents, depth, precision=None,
         gross = judge.disagreement(forward, reverse, rounding, magnitude=magnitude, floor=graph_rounding)
         confirmed = gross is not None or engine_wrong["vjp"] is not None or engine_wrong["jvp"] is not None
         (outcome.findings if confirmed else outcome.inconclusive).append(
-            Finding("forward_reverse", "<v, Ju> vs <J^T v, u>", "engine" if confirmed else "unconfirmed", problem))
+            Finding("forward_reverse", "<v, Ju> vs <J^T v, u>", name if confirmed else "unconfirmed", problem))
     # Two engine modes: no reference whose summands are known, so the graph's largest entry sets the floor.
-    problem = judge.quantity("hvp", engine.hvp, engine.hvp_forward, floor=graph_rounding)
+    problem = None if engine.hvp_forward is None else judge.quantity(
+        "hvp", engine.hvp, engine.hvp_forward, floor=graph_rounding)
     if problem is not None:
-        outcome.findings.append(Finding("second_order", "hvp reverse vs forward-over-reverse", "engine", problem))
+        outcome.findings.append(Finding("second_order", "hvp reverse vs forward-over-reverse", name, problem))
     return outcome
 
 
@@ -710,7 +703,7 @@ def _judge_engine(outcome, judge, engine, truth, references, off, estimates, gra
         counts = gross[quantity] is not None or (achieved and lost)
         wrong[quantity] = problem if problem is not None and counts else None
         if wrong[quantity] is not None:
-            outcome.findings.append(Finding("mpmath", quantity, "engine", problem))
+            outcome.findings.append(Finding("mpmath", quantity, outcome.target, problem))
         elif problem is not None:
             outcome.inconclusive.append(Finding("mpmath", quantity, "unconfirmed",
                                                 f"{problem}; no reference does better"))
@@ -762,7 +755,7 @@ def _numerical_oracles(outcome, judge, estimates, cotangent, tangents, engine, e
             if problem is None:
                 continue
             (outcome.findings if confirmed[quantity] else outcome.inconclusive).append(
-                Finding(oracle, quantity, "engine" if confirmed[quantity] else "unconfirmed", problem)
+                Finding(oracle, quantity, outcome.target if confirmed[quantity] else "unconfirmed", problem)
             )
 
 
@@ -846,8 +839,8 @@ def _saturating_args(opdef, rng):
     return inputs, tuple(args)
 
 
-def check_saturation(seed: int = 0) -> list:
-    """Findings where the engine's VJP misses the ground truth entry by entry at saturated inputs.
+def check_saturation(seed: int = 0, target="engine") -> list:
+    """Findings where the ``target``'s VJP misses the ground truth entry by entry at saturated inputs.
 
     Each op of the table of a kind in :data:`SATURATED_KINDS`, with its default
     attributes, in float64, at inputs from :func:`_saturating_args` and a random
@@ -856,6 +849,7 @@ def check_saturation(seed: int = 0) -> list:
     from gradverify.fuzz.graph import Graph, OpNode
     from gradverify.ops import TABLE
 
+    name = adapters.get(target).name
     rng = np.random.default_rng(seed)
     findings = []
     for op, opdef in TABLE.items():
@@ -867,7 +861,12 @@ def check_saturation(seed: int = 0) -> list:
         out_shape = np.shape(bind(graph_fn, "numpy")(*inputs))
         cotangent = rng.uniform(0.5, 1.5, out_shape) * rng.choice([-1.0, 1.0], out_shape)
         tangents = [np.zeros_like(x) for x in inputs]
-        engine = library_derivatives("engine", graph_fn, inputs, cotangent, tangents, second_order=False)
+        try:
+            engine = library_derivatives(target, graph_fn, inputs, cotangent, tangents, second_order=False)
+        except Exception as error:  # noqa: BLE001  (a crash of the target is a finding)
+            findings.append(Finding("exception", f"{op} at saturated inputs", name,
+                                    f"{type(error).__name__}: {error}"))
+            continue
         truth = ground_truth(graph_fn, inputs, cotangent, tangents)
         # The truth's differences carry the rounding of <v, f> at TRUTH_DPS digits, and f is large in the
         # tails (exp(65) ~ 1e28), beyond the size ground_truth's own error estimate assumes.
@@ -878,15 +877,15 @@ def check_saturation(seed: int = 0) -> list:
             miss = np.abs(np.asarray(ours, dtype=np.float64) - exact) > bound
             if np.any(miss):
                 j = np.unravel_index(int(np.argmax(miss)), miss.shape)
-                findings.append(Finding("saturation", f"{op} vjp of input {k}", "engine",
-                                        f"entry {tuple(int(i) for i in j)} at x = {inputs[k][j]!r}: engine "
+                findings.append(Finding("saturation", f"{op} vjp of input {k}", name,
+                                        f"entry {tuple(int(i) for i in j)} at x = {inputs[k][j]!r}: {name} "
                                         f"{np.asarray(ours)[j]!r}, ground truth {exact[j]!r}"))
     return findings
 
 
-def reproduce(graph_fn, inputs, cotangent, tangents, depth, precision=None) -> int:
-    """Run every oracle on one graph, print the findings; 1 if the engine failed, else 0 (for reproducer scripts)."""
-    outcome = check_case(graph_fn, inputs, cotangent, tangents, depth, precision)
+def reproduce(graph_fn, inputs, cotangent, tangents, depth, precision=None, target="engine") -> int:
+    """Run every oracle on one graph, print the findings; 1 if the target failed, else 0 (for reproducer scripts)."""
+    outcome = check_case(graph_fn, inputs, cotangent, tangents, depth, precision, reference_libraries(target), target)
     for finding in outcome.findings:
         print(finding)
     if not outcome.engine_failures:

@@ -1,0 +1,168 @@
+"""Work items on a Ray cluster, results merged as they arrive, kept in a resumable journal.
+
+:func:`run_items` is the generic piece (a fuzz campaign and an audit are both
+lists of independent items): items already in the :class:`Journal` are not
+run again, the others run on Ray (``address`` ``"local"`` starts a local Ray
+with ``workers`` CPUs; any other address joins that cluster, whose nodes
+need gradverify installed) or in this process, and every result is appended
+to the journal the moment it arrives.  A run killed at any point is resumed
+by running it again with the same journal.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Optional
+
+RAY_MISSING = "Ray is not installed: pip install -c constraints.txt 'gradverify[ray]'"
+
+
+class Journal:
+    """An append-only JSON-lines file: a header naming the run, then one ``{"key", "result"}`` line per item.
+
+    Each line is flushed and synced as it is written, so a killed run loses
+    at most the line being written (a torn last line is ignored on loading).
+    Opening the journal of a different run (another header) is a ValueError.
+    """
+
+    def __init__(self, path, header: dict):
+        self.path = Path(path)
+        self.header = header
+        self.results = {}
+        if self.path.exists() and self.path.stat().st_size:
+            self._load()
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._append({"journal": header})
+
+    def _load(self):
+        with open(self.path, encoding="utf-8") as handle:
+            lines = handle.read().split("\n")
+        try:
+            found = json.loads(lines[0]).get("journal")
+        except json.JSONDecodeError:
+            found = None
+        if found != self.header:
+            raise ValueError(f"journal: {self.path} records another run ({found}), expected {self.header}")
+        for line in lines[1:]:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the torn last line of a killed run
+            self.results[_key(entry["key"])] = entry["result"]
+        if lines[-1]:  # a torn line: end it so the next record starts on a line of its own
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write("\n")
+
+    def _append(self, entry):
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def record(self, key, result):
+        """Keep ``result`` (JSON-serialisable) of item ``key`` (an int or a string)."""
+        self._append({"key": key, "result": result})
+        self.results[_key(key)] = result
+
+
+def _key(key):
+    return tuple(key) if isinstance(key, list) else key
+
+
+class RayPool:
+    """``workers`` Ray actors, each set up once (``setup()``: imports, warm-up), that map a function over items.
+
+    A context manager: entering connects to Ray at ``address`` (``"local"``
+    starts a local Ray with ``workers`` CPUs) and waits until every actor
+    is set up; leaving disconnects (and stops a local Ray).  ``function``
+    and ``setup`` are pickled to the workers: module-level functions or
+    ``functools.partial`` of them.  ``workers`` defaults to the cluster's CPUs.
+    """
+
+    def __init__(self, address: str, workers: Optional[int] = None, setup: Optional[Callable] = None):
+        self.address, self.workers, self.setup = address, workers, setup
+        self.actors = []
+
+    def __enter__(self):
+        try:
+            import ray
+        except ImportError:
+            raise RuntimeError(RAY_MISSING) from None
+        self.ray = ray
+        if self.address == "local":
+            ray.init(num_cpus=self.workers or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=self.address, log_to_driver=False)
+        try:
+            count = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+            setup = self.setup
+
+            @ray.remote(num_cpus=1)
+            class Worker:
+                def __init__(self):
+                    if setup is not None:
+                        setup()
+
+                def ready(self):
+                    return True
+
+                def run(self, function, batch):
+                    return [(key, function(payload)) for key, payload in batch]
+
+            self.actors = [Worker.remote() for _ in range(count)]
+            ray.get([actor.ready.remote() for actor in self.actors])
+        except BaseException:
+            ray.shutdown()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.ray.shutdown()
+        return False
+
+    def map(self, function: Callable, items: Iterable, batch_size: int = 1) -> Iterator:
+        """``(key, function(payload))`` for each ``(key, payload)`` of ``items``, in the order they finish."""
+        ray = self.ray
+        items = list(items)
+        batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+        pending, idle = {}, list(self.actors)
+        while batches or pending:
+            while idle and batches:
+                actor = idle.pop()
+                pending[actor.run.remote(function, batches.pop(0))] = actor
+            done, _ = ray.wait(list(pending), num_returns=1)
+            idle.append(pending.pop(done[0]))
+            yield from ray.get(done[0])
+
+
+def run_items(function: Callable, items: dict, address: Optional[str] = None, journal: Optional[Journal] = None,
+              workers: Optional[int] = None, setup: Optional[Callable] = None,
+              on_result: Optional[Callable] = None) -> dict:
+    """``{key: function(payload)}`` for ``items`` (``{key: payload}``), skipping the keys ``journal`` holds.
+
+    Runs on Ray at ``address`` (see :class:`RayPool`), else in this process;
+    each new result is recorded in ``journal`` and passed to
+    ``on_result(key, result)`` as it arrives.  Results must be
+    JSON-serialisable when a journal is kept.
+    """
+    results = dict(journal.results) if journal is not None else {}
+    todo = [(key, payload) for key, payload in items.items() if key not in results]
+    if not todo:
+        return results
+    with contextlib.ExitStack() as stack:
+        if address is not None:
+            arriving = stack.enter_context(RayPool(address, workers, setup)).map(function, todo)
+        else:
+            if setup is not None:
+                setup()
+            arriving = ((key, function(payload)) for key, payload in todo)
+        for key, result in arriving:
+            results[key] = result
+            if journal is not None:
+                journal.record(key, result)
+            if on_result is not None:
+                on_result(key, result)
+    return results
