@@ -37,7 +37,9 @@ ONE_SIDED_LADDER = (1.0, 1 / 256)
 def _one_sided(problem, direction, weights, deep=False):
     """(left, right, spread): one-sided derivatives of ``weights @ f`` along ``direction`` and their error.
 
-    ``weights`` is a matrix (one row per compared value) over the outputs.
+    ``weights`` is a matrix (one row per compared value) over the outputs,
+    or ``(factor, indices)``: the rows ``indices`` of ``factor`` times the
+    identity, never built (fast mode compares every output of a million).
     ``deep`` scales the steps down to :data:`DEEP_LADDER`'s, for values that
     only steps that small resolve.
     """
@@ -45,6 +47,10 @@ def _one_sided(problem, direction, weights, deep=False):
     ladder = tuple(scale * factor for factor in ONE_SIDED_LADDER)
     left = problem.estimate(direction, oracles.CENTRAL_STEP, 3, ladder=ladder, one_sided=-1)
     right = problem.estimate(direction, oracles.CENTRAL_STEP, 3, ladder=ladder, one_sided=+1)
+    if isinstance(weights, tuple):
+        factor, indices = weights
+        spread = oracles.SAFETY * abs(factor) * (left.error + right.error)[indices]
+        return factor * left.value[indices], factor * right.value[indices], spread
     spread = oracles.SAFETY * (np.abs(weights) @ (left.error + right.error))
     return weights @ left.value, weights @ right.value, spread
 
@@ -64,11 +70,15 @@ def _kink_status(analytical, left, right, spread, bound):
 
 
 def judge_kinks(problem, status, notes, analytical, bound, direction, weights, deep=False):
-    """Re-judge the failing entries of ``status`` (a 1-d array over ``weights``' rows) at a possible kink."""
+    """Re-judge the failing entries of ``status`` (a 1-d array over ``weights``' rows) at a possible kink.
+
+    ``weights`` is a matrix over the outputs or a number: that multiple of the identity.
+    """
     failing = np.flatnonzero(status == "fail")
     if not len(failing):
         return
-    left, right, spread = _one_sided(problem, direction, weights[failing], deep)
+    rows = (weights, failing) if np.isscalar(weights) else weights[failing]
+    left, right, spread = _one_sided(problem, direction, rows, deep)
     for n, i in enumerate(failing):
         status[i], note = _kink_status(analytical[i], left[n], right[n], spread[n], bound[i])
         notes[i] = "; ".join(text for text in (notes[i], note) if text)
@@ -167,7 +177,7 @@ def forward_and_consistency(problem, rows, tangent, numerical, error, magnitude,
     status = entry_status(tangent_out, numerical, bound)
     notes = np.full(status.shape, "", dtype=object)
     if kink_direction is not None:
-        judge_kinks(problem, status, notes, tangent_out, bound, kink_direction, np.eye(len(numerical)), deep)
+        judge_kinks(problem, status, notes, tangent_out, bound, kink_direction, 1.0, deep)
     bound = problem.widen_failures(status, tangent_out, numerical, bound, lambda point: problem.jvp(tangent, point))
     rows.add("forward (random tangent)", tangent_out, numerical, bound, status,
              lambda indices: [(problem.output_name(i), "u", "projection") for i in indices], notes)

@@ -84,7 +84,7 @@ def full_check(problem, rows, check_forward, directions):
     reported = numerical.copy()
     for j in np.unique(np.nonzero(status == "fail")[1])[:KINK_COLUMNS]:
         judge_kinks(problem, status[:, j], notes[:, j], analytical[:, j], bound[:, j], problem.unit(j),
-                     np.eye(n_out) / scales[j], deepened[j])
+                     1.0 / scales[j], deepened[j])
         at_kink = np.isin(status[:, j], ["subgradient", "kink"])
         # Later checks reuse the numerical Jacobian: at a kink they take the analytical value as given.
         numerical[at_kink, j], error[at_kink, j] = analytical[at_kink, j], 0.0
