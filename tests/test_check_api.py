@@ -235,10 +235,12 @@ def test_nan_gradient_with_finite_numerical_derivative_fails():
 
 
 def test_nan_in_both_is_reported_not_treated_as_equal():
-    result = check_grad(lambda x: torch.sqrt(x - 1.0), torch64([0.5]), mode="full")
+    result = check_grad(torch.sqrt, torch64([0.0, 1.0]), mode="full")  # sqrt'(0) = inf; sqrt(-h) is NaN
     assert result.verdict == "inconclusive"
     assert "NaN/Inf in both" in result.reason
     assert (result.to_frame()["status"] == "nan-both").any()
+    # A function NaN at the point has no derivative to compare at all (see test_check_semantics).
+    assert "NaN or infinite at the point" in check_grad(lambda x: torch.sqrt(x - 1.0), torch64([0.5])).reason
 
 
 def test_nondeterministic_function_gets_a_clear_error():
@@ -289,11 +291,10 @@ def test_inputs_are_never_mutated_and_mutating_functions_are_reported():
         (lambda: check_grad(torch.sin, torch64([1.0]), mode="slow"), ValueError, "mode"),
         (lambda: check_grad(torch.sin, torch64([1.0]), order=3), ValueError, "order"),
         (lambda: check_grad(torch.sin, torch64([1.0]), atol=-1), ValueError, "atol"),
-        (lambda: check_grad(lambda x: x.argmax(), torch64([1.0, 2.0])), TypeError, "output 0 has dtype int64"),
         (lambda: check_grad(lambda x: x.tolist(), torch64([1.0])), TypeError, "output 0 is a float; expected a torch"),
         (lambda: check_grad(lambda x: np.sin(x), A, grad_fn=lambda x: np.cos(x)[:1]), ValueError, "grad_fn"),
         (lambda: check_grad(torch.sin), TypeError, "at least one input"),
-        (lambda: check_grad(torch.sin, torch64([1.0, float("inf")])), ValueError, "inputs\\[0\\] is not finite"),
+        (lambda: check_grad(torch.sin, torch64([1.0, float("nan")])), ValueError, "inputs\\[0\\] is NaN at \\[1\\]"),
         (lambda: check_grad(lambda x: np.sum(np.sin(x)), A, grad_fn=np.cos, order=2), NotImplementedError,
          "order=2: the numpy backend cannot differentiate"),
     ],

@@ -37,10 +37,11 @@ def _as_list(outputs):
     return list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
 
 
-def _is_real_floating(x, kind) -> bool:
+def _dtype_kind(x, kind) -> str:
+    """numpy's kind letter of a native tensor's dtype ("f" floating, "c" complex ...)."""
     if kind == "torch":
-        return x.is_floating_point()
-    return np.dtype(x.dtype).kind == "f"
+        return "f" if x.is_floating_point() else "c" if x.is_complex() else "i"
+    return np.dtype(x.dtype).kind
 
 
 class Backend:
@@ -57,6 +58,9 @@ class Backend:
 
     name = "abstract"
     has_jvp = False
+    conjugate = None
+    """The library's complex convention (see :mod:`gradverify.check.semantics`): True when a gradient is
+    ``dL/dx + i dL/dy`` (torch), False when it is ``dL/dx - i dL/dy`` (JAX), None without complex support."""
     _vmap_ok = False
     """None: vmap not tried yet; True: it works for the function; False: unavailable or failed."""
 
@@ -130,6 +134,14 @@ class Backend:
         """``(outputs, tangent_outputs)``: fn's outputs and J · tangents, per output."""
         raise NotImplementedError(f"the {self.name} backend has no forward mode")
 
+    def differentiable_outputs(self, fn, arrays, outputs) -> list:
+        """Per output (numpy ``outputs`` of ``fn`` at ``arrays``): whether the library differentiates it.
+
+        Floating and complex outputs by default; libraries that track which
+        outputs have a gradient (torch's requires_grad) say so themselves.
+        """
+        return [y.dtype.kind in "fc" for y in outputs]
+
     def derivative_function(self, fn, cotangents):
         """A native function ``x -> J(x)^T cotangents`` that the backend can differentiate again.
 
@@ -171,6 +183,12 @@ class EngineBackend(Backend):
     def call(self, fn, natives):
         with self.ge.no_grad():
             return fn(*natives)
+
+    def differentiable_outputs(self, fn, arrays, outputs):
+        ge = self.ge
+        leaves = [ge.Tensor(np.array(a, copy=True), requires_grad=True) for a in arrays]
+        with ge.enable_grad():
+            return [bool(y.requires_grad) for y in _as_list(fn(*leaves))]
 
     def vjp(self, fn, arrays, cotangents):
         ge = self.ge
@@ -232,6 +250,7 @@ class TorchBackend(Backend):
 
     name = "torch"
     has_jvp = True
+    conjugate = True
 
     def __init__(self):
         self.torch = import_torch()
@@ -256,6 +275,13 @@ class TorchBackend(Backend):
                 return vmapped(*xs)
 
         return call
+
+    def differentiable_outputs(self, fn, arrays, outputs):
+        """As torch's gradcheck: outputs with requires_grad (no grad_fn or mark_non_differentiable: none)."""
+        torch = self.torch
+        with torch.enable_grad():
+            results = _as_list(fn(*[t.requires_grad_() for t in self.native_inputs(arrays)]))
+        return [bool(y.requires_grad) and (y.is_floating_point() or y.is_complex()) for y in results]
 
     def vjp(self, fn, arrays, cotangents):
         torch = self.torch
@@ -317,6 +343,7 @@ class JaxBackend(Backend):
 
     name = "jax"
     has_jvp = True
+    conjugate = False
 
     def __init__(self):
         import jax
@@ -372,7 +399,10 @@ class JaxBackend(Backend):
             outputs, pullback = jax.vjp(fn, *xs)
             outs = _as_list(outputs)
             cots = [jnp.asarray(c, dtype=y.dtype) for c, y in zip(fixed, outs)]
-            return tuple(pullback(type(outputs)(cots) if isinstance(outputs, (tuple, list)) else cots[0]))
+            grads = pullback(type(outputs)(cots) if isinstance(outputs, (tuple, list)) else cots[0])
+            # JAX's complex gradient is dL/dx - i dL/dy: conjugated, its real view is the real gradient, whose
+            # Jacobian (a Hessian) is symmetric, as the order-2 symmetry check needs.
+            return tuple(jnp.conj(g) if jnp.iscomplexobj(g) else g for g in grads)
 
         return gradient
 
@@ -414,39 +444,46 @@ class NumpyBackend(Backend):
     def vjp(self, fn, arrays, cotangents):
         outputs = self.evaluate(fn, arrays)
         inputs = self.native_inputs(arrays)
+        shapes = [a.shape for a in arrays]
         if self.vjp_fn is not None:
-            grads = self.vjp_fn(list(cotangents), *inputs)
-        else:
-            if len(outputs) != 1 or outputs[0].size != 1:
-                raise ValueError(
-                    f"grad_fn needs a function with one scalar output; this one returns shapes "
-                    f"{[y.shape for y in outputs]}: pass vjp_fn instead"
-                )
-            scale = np.asarray(cotangents[0]).reshape(())
-            grads = [scale * np.asarray(g) for g in _as_list(self.grad_fn(*inputs))]
-        grads = _as_list(grads)
-        _check_gradient_shapes(grads, arrays, "vjp_fn" if self.vjp_fn is not None else "grad_fn")
-        return outputs, [np.asarray(g) for g in grads]
+            return outputs, _user_arrays(self.vjp_fn(list(cotangents), *inputs), shapes, "vjp_fn", "input")
+        if len(outputs) != 1 or outputs[0].size != 1:
+            raise ValueError(
+                f"grad_fn needs a function with one scalar output; this one returns shapes "
+                f"{[y.shape for y in outputs]}: pass vjp_fn instead"
+            )
+        scale = np.asarray(cotangents[0]).reshape(())
+        return outputs, [scale * g for g in _user_arrays(self.grad_fn(*inputs), shapes, "grad_fn", "input")]
 
     def jvp(self, fn, arrays, tangents):
         if self.jvp_fn is None:
             raise NotImplementedError("forward mode needs jvp_fn=(tangents, *inputs -> output tangents)")
         outputs = self.evaluate(fn, arrays)
-        tangent_outputs = [np.asarray(t) for t in _as_list(self.jvp_fn(list(tangents), *self.native_inputs(arrays)))]
-        if [t.shape for t in tangent_outputs] != [y.shape for y in outputs]:
-            raise ValueError(
-                f"jvp_fn returned shapes {[t.shape for t in tangent_outputs]}; the outputs have shapes "
-                f"{[y.shape for y in outputs]}"
-            )
-        return outputs, tangent_outputs
+        tangent_outputs = self.jvp_fn(list(tangents), *self.native_inputs(arrays))
+        return outputs, _user_arrays(tangent_outputs, [y.shape for y in outputs], "jvp_fn", "output")
 
 
-def _check_gradient_shapes(grads, arrays, argname):
-    if len(grads) != len(arrays):
-        raise ValueError(f"{argname} returned {len(grads)} gradients for {len(arrays)} inputs")
-    for i, (g, a) in enumerate(zip(grads, arrays)):
-        if np.shape(g) != a.shape:
-            raise ValueError(f"{argname} returned a gradient of shape {np.shape(g)} for input {i} of shape {a.shape}")
+def _user_arrays(values, shapes, argname, per):
+    """What a user's derivative function returned, as real arrays of ``shapes`` (one per input or output).
+
+    Raises ValueError naming ``argname`` for anything else (None, a string, a wrong count or shape).
+    """
+    values = _as_list(values)
+    kind = "gradient" if per == "input" else "tangent"
+    if len(values) != len(shapes):
+        raise ValueError(f"{argname} returned {len(values)} {kind}s for {len(shapes)} {per}s")
+    arrays = []
+    for i, (value, shape) in enumerate(zip(values, shapes)):
+        if value is None:
+            raise ValueError(f"{argname} returned None for {per} {i}; expected an array of shape {shape}")
+        array = np.asarray(value)
+        if array.dtype.kind not in "biuf":
+            raise ValueError(f"{argname} returned a {type(value).__name__} for {per} {i}; expected a real array "
+                             f"of shape {shape}")
+        if array.shape != shape:
+            raise ValueError(f"{argname} returned a {kind} of shape {array.shape} for {per} {i} of shape {shape}")
+        arrays.append(array)
+    return arrays
 
 
 def native_kind(x) -> str | None:
@@ -485,8 +522,12 @@ def backend_for(inputs, backend="auto", grad_fn=None, vjp_fn=None, jvp_fn=None) 
             raise TypeError(
                 f"inputs[{i}]: expected an engine, torch or jax tensor or a numpy array, got {type(x).__name__}"
             )
-        if not _is_real_floating(x, kind):
-            raise TypeError(f"inputs[{i}]: gradients need a real floating-point dtype, got {x.dtype}")
+        dtype_kind = _dtype_kind(x, kind)
+        if dtype_kind == "c" and kind in ("engine", "numpy"):
+            raise TypeError(f"inputs[{i}] is complex ({x.dtype}): complex derivatives follow a library's "
+                            "convention; use torch or jax tensors")
+        if dtype_kind not in "fc":
+            raise TypeError(f"inputs[{i}]: gradients need a floating-point or complex dtype, got {x.dtype}")
         kinds.append(kind)
     if len(set(kinds)) > 1:
         listing = ", ".join(f"inputs[{i}] is {k}" for i, k in enumerate(kinds))

@@ -59,7 +59,7 @@ FULL_BUDGET = 6000
 
 
 def check_grad(fn, *inputs, mode="auto", order=1, backend="auto", atol=None, rtol=None, seed=0, grad_fn=None,
-               vjp_fn=None, jvp_fn=None, domains=None, directions=FAST_DIRECTIONS, check_forward=True):
+               vjp_fn=None, jvp_fn=None, domains=None, directions=FAST_DIRECTIONS, check_forward=True, strict=False):
     """Check the derivatives of ``fn`` at ``inputs`` against error-bounded numerical oracles.
 
     Parameters
@@ -70,6 +70,9 @@ def check_grad(fn, *inputs, mode="auto", order=1, backend="auto", atol=None, rto
         floating-point engine tensors, torch tensors, jax arrays, or numpy
         arrays (then ``grad_fn`` or ``vjp_fn`` supplies the derivative, see
         :class:`gradverify.check.backends.NumpyBackend`); never modified.
+        torch and jax inputs and outputs may be complex (checked in the
+        library's convention); infinite entries are held fixed (see
+        :mod:`gradverify.check.semantics`).
     mode:
         "full" (whole Jacobian), "fast" (random projections) or "auto".
     order:
@@ -89,17 +92,23 @@ def check_grad(fn, *inputs, mode="auto", order=1, backend="auto", atol=None, rto
     check_forward:
         also check forward mode (and its consistency with reverse mode)
         where the backend has it.
+    strict:
+        also check the floating outputs the library does not differentiate
+        (torch's requires_grad=False ones), against a zero derivative.
 
     Returns a :class:`CheckResult`.  Raises TypeError / ValueError naming the
-    argument for bad arguments (non-float or non-finite inputs, mixed
-    libraries, outputs that are not floating tensors),
-    :class:`~gradverify.check.NondeterministicFunction` when two identical
-    calls differ, :class:`~gradverify.check.MutatedInput` when ``fn`` writes
+    argument for bad arguments (non-float or NaN inputs, mixed libraries,
+    outputs that are not tensors),
+    :class:`~gradverify.check.NondeterministicFunction` when two calls at the
+    point differ (checked first, last and after any failed comparison), :class:`~gradverify.check.MutatedInput` when ``fn`` writes
     into an input, and NotImplementedError for ``order=2`` on numpy functions.
     """
-    validate_options(fn, mode, order, directions, atol, rtol)
+    validate_options(fn, mode, order, directions, atol, rtol, seed, domains, strict)
     be = backend_for(inputs, backend, grad_fn=grad_fn, vjp_fn=vjp_fn, jvp_fn=jvp_fn)
-    problem = Problem(fn, inputs, be, atol, rtol, seed, domains)
+    problem = Problem(fn, inputs, be, atol, rtol, seed, domains, strict)
+    if problem.nothing_to_check:
+        return CheckResult(problem.nothing_verdict, problem.nothing_to_check, [], mode, order, be.name,
+                           str(problem.dtype), problem.evaluations, [], list(problem.notes))
     chosen = mode
     if mode == "auto":
         full_cost = 6 * sum(problem.sizes) + sum(problem.output_sizes)
@@ -108,6 +117,7 @@ def check_grad(fn, *inputs, mode="auto", order=1, backend="auto", atol=None, rto
     # Near overflow, bounds legitimately become inf (nothing is then claimed); do not warn about it.
     with np.errstate(over="ignore"):
         (full_check if chosen == "full" else fast_check)(problem, rows, check_forward, directions)
+    problem.confirm_deterministic("at the end of the check")
     evaluations, notes, records = problem.evaluations, list(problem.notes), list(rows.records)
     checks = list(rows.checks)
     if order == 2:
@@ -124,15 +134,23 @@ def check_grad(fn, *inputs, mode="auto", order=1, backend="auto", atol=None, rto
 
 def _second_order(problem, be, inputs, mode, atol, rtol, seed, domains, directions, check_forward):
     """(result of checking x -> J(x)^T c like any function, rows of its Hessian's symmetry)."""
-    cotangents = unflatten(problem.random_cotangent(), problem.output_shapes, problem.output_dtypes())
+    cotangents = problem.view.full_cotangents(unflatten(problem.random_cotangent(), problem.output_shapes,
+                                                        problem.output_dtypes()))
     try:
-        derivative = be.derivative_function(problem.fn, cotangents)
+        derivative = be.derivative_function(problem.view.selected(problem.fn), cotangents)
     except NotImplementedError as unavailable:
         raise NotImplementedError(f"order=2: {unavailable}") from None
+    # strict: a derivative output that torch leaves without a graph (a saved value detached) is declared
+    # constant, and that declaration is what order 2 checks.
     result = check_grad(derivative, *inputs, mode=mode, order=1, backend=be, atol=atol, rtol=rtol, seed=seed + 1,
-                        domains=domains, directions=directions, check_forward=check_forward)
+                        domains=domains, directions=directions, check_forward=check_forward, strict=True)
     symmetry = Rows()
-    _hessian_symmetry(Problem(derivative, inputs, be, atol, rtol, seed + 2, domains), symmetry, directions)
+    derivative_problem = Problem(derivative, inputs, be, atol, rtol, seed + 2, domains, strict=True)
+    if derivative_problem.output_sizes == derivative_problem.sizes:
+        _hessian_symmetry(derivative_problem, symmetry, directions)
+    else:  # entries left out (infinite inputs, NaN gradients) break the square of the Hessian
+        result.notes.append("the Hessian's symmetry is not checked: the derivative's checked entries are not its "
+                            "inputs' free entries")
     return result, symmetry
 
 

@@ -1,13 +1,15 @@
 """The problem one check solves: the function, its point, its backend and tolerances, validated.
 
 Building a :class:`Problem` evaluates the function twice and refuses what has no well-defined derivative
-(non-finite inputs, non-floating outputs, input mutation, nondeterminism).  It also gives the
+(NaN inputs, non-numeric outputs, input mutation, nondeterminism); what the framework does not
+differentiate is left out as :mod:`.semantics` says.  It also gives the
 analytical products (VJP, JVP), the numerical estimates along a direction, the rounding bound of a
 comparison and the names of entries.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -15,6 +17,7 @@ from . import oracles
 from .backends import native_kind
 from .errors import MutatedInput, NondeterministicFunction
 from .result import entry_status
+from .semantics import View, ViewedBackend
 
 MODES = ("auto", "fast", "full")
 AD_JITTER_ULPS = 4.0
@@ -27,36 +30,58 @@ campaign's, for single ops): chains of library kernels lose a few hundred ulps (
 
 
 class Problem:
-    """Everything one check needs: the function, its point, its backend and the tolerance settings."""
+    """Everything one check needs: the function, its point, its backend and the tolerance settings.
 
-    def __init__(self, fn, inputs, backend, atol, rtol, seed, domains):
-        self.fn, self.backend = fn, backend
-        self.arrays = [backend.to_numpy(x) for x in inputs]
-        for i, array in enumerate(self.arrays):
-            if not np.all(np.isfinite(array)):
-                where = np.argwhere(~np.isfinite(array))[0].tolist()
-                raise ValueError(f"inputs[{i}] is not finite at {where} ({array[tuple(where)]}); derivatives "
-                                 "need finite inputs")
+    The problem is real: :attr:`view` maps the function's inputs and outputs onto it (complex values as
+    real pairs, infinite input entries held fixed, only the outputs the framework differentiates, finite
+    entries only), and :attr:`backend` evaluates and differentiates through it.  :attr:`nothing_to_check`
+    is the reason, when there is no entry to compare, and None otherwise.
+    """
+
+    def __init__(self, fn, inputs, backend, atol, rtol, seed, domains, strict=False):
+        self.fn, self.inner = fn, backend
+        self.notes = []
+        arrays, outputs = self._probe(inputs)
+        self.view = View(arrays, outputs, backend.differentiable_outputs(fn, arrays, outputs), backend.conjugate,
+                         strict)
+        self.notes += self.view.notes
+        self.backend = backend if self.view.identity else ViewedBackend(backend, self.view)
+        self.arrays = self.view.real_inputs(arrays)
+        self.first_outputs = self.view.real_outputs(outputs, selected=False)
         self.reference = [a.astype(np.float64) for a in self.arrays]
         self.shapes = [a.shape for a in self.arrays]
         self.sizes = [a.size for a in self.arrays]
         self.scales = [oracles.step_scale(a) for a in self.arrays]
         self.atol, self.rtol = atol, rtol
         self.rng = np.random.default_rng(seed)
-        self.domains = _domains_arg(domains, len(self.arrays))
-        self.notes = []
-        outputs = self._probe()
-        self.output_shapes = [y.shape for y in outputs]
-        self.output_sizes = [y.size for y in outputs]
-        if sum(self.sizes) == 0 or sum(self.output_sizes) == 0:
-            raise ValueError(f"inputs with shapes {self.shapes} and outputs with shapes {self.output_shapes}: "
-                             "there is no element to differentiate")
-        self.dtype = max((a.dtype for a in self.arrays + outputs), key=lambda d: np.finfo(d).eps)
-        self.base = self._reference_outputs(outputs)
+        self.domains = _domains_arg(domains, arrays)
+        self.output_shapes = [y.shape for y in self.first_outputs]
+        self.output_sizes = [y.size for y in self.first_outputs]
+        self.dtype = max((a.dtype for a in self.arrays + self.first_outputs), key=lambda d: np.finfo(d).eps)
+        self.evaluations = 2
+        self.nothing_to_check, self.nothing_verdict = self._nothing_to_check(arrays, outputs)
+        if self.nothing_to_check:
+            return
+        self.base = self._reference_outputs(self.first_outputs)
         self.output_scale = np.abs(self.base)
         self.noise = None
-        self.evaluations = 3
+        self.evaluations += 1
         self._jittered = None
+
+    def _nothing_to_check(self, arrays, outputs):
+        """(reason, verdict) when no entry is left to compare, else (None, None)."""
+        shapes = f"inputs of shapes {[a.shape for a in arrays]}, outputs of shapes {[y.shape for y in outputs]}"
+        if self.view.no_floating_output:
+            return (f"nothing to check: fn has no floating output (dtypes {[str(y.dtype) for y in outputs]}), so "
+                    "no derivative"), "pass"
+        if sum(self.sizes) == 0:
+            return f"nothing to check: no finite input entry to differentiate ({shapes})", "pass"
+        if sum(self.output_sizes) == 0:
+            if self.view.dropped:
+                return ("every entry of the checked outputs is NaN or infinite at the point: there is no "
+                        f"derivative to compare ({shapes})"), "inconclusive"
+            return f"nothing to check: the checked outputs are empty ({shapes})", "pass"
+        return None, None
 
     def measure_noise(self):
         """Measure the evaluation noise per output (once); later oracle lines account for it."""
@@ -84,11 +109,18 @@ class Problem:
             self.notes.append("the numerical oracle ran in the inputs' own dtype, not float64")
         return np.concatenate([np.ravel(y) for y in reference]).astype(np.float64)
 
-    def _probe(self):
-        """Evaluate twice at the point: validate the outputs, catch input mutation and nondeterminism."""
-        be = self.backend
-        natives = be.native_inputs(self.arrays)
-        with be.precision(self.arrays):
+    def _probe(self, inputs):
+        """(inputs, outputs) as numpy, from two calls at the point: validates them, catches input mutation and
+        nondeterminism."""
+        be = self.inner
+        arrays = [be.to_numpy(x) for x in inputs]
+        for i, array in enumerate(arrays):
+            if np.isnan(array).any():
+                where = np.argwhere(np.isnan(array))[0].tolist()
+                raise ValueError(f"inputs[{i}] is NaN at {where}; a NaN input has no derivative (infinite entries "
+                                 "are held fixed, NaN ones are refused)")
+        natives = be.native_inputs(arrays)
+        with be.precision(arrays):
             raw = be.call(self.fn, natives)
         raw_list = list(raw) if isinstance(raw, (tuple, list)) else [raw]
         if not raw_list:
@@ -100,31 +132,28 @@ class Problem:
                 raise TypeError(f"fn's output {i} is a {type(y).__name__}; expected a {be.name} tensor")
         outputs = [be.to_numpy(y) for y in raw_list]
         for i, y in enumerate(outputs):
-            if y.dtype.kind != "f":
-                raise TypeError(f"fn's output {i} has dtype {y.dtype}; only real floating outputs have gradients")
-        for i, (native, original) in enumerate(zip(natives, self.arrays)):
+            if y.dtype.kind not in "biufc":
+                raise TypeError(f"fn's output {i} has dtype {y.dtype}; expected a numeric tensor")
+            if y.dtype.kind == "c" and be.conjugate is None:
+                raise TypeError(f"fn's output {i} is complex ({y.dtype}): complex derivatives follow a library's "
+                                "convention; use torch or jax")
+        for i, (native, original) in enumerate(zip(natives, arrays)):
             if not np.array_equal(be.to_numpy(native), original, equal_nan=True):
                 raise MutatedInput(
                     f"fn wrote into its input {i} (shape {original.shape}); a function that mutates its inputs "
                     "has no well-defined derivative: copy the input before modifying it"
                 )
-        again = be.evaluate(self.fn, self.arrays)
-        for i, (first, second) in enumerate(zip(outputs, again)):
-            if not np.array_equal(first, second, equal_nan=True):
-                diff = np.nanmax(np.abs(first.astype(np.float64) - second.astype(np.float64)), initial=0.0)
-                # Multithreaded BLAS/LAPACK reductions change their order from call to call: a few ulps of the
-                # output's size is rounding, which the oracles' noise measurement absorbs; sampling is not.
-                size = np.nanmax(np.abs(first.astype(np.float64)), initial=0.0)
-                if diff <= AD_ROUNDING_ULPS * np.finfo(first.dtype).eps * size:
-                    self.notes.append(f"fn's output {i} differs between identical calls by {diff:.3g} (rounding of "
-                                      "a multithreaded kernel?); treated as evaluation noise")
-                    continue
-                raise NondeterministicFunction(
-                    f"fn returned different values for output {i} on two calls with identical inputs (largest "
-                    f"difference {diff:.3g}); finite differences of a random function are meaningless: fix "
-                    "its seed or remove the randomness (dropout, sampling) before checking"
-                )
-        return outputs
+        _same_values(outputs, be.evaluate(self.fn, arrays), "on its first two calls", self.notes)
+        return arrays, outputs
+
+    def confirm_deterministic(self, when):
+        """Re-evaluate fn at the point and compare with its first values there (see :func:`_same_values`).
+
+        A function that turns random after its first calls (a dropout enabled late, a counter) would
+        otherwise have its noise absorbed by the oracles' noise measurement, hiding real errors.
+        """
+        _same_values(self.first_outputs, self.evaluate(self.arrays), when, self.notes)
+        self.evaluations += 1
 
     def evaluate(self, arrays):
         return self.backend.evaluate(self.fn, arrays)
@@ -209,6 +238,7 @@ class Problem:
         failing = np.asarray(status) == "fail"
         if not failing.any():
             return bound
+        self.confirm_deterministic("after a failed comparison")
         bound = np.where(failing, bound + oracles.SAFETY * self.ad_spread(side, analytical), bound)
         status[failing] = entry_status(np.asarray(analytical)[failing], np.asarray(numerical)[failing], bound[failing])
         return bound
@@ -236,12 +266,13 @@ class Problem:
 
     # ----------------------------------------------------------------- naming
     def output_name(self, i):
-        """``"k[i, j]"``: element ``(i, j)`` of output ``k``."""
-        k, element = _name(i, self.output_sizes, self.output_shapes)
-        return f"{k}{element}"
+        """``"k[i, j]"``: element ``(i, j)`` of fn's output ``k`` (flat index ``i`` over the checked entries)."""
+        return self.view.output_element(*_locate(i, self.output_sizes))
 
     def input_name(self, j):
-        return _name(j, self.sizes, self.shapes)
+        """``(k, "[i, j]")``: input ``k``'s element ``(i, j)`` (flat index ``j`` over the free entries)."""
+        k, flat = _locate(j, self.sizes)
+        return k, self.view.input_element(k, flat)
 
     def unit(self, j):
         """The direction moving input element ``j`` (flat over all inputs) by its own scale."""
@@ -250,7 +281,7 @@ class Problem:
         return unflatten(flat, self.shapes)
 
 
-def validate_options(fn, mode, order, directions, atol, rtol):
+def validate_options(fn, mode, order, directions, atol, rtol, seed=0, domains=None, strict=False):
     """Raise TypeError / ValueError naming the first of check_grad's arguments that is not what it expects."""
     if not callable(fn):
         raise TypeError(f"fn: expected a callable, got {type(fn).__name__}")
@@ -261,16 +292,38 @@ def validate_options(fn, mode, order, directions, atol, rtol):
     if not isinstance(directions, int) or directions < 1:
         raise ValueError(f"directions: expected a positive integer, got {directions!r}")
     for argname, value in (("atol", atol), ("rtol", rtol)):
-        if value is not None and not (isinstance(value, (int, float)) and value >= 0):
-            raise ValueError(f"{argname}: expected a non-negative number, got {value!r}")
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{argname}: expected a finite non-negative number, got {value!r}")
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{argname}: expected a finite non-negative number, got {value!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed: expected a non-negative integer, got {seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+    if domains is not None:
+        if isinstance(domains, (str, bytes)) or not isinstance(domains, Sequence):
+            raise TypeError(f"domains: expected a sequence of gradverify.ops.Domain (or None), one per input; got "
+                            f"{domains!r}")
+        for k, domain in enumerate(domains):
+            if domain is not None and not callable(getattr(domain, "max_step", None)):
+                raise TypeError(f"domains[{k}]: expected a gradverify.ops.Domain or None, got {domain!r}")
+    if not isinstance(strict, bool):
+        raise TypeError(f"strict: expected True or False, got {strict!r}")
 
 
-def _domains_arg(domains, n):
+def _domains_arg(domains, arrays):
+    """One Domain or None per input; a Domain bounds real values, so complex inputs take None."""
     if domains is None:
-        return [None] * n
+        return [None] * len(arrays)
     domains = list(domains)
-    if len(domains) != n:
-        raise ValueError(f"domains: expected one Domain (or None) per input, {n} in all; got {len(domains)}")
+    if len(domains) != len(arrays):
+        raise ValueError(f"domains: expected one Domain (or None) per input, {len(arrays)} in all; got "
+                         f"{len(domains)}")
+    for k, (domain, array) in enumerate(zip(domains, arrays)):
+        if domain is not None and array.dtype.kind == "c":
+            raise ValueError(f"domains[{k}]: input {k} is complex; a Domain bounds real values, pass None")
     return domains
 
 
@@ -288,9 +341,32 @@ def unflatten(flat, shapes, dtypes=None):
     return pieces
 
 
-def _name(flat_index, sizes, shapes):
-    """``(tensor number, element index)`` of a flat index over several tensors."""
+def _locate(flat_index, sizes):
+    """``(tensor number, flat index within it)`` of a flat index over several tensors."""
     offsets = np.cumsum([0] + list(sizes))
     k = int(np.searchsorted(offsets, flat_index, side="right") - 1)
-    element = np.unravel_index(int(flat_index - offsets[k]), shapes[k])
-    return k, "[" + ", ".join(str(int(v)) for v in element) + "]"
+    return k, int(flat_index - offsets[k])
+
+
+def _same_values(first, again, when, notes):
+    """Raise NondeterministicFunction unless two evaluations at one point agree.
+
+    Multithreaded BLAS/LAPACK reductions change their order from call to call: a difference within a few
+    hundred ulps of the output's size is rounding, which the oracles' noise measurement absorbs (a note
+    says so); sampling is not.
+    """
+    for i, (a, b) in enumerate(zip(first, again)):
+        if np.array_equal(a, b, equal_nan=True):
+            continue
+        diff = float(np.nanmax(np.abs(a.astype(np.complex128) - b.astype(np.complex128)), initial=0.0))
+        size = float(np.nanmax(np.abs(a.astype(np.complex128)), initial=0.0))
+        eps = np.finfo(a.dtype).eps if a.dtype.kind in "fc" else 0.0
+        if diff <= AD_ROUNDING_ULPS * eps * size:
+            notes.append(f"fn's output {i} differs between identical calls {when} by {diff:.3g} (rounding of a "
+                         "multithreaded kernel?); treated as evaluation noise")
+            continue
+        raise NondeterministicFunction(
+            f"fn returned different values for output {i} on calls with identical inputs {when} (largest "
+            f"difference {diff:.3g}); finite differences of a random function are meaningless: fix its seed or "
+            "remove the randomness (dropout, sampling) before checking"
+        )
