@@ -525,7 +525,7 @@ def _api(draw, pool, ops=None):
             values = pool + [zeroed[1]]
             a = len(values) - 1
         dim = draw(st.sampled_from([None, _dim_choice(draw, len(value.shape))]))
-        attrs = (("dim", dim),) if dim is None else (("dim", dim), ("keepdim", draw(st.booleans())))
+        attrs = () if dim is None else (("dim", dim), ("keepdim", draw(st.booleans())))  # (torch takes no dim=None)
         built = _try_api("prod", values, (a,), attrs)
         return None if built is None else steps + [built]
 

@@ -152,13 +152,18 @@ class ArraySurface:
 
     @_arrays
     def logsumexp(self, x, dim, keepdim=False):
-        return self._log(self.xp.sum(self._exp(x), axis=dim, keepdims=keepdim))
+        # Shifted by the largest entry: exp alone overflows float32 beyond 88.7 (JAX runs the graph's dtype).
+        shift = self.xp.max(self._real(x), axis=dim, keepdims=True)
+        out = self._log(self.xp.sum(self._exp(x - shift), axis=dim, keepdims=True)) + shift
+        return out if keepdim else self.xp.squeeze(out, axis=dim)
+
+    def _softplus(self, z):
+        """log(1 + exp(z)) without overflow: max(z, 0) + log1p(exp(-|z|))."""
+        return self.xp.where(self._real(z) > 0, z, 0 * z) + self._log1p(self._exp(-self._abs(z)))
 
     @_arrays
     def softplus(self, x, beta=1.0, threshold=20.0):
-        with np.errstate(over="ignore"):
-            smooth = self._log1p(self._exp(beta * x)) / beta
-        return self.xp.where(self._real(x) * beta > threshold, x, smooth)
+        return self.xp.where(self._real(x) * beta > threshold, x, self._softplus(beta * x) / beta)
 
     @_arrays
     def layer_norm(self, x, normalized_shape, weight=None, bias=None, eps=1e-5):
@@ -179,8 +184,7 @@ class ArraySurface:
     @_arrays
     def binary_cross_entropy_with_logits(self, input, target, reduction="mean", pos_weight=None):
         weight = 1 if pos_weight is None else 1 + (pos_weight - 1) * target
-        with np.errstate(over="ignore"):
-            losses = (1 - target) * input + weight * self._log1p(self._exp(-input))
+        losses = (1 - target) * input + weight * self._softplus(-input)
         return self._reduce(losses, reduction)
 
     @_arrays
