@@ -1,4 +1,7 @@
 """Pluggable fuzz targets: PyTorch, JAX and HIPS autograd under test through the adapter interface."""
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -87,8 +90,6 @@ def test_fuzz_command_puts_torch_under_test(tmp_path, capsys):
     path = tmp_path / "fuzz.json"
     code = main(["fuzz", "--graphs", "3", "--seed", "2", "--max-nodes", "3", "--workers", "1", "--target", "torch",
                  "--json", str(path)])
-    import json
-
     report = json.loads(path.read_text())
     assert report["target"] == "torch" and report["graphs"] == 3
     assert "torch" not in report["oracles"] and "engine" in report["oracles"]
@@ -108,3 +109,19 @@ def test_hips_autograd_adapter_runs_a_campaign_and_finds_its_known_gaps():
     assert any("[structure]" in f and "dtype float64; the output has" in f for f in findings)
     failing = {f.graph_index for f in result.failures if f.graph_index is not None}
     assert len(failing) < result.graphs // 2  # the rest of autograd agrees with every oracle
+
+
+def test_the_readme_adapter_example_puts_its_engine_under_test():
+    pytest.importorskip("autograd")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Any engine under test"):]
+    source = section[section.index("```python\n") + len("```python\n"):]
+    namespace = {}
+    exec(source[:source.index("```")], namespace)  # noqa: S102  (the README's own example)
+    adapter = namespace["TinyAutogradAdapter"]()
+    x = np.array([[0.3, -0.8], [1.1, 0.2]])
+    nodes = (OpNode("sin", (0,)), OpNode("mul", (1, 0)), OpNode("sum", (2,), (("axis", 1),)))
+    graph = Graph((x.shape,), "float64", nodes)
+    outcome = check_case(graph.compile(), [x], np.array([0.5, -1.5]), [np.array([[1.0, 0.5], [-0.2, 0.7]])],
+                         depth=3, references=("engine", "torch"), target=adapter)
+    assert outcome.target == "tiny-autograd" and outcome.engine_failures == []
