@@ -624,7 +624,7 @@ def check_case(graph_fn, inputs, cotangent, tangents, depth, precision=None,
         ref_off = off[library]
         ref_wrong = _against_truth(judge, ref, truth, floor=graph_rounding)
         for quantity in QUANTITIES:
-            if getattr(ref, quantity) is None:
+            if getattr(ref, quantity) is None or getattr(engine, quantity) is None:
                 continue
             comparison = judge.quantity(quantity, getattr(engine, quantity), getattr(ref, quantity))
             if comparison is None:
@@ -712,6 +712,8 @@ def _judge_engine(outcome, judge, engine, truth, references, off, estimates, gra
 
 def _relative_miss(quantity, derivatives, truth, tangents) -> float:
     """The largest relative error of ``derivatives``' ``quantity`` against the ground truth (over its entries)."""
+    if quantity == "hvp" and derivatives.hvp is None:  # a target without second order
+        return 0.0
     if quantity == "hvp":
         pairs = [(_projection(derivatives.hvp, tangents)[0], truth.uhu)]
     elif quantity == "vjp":
