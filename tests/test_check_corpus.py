@@ -136,10 +136,14 @@ def test_inverse_of_a_nearly_singular_matrix_passes_and_a_wrong_backward_fails(s
 def test_an_unresolvable_derivative_is_inconclusive_not_failed(seed, condition, mode):
     # Beyond condition 1e10 even steps of 2^-42 of the entries do not settle for some of them; at 1e13
     # the estimates still grow 256-fold per step 16 times smaller, as near a pole (a false failure before).
+    # Whether the smallest steps settle an entry at 1e11 or 1e12 depends on the rounding of the LAPACK
+    # kernel the CPU runs (AVX-512, AVX2 or MKL's compatible path): there the derivative may be resolved
+    # (pass) or not (inconclusive), never failed.
     matrix = tensor(ill_conditioned(5, condition, np.random.default_rng(seed)))
     result = check_grad(torch.linalg.inv, matrix, mode=mode)
-    assert result.verdict == "inconclusive", str(result)
-    assert "cannot be resolved by finite differences" in result.reason
+    assert result.verdict in (("inconclusive",) if condition >= 1e13 else ("pass", "inconclusive")), str(result)
+    if result.verdict == "inconclusive":
+        assert "cannot be resolved by finite differences" in result.reason
 
 
 def test_torchs_softmax_backward_at_saturated_logits_is_flagged():

@@ -27,7 +27,10 @@ import contextlib
 import sys
 
 import numpy as np
+from ml_dtypes import bfloat16
 
+BFLOAT16 = np.dtype(bfloat16)
+"""numpy's bfloat16 (from ml_dtypes, as JAX uses): bfloat16 tensors of any library move through numpy in it."""
 BACKEND_NAMES = ("engine", "torch", "jax", "numpy")
 VMAP_MIN_BATCH = 32
 """Smaller batches are evaluated point by point: vmap's tracing overhead exceeds what it saves."""
@@ -37,18 +40,24 @@ def _as_list(outputs):
     return list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
 
 
+def is_real_floating_dtype(dtype) -> bool:
+    """True for numpy's float16/32/64 and bfloat16."""
+    dtype = np.dtype(dtype)
+    return dtype.kind == "f" or dtype == BFLOAT16
+
+
 def _dtype_kind(x, kind) -> str:
-    """numpy's kind letter of a native tensor's dtype ("f" floating, "c" complex ...)."""
+    """numpy's kind letter of a native tensor's dtype ("f" floating, bfloat16 included; "c" complex ...)."""
     if kind == "torch":
         return "f" if x.is_floating_point() else "c" if x.is_complex() else "i"
-    return np.dtype(x.dtype).kind
+    return "f" if is_real_floating_dtype(x.dtype) else np.dtype(x.dtype).kind
 
 
 class Backend:
     """Values and derivatives of a function of native tensors, in numpy.
 
     Subclasses implement :meth:`_to_native`, :meth:`to_numpy`, :meth:`call`,
-    :meth:`vjp` and, where the library has forward mode, :meth:`jvp`; where
+    :meth:`pullback` and, where the library has forward mode, :meth:`jvp`; where
     it has vmap, :meth:`_vmapped` (then :meth:`evaluate_batch` evaluates many
     points in one call).  ``has_jvp`` says whether :meth:`jvp` is available
     at all (a function may still refuse forward mode, e.g. a custom
@@ -128,6 +137,19 @@ class Backend:
 
     def vjp(self, fn, arrays, cotangents):
         """``(outputs, grads)``: fn's outputs and the cotangents' pullback, one gradient per input."""
+        outputs, pull = self.pullback(fn, arrays)
+        return outputs, pull(cotangents, False)
+
+    def vjp_twice(self, fn, arrays, cotangents):
+        """``(outputs, grads, again)``: as :meth:`vjp`, with the graph kept so that ``again()`` runs a second
+        backward pass through it with the same cotangents (a correct backward gives the same gradients)."""
+        outputs, pull = self.pullback(fn, arrays)
+        grads = pull(cotangents, True)
+        return outputs, grads, lambda: pull(cotangents, False)
+
+    def pullback(self, fn, arrays):
+        """``(outputs, pull)``: fn's outputs at ``arrays`` and ``pull(cotangents, retain)``, the gradients (one
+        per input) of a backward pass through the graph recorded once, kept for another pass when ``retain``."""
         raise NotImplementedError
 
     def jvp(self, fn, arrays, tangents):
@@ -140,7 +162,7 @@ class Backend:
         Floating and complex outputs by default; libraries that track which
         outputs have a gradient (torch's requires_grad) say so themselves.
         """
-        return [y.dtype.kind in "fc" for y in outputs]
+        return [y.dtype.kind in "fc" or is_real_floating_dtype(y.dtype) for y in outputs]
 
     def derivative_function(self, fn, cotangents):
         """A native function ``x -> J(x)^T cotangents`` that the backend can differentiate again.
@@ -190,20 +212,23 @@ class EngineBackend(Backend):
         with ge.enable_grad():
             return [bool(y.requires_grad) for y in _as_list(fn(*leaves))]
 
-    def vjp(self, fn, arrays, cotangents):
+    def pullback(self, fn, arrays):
         ge = self.ge
         leaves = [ge.Tensor(np.array(a, copy=True), requires_grad=True) for a in arrays]
         with ge.enable_grad():
             outputs = _as_list(fn(*leaves))
-        used = [(y, c) for y, c in zip(outputs, cotangents) if y.requires_grad]
-        grads = [None] * len(leaves)
-        if used:
-            grads = ge.autograd.grad(
-                [y for y, _ in used], leaves, [ge.Tensor(np.asarray(c, dtype=y.dtype)) for y, c in used],
-                allow_unused=True,
-            )
-        grads = [None if g is None else self.to_numpy(g) for g in grads]
-        return [self.to_numpy(y) for y in outputs], _fill_missing(grads, arrays)
+
+        def pull(cotangents, retain):
+            used = [(y, c) for y, c in zip(outputs, cotangents) if y.requires_grad]
+            grads = [None] * len(leaves)
+            if used:
+                grads = ge.autograd.grad(
+                    [y for y, _ in used], leaves, [ge.Tensor(np.asarray(c, dtype=y.dtype)) for y, c in used],
+                    retain_graph=retain, allow_unused=True,
+                )
+            return _fill_missing([None if g is None else self.to_numpy(g) for g in grads], arrays)
+
+        return [self.to_numpy(y) for y in outputs], pull
 
     def jvp(self, fn, arrays, tangents):
         ge = self.ge
@@ -252,14 +277,26 @@ class TorchBackend(Backend):
     has_jvp = True
     conjugate = True
 
-    def __init__(self):
+    def __init__(self, device="cpu"):
         self.torch = import_torch()
+        self.device = self.torch.device(device)
+        self.device_dtypes = set()
+        """numpy dtypes whose tensors go to ``device`` (the inputs' own); others stay on the CPU."""
 
     def to_numpy(self, x):
-        return x.detach().cpu().resolve_conj().resolve_neg().numpy(force=True).copy()
+        x = x.detach().cpu().resolve_conj().resolve_neg()
+        if x.dtype == self.torch.bfloat16:
+            return x.float().numpy().astype(BFLOAT16)
+        return x.numpy(force=True).copy()
 
     def _to_native(self, array):
-        return self.torch.from_numpy(np.ascontiguousarray(array).reshape(np.shape(array)))
+        """A tensor on the inputs' device in their dtypes; on the CPU otherwise (the float64 reference)."""
+        array = np.ascontiguousarray(array).reshape(np.shape(array))
+        if array.dtype == BFLOAT16:
+            native = self.torch.from_numpy(array.astype(np.float32)).to(self.torch.bfloat16)
+        else:
+            native = self.torch.from_numpy(array)
+        return native.to(self.device) if array.dtype in self.device_dtypes else native
 
     _vmap_ok = None
 
@@ -283,20 +320,24 @@ class TorchBackend(Backend):
             results = _as_list(fn(*[t.requires_grad_() for t in self.native_inputs(arrays)]))
         return [bool(y.requires_grad) and (y.is_floating_point() or y.is_complex()) for y in results]
 
-    def vjp(self, fn, arrays, cotangents):
+    def pullback(self, fn, arrays):
         torch = self.torch
         leaves = [t.requires_grad_() for t in self.native_inputs(arrays)]
         with torch.enable_grad():
             outputs = _as_list(fn(*leaves))
-        used = [(y, c) for y, c in zip(outputs, cotangents) if y.requires_grad]
-        grads = [None] * len(leaves)
-        if used:
-            grads = torch.autograd.grad(
-                [y for y, _ in used], leaves, [self._to_native(np.asarray(c)).to(y.dtype) for y, c in used],
-                allow_unused=True,
-            )
-        grads = [None if g is None else self.to_numpy(g) for g in grads]
-        return [self.to_numpy(y) for y in outputs], _fill_missing(grads, arrays)
+
+        def pull(cotangents, retain):
+            used = [(y, c) for y, c in zip(outputs, cotangents) if y.requires_grad]
+            grads = [None] * len(leaves)
+            if used:
+                grads = torch.autograd.grad(
+                    [y for y, _ in used], leaves,
+                    [self._to_native(np.asarray(c)).to(y.device, y.dtype) for y, c in used],
+                    retain_graph=retain, allow_unused=True,
+                )
+            return _fill_missing([None if g is None else self.to_numpy(g) for g in grads], arrays)
+
+        return [self.to_numpy(y) for y in outputs], pull
 
     def jvp(self, fn, arrays, tangents):
         import torch.autograd.forward_ad as fwAD
@@ -325,7 +366,7 @@ class TorchBackend(Backend):
             with torch.enable_grad():
                 leaves = [x if x.requires_grad else x.clone().requires_grad_() for x in xs]
                 outputs = _as_list(fn(*leaves))
-                used = [(y, c.to(y.dtype)) for y, c in zip(outputs, fixed) if y.requires_grad]
+                used = [(y, c.to(y.device, y.dtype)) for y, c in zip(outputs, fixed) if y.requires_grad]
                 grads = torch.autograd.grad(
                     [y for y, _ in used], leaves, [c for _, c in used], create_graph=True, allow_unused=True
                 )
@@ -367,16 +408,18 @@ class JaxBackend(Backend):
         wide = any(np.asarray(a).dtype in (np.float64, np.complex128) for a in arrays)
         return self.jax.enable_x64(True) if wide else contextlib.nullcontext()
 
-    def vjp(self, fn, arrays, cotangents):
-        jax = self.jax
+    def pullback(self, fn, arrays):
         with self.precision(arrays):
-            natives = self.native_inputs(arrays)
-            outputs, pullback = jax.vjp(fn, *natives)
-            is_tuple = isinstance(outputs, (tuple, list))
-            outs = _as_list(outputs)
-            cots = [self.jnp.asarray(np.asarray(c), dtype=y.dtype) for c, y in zip(cotangents, outs)]
-            grads = pullback(type(outputs)(cots) if is_tuple else cots[0])
-            return [self.to_numpy(y) for y in outs], [self.to_numpy(g) for g in grads]
+            outputs, pullback = self.jax.vjp(fn, *self.native_inputs(arrays))
+        outs = _as_list(outputs)
+
+        def pull(cotangents, retain):
+            with self.precision(arrays):
+                cots = [self.jnp.asarray(np.asarray(c), dtype=y.dtype) for c, y in zip(cotangents, outs)]
+                grads = pullback(type(outputs)(cots) if isinstance(outputs, (tuple, list)) else cots[0])
+                return [self.to_numpy(g) for g in grads]
+
+        return [self.to_numpy(y) for y in outs], pull
 
     def jvp(self, fn, arrays, tangents):
         with self.precision(arrays):
@@ -441,19 +484,23 @@ class NumpyBackend(Backend):
         outputs = fn(*natives)
         return [np.asarray(y) for y in outputs] if isinstance(outputs, (tuple, list)) else np.asarray(outputs)
 
-    def vjp(self, fn, arrays, cotangents):
+    def pullback(self, fn, arrays):
         outputs = self.evaluate(fn, arrays)
-        inputs = self.native_inputs(arrays)
         shapes = [a.shape for a in arrays]
-        if self.vjp_fn is not None:
-            return outputs, _user_arrays(self.vjp_fn(list(cotangents), *inputs), shapes, "vjp_fn", "input")
-        if len(outputs) != 1 or outputs[0].size != 1:
-            raise ValueError(
-                f"grad_fn needs a function with one scalar output; this one returns shapes "
-                f"{[y.shape for y in outputs]}: pass vjp_fn instead"
-            )
-        scale = np.asarray(cotangents[0]).reshape(())
-        return outputs, [scale * g for g in _user_arrays(self.grad_fn(*inputs), shapes, "grad_fn", "input")]
+
+        def pull(cotangents, retain):
+            inputs = self.native_inputs(arrays)
+            if self.vjp_fn is not None:
+                return _user_arrays(self.vjp_fn(list(cotangents), *inputs), shapes, "vjp_fn", "input")
+            if len(outputs) != 1 or outputs[0].size != 1:
+                raise ValueError(
+                    f"grad_fn needs a function with one scalar output; this one returns shapes "
+                    f"{[y.shape for y in outputs]}: pass vjp_fn instead"
+                )
+            scale = np.asarray(cotangents[0]).reshape(())
+            return [scale * g for g in _user_arrays(self.grad_fn(*inputs), shapes, "grad_fn", "input")]
+
+        return outputs, pull
 
     def jvp(self, fn, arrays, tangents):
         if self.jvp_fn is None:
@@ -539,4 +586,12 @@ def backend_for(inputs, backend="auto", grad_fn=None, vjp_fn=None, jvp_fn=None) 
         return NumpyBackend(grad_fn=grad_fn, vjp_fn=vjp_fn, jvp_fn=jvp_fn)
     if grad_fn is not None or vjp_fn is not None:
         raise TypeError(f"grad_fn/vjp_fn are for numpy functions; {kind} functions are differentiated by {kind}")
-    return {"engine": EngineBackend, "torch": TorchBackend, "jax": JaxBackend}[kind]()
+    if kind == "torch":
+        devices = {str(x.device) for x in inputs}
+        if len(devices) > 1:
+            raise TypeError(f"all inputs must be on one device; got {', '.join(sorted(devices))}")
+        # Computations in the inputs' dtypes run on their device; the float64 reference runs on the CPU.
+        backend = TorchBackend(inputs[0].device)
+        backend.device_dtypes = {backend.to_numpy(x.detach().reshape(-1)[:0]).dtype for x in inputs}
+        return backend
+    return {"engine": EngineBackend, "jax": JaxBackend}[kind]()

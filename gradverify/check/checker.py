@@ -4,7 +4,10 @@ What is checked
 ---------------
 reverse mode
     VJPs with random cotangents whose entries are ``±[0.5, 1.5]`` (never 1,
-    so a backward that ignores its incoming gradient fails).
+    so a backward that ignores its incoming gradient fails); one of them
+    is run twice through the same retained graph, as torch's gradcheck
+    does, so a backward that mutates what it saved or keeps state on ctx
+    between calls fails.
 forward mode
     JVPs along random ±1 directions, where the backend has forward mode.
 consistency
@@ -32,9 +35,13 @@ Modes
 
 Each comparison is judged against :func:`oracles.gradient_bound`: the
 oracle's own error estimate plus a rounding allowance for the dtype the
-analytical derivative was computed in, scaled by the size of the terms
-(largest Jacobian entry of the block, the output's size, the curvature); a
-float32 function is differentiated numerically in float64.  The oracle's
+analytical derivative was computed in (256 ulps; 8 for float16 and
+bfloat16), scaled by the size of the terms (each Jacobian entry's own size,
+the output's size, the curvature), widened where an entry fails by the
+measured rounding of its AD value; a float32, float16 or bfloat16 function
+is differentiated numerically in float64 (on the CPU for tensors on another
+device).  With ``reference=`` the allowance is twice the reference
+implementation's own error instead.  The oracle's
 error includes the function's measured evaluation noise.  Where a
 comparison fails, the oracle is first refined over other steps (its error
 widened by any disagreement between steps); if it still fails and the one-sided derivatives
@@ -59,7 +66,8 @@ FULL_BUDGET = 6000
 
 
 def check_grad(fn, *inputs, mode="auto", order=1, backend="auto", atol=None, rtol=None, seed=0, grad_fn=None,
-               vjp_fn=None, jvp_fn=None, domains=None, directions=FAST_DIRECTIONS, check_forward=True, strict=False):
+               vjp_fn=None, jvp_fn=None, domains=None, directions=FAST_DIRECTIONS, check_forward=True, strict=False,
+               reference=None):
     """Check the derivatives of ``fn`` at ``inputs`` against error-bounded numerical oracles.
 
     Parameters
@@ -95,6 +103,15 @@ def check_grad(fn, *inputs, mode="auto", order=1, backend="auto", atol=None, rto
     strict:
         also check the floating outputs the library does not differentiate
         (torch's requires_grad=False ones), against a zero derivative.
+    reference:
+        optionally, another implementation of the same function (same
+        library and inputs), e.g. the plain-PyTorch one of a fused kernel.
+        Then the reverse-mode comparisons (the Jacobian in "full" mode, the
+        projections in "fast" mode) pass where ``fn``'s error is at most
+        ``REFERENCE_FACTOR`` (2) times the reference's own error in the same
+        dtype, as flash-attention's tests judge kernels, instead of a fixed
+        number of ulps.  float16 and bfloat16 functions are always judged
+        against the function evaluated in float64 on the CPU.
 
     Returns a :class:`CheckResult`.  Raises TypeError / ValueError naming the
     argument for bad arguments (non-float or NaN inputs, mixed libraries,
@@ -105,7 +122,9 @@ def check_grad(fn, *inputs, mode="auto", order=1, backend="auto", atol=None, rto
     """
     validate_options(fn, mode, order, directions, atol, rtol, seed, domains, strict)
     be = backend_for(inputs, backend, grad_fn=grad_fn, vjp_fn=vjp_fn, jvp_fn=jvp_fn)
-    problem = Problem(fn, inputs, be, atol, rtol, seed, domains, strict)
+    if reference is not None and not callable(reference):
+        raise TypeError(f"reference: expected a callable, got {type(reference).__name__}")
+    problem = Problem(fn, inputs, be, atol, rtol, seed, domains, strict, reference)
     if problem.nothing_to_check:
         return CheckResult(problem.nothing_verdict, problem.nothing_to_check, [], mode, order, be.name,
                            str(problem.dtype), problem.evaluations, [], list(problem.notes))

@@ -7,7 +7,11 @@ import math
 import numpy as np
 
 from . import oracles
-from .result import constant_names, entry_status
+from .result import REPEATED_BACKWARD, constant_names, entry_status
+
+REENTRANCY_CHECK = f"reentrant backward {REPEATED_BACKWARD}"
+NOT_REENTRANT = ("the backward is not reentrant: it mutates what it saved (an in-place op on a saved tensor) or "
+                 "keeps state on ctx between calls")
 
 REFINE_LADDER = (1 / 16, 16.0, 1 / 256, 1 / 4096)
 """Step multipliers tried when a first comparison fails, before judging."""
@@ -32,6 +36,28 @@ central difference is -1/(d^2 - h^2) ~ 1/h^2: 256 times larger for each step 16 
 inverse at condition 1e13).  Rounding noise grows 16 times per step, with random signs."""
 ONE_SIDED_LADDER = (1.0, 1 / 256)
 """Step multipliers of the one-sided derivatives that decide whether a failure sits on a kink."""
+
+
+def reentrant_gradient(problem, rows, cotangent):
+    """J^T c at the point, after running a second backward through the same graph and comparing (as torch's
+    gradcheck does): a backward whose second pass differs, or raises, fails the check with a note saying so."""
+    first, again = problem.vjp_twice(cotangent)
+    try:
+        second = again()
+        note = f"a second backward through the same graph gives other gradients: {NOT_REENTRANT}"
+    except Exception as error:  # noqa: BLE001  (whatever the second pass raises is the finding)
+        second = np.full(first.shape, np.nan)
+        note = (f"a second backward through the same graph raised {type(error).__name__}: {error}; "
+                f"{NOT_REENTRANT}")
+    # Reductions may run in another order on a second pass: rounding of the block's size is no finding.
+    bound = problem.bound(second, 0.0, block_max(np.abs(first)[None, :], problem.sizes)[0])
+    with np.errstate(invalid="ignore"):
+        same = (np.abs(first - second) <= bound) | (first == second) | (np.isnan(first) & np.isnan(second))
+    status = np.where(same, "pass", "fail").astype(object)
+    rows.add(REENTRANCY_CHECK, first, second, bound, status,
+             lambda indices: [("<c, f>",) + problem.input_name(j) for j in indices],
+             np.where(same, "", note).astype(object))
+    return first
 
 
 def _one_sided(problem, direction, weights, deep=False):

@@ -7,8 +7,8 @@ import math
 import numpy as np
 
 from . import oracles
-from .compare import (REFINE_LADDER, DEEP_LADDER, block_max, follow_shrinking_steps, forward_and_consistency,
-                      judge_kinks, jvp_or_none)
+from .compare import (DEEP_LADDER, REFINE_LADDER, block_max, follow_shrinking_steps, forward_and_consistency,
+                      judge_kinks, jvp_or_none, reentrant_gradient)
 from .problem import flatten, unflatten
 from .result import constant_names, entry_status
 
@@ -22,7 +22,7 @@ def fast_check(problem, rows, check_forward, directions):
     for k in range(directions):
         direction = unflatten(problem.random_signs() * flatten(problem.scales), problem.shapes)
         cotangent = problem.random_cotangent()
-        gradient = problem.vjp(cotangent)
+        gradient = reentrant_gradient(problem, rows, cotangent) if k == 0 else problem.vjp(cotangent)
         estimate = problem.estimate(direction, oracles.RICHARDSON_STEP, 3)
         tangent_out = jvp_or_none(problem, flatten(estimate.direction)) if forward_available else None
         forward_available = tangent_out is not None
@@ -32,7 +32,8 @@ def fast_check(problem, rows, check_forward, directions):
             problem.measure_noise()
             estimate, tangent_out, projection_error, forward_error = _refined_projection(
                 problem, direction, cotangent, gradient, forward_available)
-        analytical, numerical, bound = _projection(problem, estimate, cotangent, gradient, projection_error)
+        analytical, numerical, bound = _projection(problem, estimate, cotangent, gradient, projection_error,
+                                                   problem.reference_vjp(cotangent))
         status = entry_status([analytical], [numerical], [bound])
         notes = np.array([""], dtype=object)
         deeper = None
@@ -103,17 +104,19 @@ def _fast_comparisons_fail(problem, estimate, cotangent, gradient, tangent_out):
     return bool(np.any(entry_status(tangent_out, estimate.value, bound) != "pass"))
 
 
-def _projection(problem, estimate, cotangent, gradient, error=None):
+def _projection(problem, estimate, cotangent, gradient, error=None, reference_gradient=None):
     """(analytical <J^T c, v>, numerical <c, J v>, bound) for the estimate's effective direction v.
 
-    ``error`` overrides the oracle error of the projection (default: from the estimate).
+    ``error`` overrides the oracle error of the projection (default: from the estimate); with
+    ``reference_gradient`` (the reference implementation's J^T c) the allowance is relative to its error.
     """
     effective = flatten(estimate.direction)
     terms = gradient * effective
     numerical = float(cotangent @ estimate.value)
     magnitude = np.sum(np.abs(terms)) + np.abs(cotangent) @ (problem.output_scale + estimate.curvature)
     error = np.abs(cotangent) @ estimate.error if error is None else error
-    bound = float(problem.bound(numerical, error, magnitude))
+    reference_error = None if reference_gradient is None else abs(float(reference_gradient @ effective) - numerical)
+    bound = float(problem.bound(numerical, error, magnitude, reference_error))
     return float(np.sum(terms)), numerical, bound
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import oracles
-from .compare import (DEEP_LADDER, REFINE_LADDER, follow_shrinking_steps, block_max, forward_and_consistency,
-                      judge_kinks)
+from .compare import (DEEP_LADDER, REFINE_LADDER, block_max, follow_shrinking_steps, forward_and_consistency,
+                      judge_kinks, reentrant_gradient)
 from .problem import flatten
 from .result import entry_status
 
@@ -35,6 +35,18 @@ def full_check(problem, rows, check_forward, directions):
         cotangent[i] = scale[i]
         analytical[i] = problem.vjp(cotangent) / scale[i]
 
+    reference = None
+    if problem.reference_fn is not None:
+        reference = np.empty((n_out, n_in))
+        for i in range(n_out):
+            cotangent = np.zeros(n_out)
+            cotangent[i] = scale[i]
+            reference[i] = problem.reference_vjp(cotangent) / scale[i]
+
+    def reference_error():
+        """The reference implementation's error, the largest of each input's block (as flash-attention's tests)."""
+        return None if reference is None else block_max(np.abs(reference - numerical), problem.sizes)
+
     def column_estimates(j, ladder):
         """(values, errors, curvatures) of column j at each step of ``ladder`` that stays in the domain."""
         estimates = problem.estimates(problem.unit(j), oracles.RICHARDSON_STEP, 3, ladder=ladder)
@@ -54,7 +66,9 @@ def full_check(problem, rows, check_forward, directions):
     def rounding_magnitude():
         """(output per input, magnitude): the AD rounding allowance's scales (see below)."""
         output_per_input = np.outer(problem.output_scale, 1.0 / scales) + curvature * scales
-        return output_per_input, block_max(np.abs(numerical), problem.sizes) + output_per_input
+        own = np.abs(numerical)
+        residue = ~(own > oracles.SAFETY * error)
+        return output_per_input, np.where(residue, block_max(own, problem.sizes), own) + output_per_input
 
     for j in np.flatnonzero(~np.all(np.isfinite(numerical), axis=0) & np.all(np.isfinite(problem.base))):
         refine(j, (1.0,))
@@ -64,14 +78,17 @@ def full_check(problem, rows, check_forward, directions):
     for j in np.flatnonzero(wide > 1.0):
         refine(j, (1.0, wide[j]))
 
-    # Rounding allowance: the largest entry of the input's block; the output's size per unit of input
-    # (below the oracle's own noise, so it costs no power; it keeps subnormal or cancelling entries
-    # fair); and the curvature times the input's size (ill-conditioned functions).
+    # Rounding allowance: the entry's own size (the largest of its input's block where the oracle cannot
+    # tell the entry from zero: AD leaves rounding residue of the block's terms there, as in the lower
+    # triangle of QR's R); the output's size per unit of input (below the oracle's own noise, so it costs
+    # no power; it keeps subnormal or cancelling entries fair); and the curvature times the input's size
+    # (ill-conditioned functions).  Where an entry still fails, the measured rounding of its AD value
+    # widens it (Problem.widen_failures): the rounding of the terms that make it, not of other entries.
     output_per_input, magnitude = rounding_magnitude()
-    status = entry_status(analytical, numerical, problem.bound(numerical, error, magnitude))
+    status = entry_status(analytical, numerical, problem.bound(numerical, error, magnitude, reference_error()))
     for j in np.unique(np.nonzero(status == "fail")[1]):
         refine(j, (1.0,) + REFINE_LADDER + ((wide[j],) if wide[j] > 1.0 else ()))
-    bound = problem.bound(numerical, error, magnitude)
+    bound = problem.bound(numerical, error, magnitude, reference_error())
     status = entry_status(analytical, numerical, bound)
     notes = np.full(status.shape, "", dtype=object)
     deepened = np.zeros(status.shape[1], dtype=bool)
@@ -79,7 +96,7 @@ def full_check(problem, rows, check_forward, directions):
         deepened[j] = follow_shrinking_steps(column_estimates(j, DEEP_LADDER), status[:, j], notes[:, j],
                                               numerical[:, j], error[:, j], curvature[:, j])
     output_per_input, magnitude = rounding_magnitude()
-    bound = problem.bound(numerical, error, magnitude)
+    bound = problem.bound(numerical, error, magnitude, reference_error())
     status = np.where(status == "unresolved", status, entry_status(analytical, numerical, bound))
     reported = numerical.copy()
     for j in np.unique(np.nonzero(status == "fail")[1])[:KINK_COLUMNS]:
@@ -111,7 +128,7 @@ def full_check(problem, rows, check_forward, directions):
              jacobian_names, notes.ravel())
 
     cotangent = problem.random_cotangent()
-    dense = problem.vjp(cotangent)
+    dense = reentrant_gradient(problem, rows, cotangent)
     reverse = cotangent @ numerical
     bound = problem.bound(reverse, np.abs(cotangent) @ error,
                           np.abs(cotangent) @ (np.abs(numerical) + output_per_input))

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import oracles
-from .backends import native_kind
+from .backends import is_real_floating_dtype, native_kind
 from .errors import MutatedInput, NondeterministicFunction
 from .result import entry_status
 from .semantics import View, ViewedBackend
@@ -27,6 +27,24 @@ AD_ROUNDING_ULPS = 256
 """The checker's rounding allowance for an AD result, in ulps of its dtype (oracles.ULPS is the fuzz
 campaign's, for single ops): chains of library kernels lose a few hundred ulps (logcumsumexp's JVP,
 ~1e-13 in float64), still far below the 1e-8 errors the checker must catch."""
+LOW_PRECISION_ULPS = 8
+"""The same allowance for 16-bit dtypes (float16, bfloat16), judged against the function in float64: their
+kernels compute in float32 and round each op's result once, so a correct chain loses a few ulps, while 256
+ulps (25% in float16) would hide any error."""
+
+REFERENCE_FACTOR = 2.0
+"""With a reference implementation, a kernel passes where its error is at most this many times the reference's
+own error in the same dtype (flash-attention's tests use 2)."""
+
+
+def rounding_ulps(dtype) -> float:
+    """The rounding allowance of an AD result computed in ``dtype``, in its ulps."""
+    return LOW_PRECISION_ULPS if np.dtype(dtype).itemsize <= 2 else AD_ROUNDING_ULPS
+
+
+def ulp(dtype) -> float:
+    """The machine epsilon of ``dtype`` (float16/32/64, bfloat16)."""
+    return float(np.finfo(dtype).eps)
 
 
 class Problem:
@@ -38,8 +56,8 @@ class Problem:
     is the reason, when there is no entry to compare, and None otherwise.
     """
 
-    def __init__(self, fn, inputs, backend, atol, rtol, seed, domains, strict=False):
-        self.fn, self.inner = fn, backend
+    def __init__(self, fn, inputs, backend, atol, rtol, seed, domains, strict=False, reference=None):
+        self.fn, self.inner, self.reference_fn = fn, backend, reference
         self.notes = []
         arrays, outputs = self._probe(inputs)
         self.view = View(arrays, outputs, backend.differentiable_outputs(fn, arrays, outputs), backend.conjugate,
@@ -57,6 +75,10 @@ class Problem:
         self.domains = _domains_arg(domains, arrays)
         self.output_shapes = [y.shape for y in self.first_outputs]
         self.output_sizes = [y.size for y in self.first_outputs]
+        if reference is not None:
+            shapes = [y.shape for y in self.backend.evaluate(reference, self.arrays)]
+            if shapes != self.output_shapes:
+                raise ValueError(f"reference: returns shapes {shapes} where fn returns {self.output_shapes}")
         self.dtype = max((a.dtype for a in self.arrays + self.first_outputs), key=lambda d: np.finfo(d).eps)
         self.evaluations = 2
         self.nothing_to_check, self.nothing_verdict = self._nothing_to_check(arrays, outputs)
@@ -132,7 +154,7 @@ class Problem:
                 raise TypeError(f"fn's output {i} is a {type(y).__name__}; expected a {be.name} tensor")
         outputs = [be.to_numpy(y) for y in raw_list]
         for i, y in enumerate(outputs):
-            if y.dtype.kind not in "biufc":
+            if y.dtype.kind not in "biufc" and not is_real_floating_dtype(y.dtype):
                 raise TypeError(f"fn's output {i} has dtype {y.dtype}; expected a numeric tensor")
             if y.dtype.kind == "c" and be.conjugate is None:
                 raise TypeError(f"fn's output {i} is complex ({y.dtype}): complex derivatives follow a library's "
@@ -205,6 +227,20 @@ class Problem:
         _, grads = self.backend.vjp(self.fn, self.arrays if arrays is None else arrays, cotangents)
         return flatten(grads)
 
+    def reference_vjp(self, cotangent_flat):
+        """J^T c of the reference implementation at the point, in the inputs' dtypes (None without one)."""
+        if self.reference_fn is None:
+            return None
+        cotangents = unflatten(cotangent_flat, self.output_shapes, self.output_dtypes())
+        _, grads = self.backend.vjp(self.reference_fn, self.arrays, cotangents)
+        return flatten(grads)
+
+    def vjp_twice(self, cotangent_flat):
+        """(J^T c at the point, ``again``): ``again()`` gives J^T c from a second backward through the same graph."""
+        cotangents = unflatten(cotangent_flat, self.output_shapes, self.output_dtypes())
+        _, grads, again = self.backend.vjp_twice(self.fn, self.arrays, cotangents)
+        return flatten(grads), lambda: flatten(again())
+
     def jvp(self, tangent_flat, arrays=None):
         """J u at the point (or at ``arrays``), flat over the outputs."""
         tangents = unflatten(tangent_flat, self.shapes, [a.dtype for a in self.arrays])
@@ -222,7 +258,7 @@ class Problem:
         rounding, while it moves a smooth derivative by a few ulps only.
         """
         if self._jittered is None:
-            self._jittered = [[(a * (1 + sign * AD_JITTER_ULPS * np.finfo(a.dtype).eps
+            self._jittered = [[(a * (1 + sign * min(AD_JITTER_ULPS, rounding_ulps(a.dtype)) * ulp(a.dtype)
                                      * self.rng.choice([-1.0, 1.0], a.shape))).astype(a.dtype) for a in self.arrays]
                               for sign in (1.0, -1.0)]
         at_point = np.asarray(at_point, dtype=np.float64)
@@ -252,14 +288,25 @@ class Problem:
 
     def random_cotangent(self):
         size = sum(self.output_sizes)
-        return self.rng.choice([-1.0, 1.0], size) * self.rng.uniform(0.5, 1.5, size)
+        cotangent = self.rng.choice([-1.0, 1.0], size) * self.rng.uniform(0.5, 1.5, size)
+        if rounding_ulps(self.dtype) == LOW_PRECISION_ULPS:
+            cotangent = cotangent.astype(self.dtype).astype(np.float64)  # its rounding would be 1/16 of the bound
+        return cotangent
 
     def random_signs(self):
         return self.rng.choice([-1.0, 1.0], sum(self.sizes))
 
-    def bound(self, numerical, oracle_error, magnitude):
-        """The bound for ``|analytical - numerical|``; user atol/rtol replace the rounding allowance."""
-        allowance = AD_ROUNDING_ULPS * float(np.finfo(self.dtype).eps)
+    def bound(self, numerical, oracle_error, magnitude, reference_error=None):
+        """The bound for ``|analytical - numerical|``; user atol/rtol replace the rounding allowance.
+
+        With ``reference_error`` (the reference implementation's own error on the same values, see
+        :func:`~gradverify.check.check_grad`'s ``reference``) the allowance is :data:`REFERENCE_FACTOR` times it.
+        """
+        if reference_error is not None and self.atol is None and self.rtol is None:
+            # One ulp of the value besides: a reference that happens to be exact allows the value's rounding.
+            return oracles.gradient_bound(numerical, self.dtype, oracle_error, None, ulp(self.dtype),
+                                          REFERENCE_FACTOR * np.asarray(reference_error, dtype=np.float64))
+        allowance = rounding_ulps(self.dtype) * ulp(self.dtype)
         rtol = allowance if self.rtol is None else self.rtol
         atol = allowance * np.asarray(magnitude, dtype=np.float64) if self.atol is None else self.atol
         return oracles.gradient_bound(numerical, self.dtype, oracle_error, None, rtol, atol)
@@ -360,8 +407,8 @@ def _same_values(first, again, when, notes):
             continue
         diff = float(np.nanmax(np.abs(a.astype(np.complex128) - b.astype(np.complex128)), initial=0.0))
         size = float(np.nanmax(np.abs(a.astype(np.complex128)), initial=0.0))
-        eps = np.finfo(a.dtype).eps if a.dtype.kind in "fc" else 0.0
-        if diff <= AD_ROUNDING_ULPS * eps * size:
+        eps = np.finfo(a.dtype).eps if a.dtype.kind in "fc" or is_real_floating_dtype(a.dtype) else 0.0
+        if diff <= rounding_ulps(a.dtype) * eps * size:
             notes.append(f"fn's output {i} differs between identical calls {when} by {diff:.3g} (rounding of a "
                          "multithreaded kernel?); treated as evaluation noise")
             continue

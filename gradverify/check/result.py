@@ -13,6 +13,8 @@ import numpy as np
 
 REPORT_ROWS = 10
 """Worst entries kept per check for the report, besides every entry that did not pass."""
+REPEATED_BACKWARD = "(second pass through one graph)"
+"""Suffix of the check comparing two backward passes: its two values are both analytical."""
 CHECK_COLUMNS = ["check", "output", "input", "element", "analytical", "numerical", "error", "bound", "status", "note"]
 Entry = namedtuple("Entry", CHECK_COLUMNS)
 """One compared value: what was compared, both values, their difference and the bound it was judged against."""
@@ -160,6 +162,8 @@ def verdict_of(rows):
         kind = "is NaN/Inf while the numerical derivative is finite" if not np.isfinite(row.analytical) else (
             f"differs: analytical {row.analytical:.12g}, numerical {row.numerical:.12g}, error {row.error:.3g} "
             f"> bound {row.bound:.3g}")
+        if row.check.endswith(REPEATED_BACKWARD):
+            kind = f"differs between two backward passes: first {row.analytical:.12g}, second {row.numerical:.12g}"
         return "fail", f"{_describe(row)} {kind}" + (f" ({row.note})" if row.note else "")
     unsure = [r for r in rows if r.status in _INCONCLUSIVE]
     if unsure:

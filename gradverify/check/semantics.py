@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backends import Backend
+from .backends import Backend, is_real_floating_dtype
 
 
 class _Slot:
@@ -88,7 +88,7 @@ class View:
         self.inputs = [_Slot(a, np.isfinite(a)) for a in arrays]
         self.conjugate = conjugate
         self.notes = []
-        floating = [y.dtype.kind in "fc" for y in outputs]
+        floating = [y.dtype.kind in "fc" or is_real_floating_dtype(y.dtype) for y in outputs]
         if strict:
             checked = floating
         elif any(differentiable):
@@ -199,10 +199,10 @@ class ViewedBackend(Backend):
         outputs = self.inner.evaluate_batch(self.view.selected(fn), self.view.full_inputs(stacked, batch=1))
         return self.view.real_outputs(outputs, batch=1)
 
-    def vjp(self, fn, arrays, cotangents):
-        outputs, grads = self.inner.vjp(self.view.selected(fn), self.view.full_inputs(arrays),
-                                        self.view.full_cotangents(cotangents))
-        return self.view.real_outputs(outputs), self.view.real_gradients(grads)
+    def pullback(self, fn, arrays):
+        outputs, pull = self.inner.pullback(self.view.selected(fn), self.view.full_inputs(arrays))
+        return self.view.real_outputs(outputs), lambda cotangents, retain: self.view.real_gradients(
+            pull(self.view.full_cotangents(cotangents), retain))
 
     def jvp(self, fn, arrays, tangents):
         outputs, tangent_outputs = self.inner.jvp(self.view.selected(fn), self.view.full_inputs(arrays),
