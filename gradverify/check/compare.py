@@ -53,10 +53,10 @@ def reentrant_gradient(problem, rows, cotangent):
     bound = problem.bound(second, 0.0, block_max(np.abs(first)[None, :], problem.sizes)[0])
     with np.errstate(invalid="ignore"):
         same = (np.abs(first - second) <= bound) | (first == second) | (np.isnan(first) & np.isnan(second))
-    status = np.where(same, "pass", "fail").astype(object)
+    status, notes = np.full(same.shape, "pass", dtype=object), np.full(same.shape, "", dtype=object)
+    status[~same], notes[~same] = "fail", note
     rows.add(REENTRANCY_CHECK, first, second, bound, status,
-             lambda indices: [("<c, f>",) + problem.input_name(j) for j in indices],
-             np.where(same, "", note).astype(object))
+             lambda indices: [("<c, f>",) + problem.input_name(j) for j in indices], notes)
     return first
 
 
