@@ -29,12 +29,7 @@ class MishMemoryEfficient(torch.autograd.Function):
         return grad_output.mul(x_tanh_sp + x * x_sigmoid * (1 - x_tanh_sp * x_tanh_sp))
 
 
-class MishNaiveSoftplusBackward(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x.mul(torch.tanh(F.softplus(x)))
-
+class MishNaiveSoftplusBackward(MishMemoryEfficient):
     @staticmethod
     def backward(ctx, grad_output):
         (x,) = ctx.saved_tensors
