@@ -480,7 +480,19 @@ def fast_function(op):
     else:
 
         def run(first, second):
-            if not (isinstance(first, Tensor) and isinstance(second, Tensor)):
+            # A Python number next to a tensor (``y * 1.01 + 0.1``, as programs write it) is made a
+            # constant directly; lift_all's general path costs as much as the op itself.
+            if type(second) is float or type(second) is int:
+                if isinstance(first, Tensor):
+                    second = constant_of(second, first.array.dtype)
+                else:
+                    first, second = lift_all((first, second))
+            elif type(first) is float or type(first) is int:
+                if isinstance(second, Tensor):
+                    first = constant_of(first, second.array.dtype)
+                else:
+                    first, second = lift_all((first, second))
+            elif not (isinstance(first, Tensor) and isinstance(second, Tensor)):
                 first, second = lift_all((first, second))
             if broadcasts and (first.array.dtype is not second.array.dtype or floating_result):
                 first, second = promote(first, second, floating_result)
@@ -715,6 +727,15 @@ def _scalar_dtype(value, like_dtype):
     if like_dtype.kind == "b" and not isinstance(value, (bool, np.bool_)):
         return np.dtype(np.int64)
     return like_dtype
+
+
+def constant_of(number, like_dtype):
+    """A Python float or int as a constant 0-d tensor beside a tensor of dtype ``like_dtype`` (torch's dtype rule)."""
+    out = _new_tensor(Tensor)
+    out.array = np.asarray(number, like_dtype if like_dtype.kind == "f" else _scalar_dtype(number, like_dtype))
+    out.requires_grad = False
+    out.grad = out._ctx = out._tangent = None
+    return out
 
 
 def lift_all(inputs):
