@@ -14,7 +14,7 @@ API_MUTATED = ("var", "std", "cumsum", "prod", "topk", "einsum", "log1p", "softp
 
 
 def _engine_state():
-    tensor_module = sys.modules["gradverify.engine.tensor"]
+    tensor_module = sys.modules["gradverify.engine.core"]
     rules = {name: (op.forward, op.vjp, op.jvp) for name, op in TABLE.items()}
     api = {name: getattr(ge, name) for name in API_MUTATED}
     return (rules, tensor_module.fit_cotangent, tensor_module.run_backward, api,

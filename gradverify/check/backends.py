@@ -535,7 +535,7 @@ def _user_arrays(values, shapes, argname, per):
 
 def native_kind(x) -> str | None:
     """The backend name for one input value, or None when it is not an array of a supported library."""
-    engine = sys.modules.get("gradverify.engine.tensor")
+    engine = sys.modules.get("gradverify.engine.core")
     if engine is not None and isinstance(x, engine.Tensor):
         return "engine"
     torch = sys.modules.get("torch")

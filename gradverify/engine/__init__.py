@@ -11,7 +11,7 @@ A backward pass releases the graph's saved tensors unless ``retain_graph=True``
 from . import methods as _methods  # noqa: F401  (attaches operators to Tensor)
 from . import autograd, func, functional, nn, optim, random, special, utils
 from .api import *  # noqa: F401,F403  (the torch-shaped functions, listed in api.__all__)
-from .tensor import Tensor
+from .core import Tensor
 
 Size = tuple
 # torch's dtype aliases; here, not in api, whose code uses the builtins of these names.

@@ -18,7 +18,7 @@ from .factories import (  # noqa: F401
     randn, randn_like, randperm, set_default_dtype, size_arg, tensor, zeros, zeros_like,
 )
 from .random import Generator, initial_seed, manual_seed, seed  # noqa: F401
-from .tensor import MODE, Tensor, _scalar_dtype, lift, promote, promote_all
+from .core import MODE, Tensor, _scalar_dtype, lift, promote, promote_all
 
 __all__ = [
     "float32", "float64", "double", "int64", "long", "int32", "bool_", "tensor", "as_tensor", "from_numpy", "set_default_dtype",

@@ -12,7 +12,7 @@ import numpy as np
 
 from .devices import check_device
 from .random import generator_arg
-from .tensor import MODE, Tensor
+from .core import MODE, Tensor
 
 float32 = np.dtype(np.float32)
 float64 = np.dtype(np.float64)

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import autograd
 from .api import stack, tensor, zeros_like
-from .tensor import MODE, Tensor
+from .core import MODE, Tensor
 
 
 def _as_inputs(args):

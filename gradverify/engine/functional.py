@@ -13,7 +13,7 @@ import numpy as np
 from gradverify.ops import TABLE
 
 # needs_cotangent: for the table's rules.
-from .tensor import Tensor, apply, fast_function, lift_all, needs_cotangent  # noqa: F401
+from .core import Tensor, apply, fast_function, lift_all, needs_cotangent  # noqa: F401
 
 
 def _make(op):

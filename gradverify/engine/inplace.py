@@ -18,7 +18,7 @@ from gradverify.ops import TABLE
 
 from . import api
 from . import functional as F
-from .tensor import MODE, Tensor, _next_sequence_number, lift, mark_modified
+from .core import MODE, Tensor, _next_sequence_number, lift, mark_modified
 
 
 def _value(x):

@@ -9,7 +9,7 @@ from . import api
 from . import functional as F
 from .inplace import IN_PLACE, SET_ITEM
 from .random import generator_arg
-from .tensor import Tensor, apply, lift, mark_modified, promote
+from .core import Tensor, apply, lift, mark_modified, promote
 
 _ADD, _SUB, _MUL, _DIV = TABLE["add"], TABLE["sub"], TABLE["mul"], TABLE["div"]
 _NEG, _GETITEM = TABLE["neg"], TABLE["getitem"]

@@ -19,7 +19,7 @@ import numpy as np
 
 from .._files import atomic_write, read_member, read_npy_member
 from .nn.module import Parameter
-from .tensor import Tensor
+from .core import Tensor
 
 FORMAT = "gradverify.engine.save"
 VERSION = 1

@@ -3,7 +3,7 @@
 Each :class:`Mutant` reproduces a class of real gradient bugs (see
 ``/work/shared/ANCHORS.md``): a wrong formula in one op's rule of the table
 (patched on its :class:`~gradverify.ops.OpDef`), or a broken engine
-mechanism (a function of :mod:`gradverify.engine.tensor` recompiled from its
+mechanism (a function of :mod:`gradverify.engine.core` recompiled from its
 own source with one line changed).  Nothing is written to disk and
 :func:`active` restores the original on exit.
 
@@ -152,8 +152,7 @@ def _stack_axis_of_input():
 
 
 def _engine_function(name):
-    # By module path: the package attribute `gradverify.engine.tensor` is the tensor() factory.
-    return getattr(importlib.import_module("gradverify.engine.tensor"), name)
+    return getattr(importlib.import_module("gradverify.engine.core"), name)
 
 
 def _both(derivative):

@@ -2,7 +2,7 @@
 ``functional``, custom ``Function`` and ``gradcheck`` / ``gradgradcheck``."""
 from __future__ import annotations
 
-from ..tensor import Tensor, _accumulate_grad, _seed_gradient, run_backward
+from ..core import Tensor, _accumulate_grad, _seed_gradient, run_backward
 
 
 def _as_tuple(value, argname):

@@ -30,7 +30,7 @@ import inspect
 
 import numpy as np
 
-from ..tensor import MODE, Tensor, apply
+from ..core import MODE, Tensor, apply
 
 _PLACEHOLDER = np.zeros((), dtype=np.float64)
 _PLACEHOLDER.flags.writeable = False

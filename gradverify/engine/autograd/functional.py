@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import func
 from ..api import ones_like
-from ..tensor import Tensor
+from ..core import Tensor
 
 
 def _as_tuple(value, argname):

@@ -10,7 +10,7 @@ import numpy as np
 from .. import api
 from .. import functional as _ops
 from ..random import default_generator
-from ..tensor import Tensor, mark_modified
+from ..core import Tensor, mark_modified
 
 relu = api.relu
 sigmoid = api.sigmoid

@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import api
 from ..devices import check_device
-from ..tensor import Tensor, mark_modified
+from ..core import Tensor, mark_modified
 from . import functional as F
 from . import init
 from .module import Module, Parameter

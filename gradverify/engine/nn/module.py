@@ -6,7 +6,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import devices
-from ..tensor import Tensor, is_floating, mark_modified
+from ..core import Tensor, is_floating, mark_modified
 
 
 class Parameter(Tensor):

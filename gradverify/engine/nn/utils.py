@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from .. import api
-from ..tensor import Tensor, mark_modified
+from ..core import Tensor, mark_modified
 
 
 def _tensor_list(parameters, argname):

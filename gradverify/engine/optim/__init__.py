@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import api
 from ..nn.module import state_array, zero_grads
-from ..tensor import Tensor, is_floating, mark_modified
+from ..core import Tensor, is_floating, mark_modified
 
 
 class Optimizer:

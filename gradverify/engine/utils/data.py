@@ -10,7 +10,7 @@ import math
 
 from .. import api
 from ..random import Generator, generator_arg
-from ..tensor import Tensor
+from ..core import Tensor
 
 
 class Dataset:

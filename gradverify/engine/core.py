@@ -1,4 +1,4 @@
-"""The engine's tensor, its graph recording, and reverse accumulation.
+"""The engine's core: its tensor, the recording of the graph, and reverse accumulation.
 
 A :class:`Tensor` holds a numpy array (``.array``).  Every op goes through :func:`apply`,
 which runs the op table's forward on the arrays and, when gradients are
@@ -402,9 +402,8 @@ def apply(op, inputs, attrs=_NO_ATTRS):
     Every op goes through here but the elementwise ones without attributes, which have their
     :func:`fast_function`.
     """
-    # One and two inputs are spelled out, and the output is built without a call: matmul, linear,
-    # reductions and shape ops come through here at every step.
-    # (Calling without ``**attrs`` when there are none saves building an empty keyword dict.)
+    # One and two inputs are spelled out: matmul, linear, reductions and shape ops come through here
+    # at every step.  (Calling without ``**attrs`` when there are none saves building an empty keyword dict.)
     try:
         if len(inputs) == 2:
             first, second = inputs
@@ -421,20 +420,30 @@ def apply(op, inputs, attrs=_NO_ATTRS):
             data = op.forward(*[t.array for t in inputs], **attrs)
     except (ValueError, IndexError, TypeError) as err:
         raise _with_shapes(err, op, inputs) from None
+    recorded = False
+    if MODE.grad_enabled:
+        for t in inputs:
+            if t.requires_grad:
+                recorded = True
+                break
+    return _output(op, data, inputs, attrs, recorded)
+
+
+def _output(op, data, inputs, attrs, recorded):
+    """The tensor holding ``op``'s result ``data`` (computed from ``inputs``): a node of the graph when
+    ``recorded`` (an input requires grad, in grad mode) and the result is floating; with its tangents
+    when forward levels are active.  Every op's output is made here."""
     out = _new_tensor(Tensor)
     out.array = data = data if type(data) is _ndarray else np.asarray(data)
     out.requires_grad = False
     out.grad = out._ctx = out._tangent = None
-    if MODE.grad_enabled:
-        for t in inputs:
-            if t.requires_grad:
-                # Only a floating result records; float32 and float64 are told by identity first.
-                dtype = data.dtype
-                if dtype is _FLOAT32 or dtype is _FLOAT64 or dtype.kind == "f":
-                    out.requires_grad = True
-                    out._ctx = (op, inputs, attrs)
-                    out._seq = _next_sequence_number()
-                break
+    if recorded:
+        # float32 and float64 are told by identity first.
+        dtype = data.dtype
+        if dtype is _FLOAT32 or dtype is _FLOAT64 or dtype.kind == "f":
+            out.requires_grad = True
+            out._ctx = (op, inputs, attrs)
+            out._seq = _next_sequence_number()
     if MODE.forward_levels:
         _propagate_tangents(op, out, inputs, attrs)
     return out
@@ -448,7 +457,7 @@ def fast_function(op):
     program runs, so this saves about a fifth of the engine's time per op.
     """
     forward, broadcasts, floating_result = op.forward, op.broadcasts, op.floating_result
-    mode, new_tensor, next_number = MODE, _new_tensor, _next_sequence_number
+    mode, output = MODE, _output
 
     if len(op.domains) == 1:
 
@@ -463,19 +472,7 @@ def fast_function(op):
                 data = forward(x.array)
             except (ValueError, IndexError, TypeError) as err:
                 raise _with_shapes(err, op, (x,)) from None
-            out = new_tensor(Tensor)
-            out.array = data if type(data) is _ndarray else np.asarray(data)
-            out.requires_grad = False
-            out.grad = out._ctx = out._tangent = None
-            if x.requires_grad and mode.grad_enabled:
-                dtype = data.dtype
-                if dtype is _FLOAT32 or dtype is _FLOAT64 or dtype.kind == "f":
-                    out.requires_grad = True
-                    out._ctx = (op, (x,), _NO_ATTRS)
-                    out._seq = next_number()
-            if mode.forward_levels:
-                _propagate_tangents(op, out, (x,), _NO_ATTRS)
-            return out
+            return output(op, data, (x,), _NO_ATTRS, x.requires_grad and mode.grad_enabled)
 
     else:
 
@@ -500,19 +497,8 @@ def fast_function(op):
                 data = forward(first.array, second.array)
             except (ValueError, IndexError, TypeError) as err:
                 raise _with_shapes(err, op, (first, second)) from None
-            out = new_tensor(Tensor)
-            out.array = data if type(data) is _ndarray else np.asarray(data)
-            out.requires_grad = False
-            out.grad = out._ctx = out._tangent = None
-            if (first.requires_grad or second.requires_grad) and mode.grad_enabled:
-                dtype = data.dtype
-                if dtype is _FLOAT32 or dtype is _FLOAT64 or dtype.kind == "f":
-                    out.requires_grad = True
-                    out._ctx = (op, (first, second), _NO_ATTRS)
-                    out._seq = next_number()
-            if mode.forward_levels:
-                _propagate_tangents(op, out, (first, second), _NO_ATTRS)
-            return out
+            return output(op, data, (first, second), _NO_ATTRS,
+                          (first.requires_grad or second.requires_grad) and mode.grad_enabled)
 
     run.__name__ = run.__qualname__ = op.name
     run.__doc__ = op.doc or f"The table's {op.name!r} op on engine tensors."
@@ -731,11 +717,7 @@ def _scalar_dtype(value, like_dtype):
 
 def constant_of(number, like_dtype):
     """A Python float or int as a constant 0-d tensor beside a tensor of dtype ``like_dtype`` (torch's dtype rule)."""
-    out = _new_tensor(Tensor)
-    out.array = np.asarray(number, like_dtype if like_dtype.kind == "f" else _scalar_dtype(number, like_dtype))
-    out.requires_grad = False
-    out.grad = out._ctx = out._tangent = None
-    return out
+    return _wrap(np.asarray(number, like_dtype if like_dtype.kind == "f" else _scalar_dtype(number, like_dtype)))
 
 
 def lift_all(inputs):
