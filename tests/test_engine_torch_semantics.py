@@ -26,7 +26,7 @@ def test_data_is_a_detached_tensor_sharing_memory():
 def test_in_place_updates_through_data_change_the_parameter_without_recording(lib):
     w = lib.tensor([1.0, 2.0], requires_grad=True)
     (w * w).sum().backward()
-    w.data += -0.1 * w.grad  # every makemore lecture
+    w.data += -0.1 * w.grad  # the manual SGD step of many tutorials
     w.data.add_(1.0)
     assert w.is_leaf and w.grad_fn is None and w.requires_grad
     np.testing.assert_allclose(np.asarray(w.detach().numpy()), [1.8, 2.6], rtol=1e-6)
