@@ -130,10 +130,10 @@ def _printed_numbers(text):
     """The numbers in ``text`` (value, as printed), and the text around them: numbers replaced by '#', without
     whitespace (tensor printouts align columns differently), torch's spelling of shapes and dtypes
     ('torch.Size([2, 3])', 'torch.int64') as the engine's ('(2, 3)', 'int64'), grad_fn names left out."""
+    text = re.sub(r"grad_fn=<[^>]*>", "grad_fn=<>", text)  # before the numbers: 'EmbeddingBackward0' ends in one
     numbers = [(float(m.group()), m.group()) for m in NUMBER.finditer(text)]
     text = re.sub(r"\s+", "", NUMBER.sub("#", text))
     text = re.sub(r"torch\.Size\(\[(.*?)\]\)", r"(\1)", text).replace(",)", ")")
-    text = re.sub(r"grad_fn=<[^>]*>", "grad_fn=<>", text)
     return numbers, re.sub(r"torch\.(?=(float|int|bool|uint)\w*)", "", text)
 
 
