@@ -251,3 +251,15 @@ def test_second_derivatives_of_linear_functions_are_zeros_as_torch_func():
     assert hessian.shape == (2, 2) and not hessian.array.any()
     second = ge.func.grad(ge.func.grad(lambda v: 2 * v))(ge.tensor(1.0))
     assert second.item() == torch.func.grad(torch.func.grad(lambda v: 2 * v))(torch.tensor(1.0)).item() == 0.0
+
+
+@pytest.mark.parametrize("lib", [ge, torch], ids=["engine", "torch"])
+def test_long_tensor_from_a_list_is_int64(lib):
+    t = lib.LongTensor([3, 1])
+    assert str(t.dtype).removeprefix("torch.") == "int64" and not t.requires_grad
+    np.testing.assert_array_equal(np.asarray(t.numpy()), [3, 1])
+
+
+def test_long_tensor_refuses_sizes():
+    with pytest.raises(TypeError, match="data: expected a list or tuple"):
+        ge.LongTensor(2)

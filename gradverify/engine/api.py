@@ -14,7 +14,7 @@ from . import functional as F
 from .devices import CPU, backends, check_device, cuda, device, get_default_device, set_default_device  # noqa: F401
 from .factories import (  # noqa: F401
     arange, as_tensor, bool_, double, dtype_arg, empty, empty_like, eye, float32, float64, from_numpy, full, full_like,
-    get_default_dtype, int32, int64, linspace, long, multinomial, normal, ones, ones_like, rand, rand_like, randint,
+    LongTensor, get_default_dtype, int32, int64, linspace, long, multinomial, normal, ones, ones_like, rand, rand_like, randint,
     randn, randn_like, randperm, set_default_dtype, size_arg, tensor, zeros, zeros_like,
 )
 from .random import Generator, initial_seed, manual_seed, seed  # noqa: F401
@@ -33,7 +33,7 @@ __all__ = [
     "swapaxes", "movedim", "flip", "gather", "index_select", "unbind", "split", "chunk", "masked_fill", "roll", "tril", "triu",
     "cumsum", "prod", "sort", "argsort", "topk", "device", "einsum", "erf", "save", "load", "Generator", "seed",
     "initial_seed", "normal", "multinomial", "rand_like", "cuda", "backends", "set_default_device", "get_default_device",
-    "log10",
+    "log10", "LongTensor",
 ]
 
 MaxResult = namedtuple("MaxResult", ["values", "indices"])

@@ -57,6 +57,16 @@ def tensor(data, dtype=None, device=None, requires_grad=False, pin_memory=False)
     return _made(array, device, requires_grad)
 
 
+def LongTensor(data):  # noqa: N802  (torch's name)
+    """An int64 tensor holding ``data``, a list or tuple of integers (torch's legacy ``torch.LongTensor(data)``).
+
+    The legacy form taking sizes (``torch.LongTensor(2, 3)``, uninitialized memory) is refused.
+    """
+    if not isinstance(data, (list, tuple)):
+        raise TypeError(f"data: expected a list or tuple of integers, got {type(data).__name__}")
+    return tensor(data, dtype=int64)
+
+
 def _holds_numpy_float64(data):
     """Whether ``data`` is or contains a numpy float64 (array or scalar), which torch keeps as float64."""
     if isinstance(data, (list, tuple)):
