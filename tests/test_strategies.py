@@ -174,10 +174,11 @@ def test_graphs_draw_the_shapes_axes_and_api_calls_naive_rules_get_wrong():
 ])
 def test_focused_graphs_reach_batched_and_middle_axis_forms(focus, wanted):
     found = False
-    for case in _drawn(40, focus=focus, max_nodes=2):
-        node = case.graph.nodes[0]
-        if isinstance(node, OpNode) and node.op == focus:
-            found = found or wanted(node, [np.shape(x) for x in case.inputs])
+    for case in _drawn(120, focus=focus, max_nodes=2):
+        shapes = [np.shape(x) for x in case.inputs]
+        for node in case.graph.nodes:  # a batched matmul's second operand is a node: the transposed batch
+            if isinstance(node, OpNode) and node.op == focus and node.args[0] in range(len(shapes)):
+                found = found or wanted(node, [shapes[node.args[0]]])
     assert found
 
 
