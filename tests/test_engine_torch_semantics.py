@@ -263,3 +263,9 @@ def test_long_tensor_from_a_list_is_int64(lib):
 def test_long_tensor_refuses_sizes():
     with pytest.raises(TypeError, match="data: expected a list or tuple"):
         ge.LongTensor(2)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int64", "int32", "bool"])
+def test_repr_names_the_dtype_where_torch_does(dtype):
+    shown = "dtype=" in repr(torch.tensor([1, 0], dtype=getattr(torch, dtype)))
+    assert ("dtype=" in repr(ge.tensor([1, 0], dtype=np.dtype(dtype)))) == shown

@@ -211,7 +211,7 @@ class Tensor:
     def __repr__(self):
         body = np.array2string(self.array, separator=", ", precision=4, prefix="tensor(")
         extra = ""
-        if self.array.dtype != MODE.default_dtype:
+        if self.array.dtype not in (MODE.default_dtype, np.dtype(np.int64), np.dtype(np.bool_)):  # torch's defaults
             extra += f", dtype={self.array.dtype}"
         if self.grad_fn is not None:
             extra += f", grad_fn=<{self.grad_fn}>"
