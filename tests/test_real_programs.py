@@ -87,9 +87,14 @@ def _run(path, lib, monkeypatch, tmp_path):
         warnings.simplefilter("ignore")
         if lib is torch:
             torch.manual_seed(0)
+            # One thread: on a loaded machine (pytest-xdist workers, 2 cores) torch's pool of 2 spins on each op
+            # and a 300-step program takes 15 s instead of 0.4 s.
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
             try:
                 namespace = runpy.run_path(str(path), run_name="__main__")
             finally:
+                torch.set_num_threads(threads)
                 torch.set_default_device(None)  # a program's default device stays with the program
         else:
             with ge.random.use_source(TorchSource), _modules(ENGINE_AS_TORCH):
