@@ -27,7 +27,8 @@ class UsageError(Exception):
     """Bad arguments or input: exit code 2 with the message."""
 
 
-def build_parser():
+def build_parser(commands=None):
+    """The argument parser; only the subcommands in ``commands`` (default: all) import their modules to add options."""
     import gradverify
 
     parser = argparse.ArgumentParser(prog="gradverify", description="Are these gradients right? Evidence, in CI.",
@@ -38,13 +39,16 @@ def build_parser():
     for name, (module, help_text) in SUBCOMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
         sp.set_defaults(_module=module)
-        importlib.import_module(module).configure(sp)
+        if commands is None or name in commands:
+            importlib.import_module(module).configure(sp)
     return parser
 
 
 def main(argv=None) -> int:
     """Run the command line; returns the exit code."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # only the chosen subcommand's module is imported: --version and --help stay fast
+    parser = build_parser(commands=[word for word in argv if not word.startswith("-")][:1])
     args = parser.parse_args(argv)
     try:
         return int(importlib.import_module(args._module).run(args) or 0)

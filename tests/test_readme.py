@@ -22,7 +22,7 @@ def shell_blocks(markdown: str) -> list:
 
 
 def workflow_commands(markdown: str) -> list:
-    """The `run:` commands of the ```yaml blocks, folded `>-` scalars joined into one line."""
+    """The `run:` commands of the ```yaml blocks: folded `>-` scalars joined into one line, `|` blocks line by line."""
     commands = []
     for block in re.findall(r"```yaml\n(.*?)```", markdown, flags=re.S):
         lines = block.splitlines()
@@ -30,15 +30,16 @@ def workflow_commands(markdown: str) -> list:
             found = re.match(r"(\s*)- run: (.*)$", line)
             if not found:
                 continue
-            if found.group(2).strip() != ">-":
+            style = found.group(2).strip()
+            if style not in (">-", "|"):
                 commands.append(found.group(2))
                 continue
-            indent, folded = len(found.group(1)), []
+            indent, scalar = len(found.group(1)), []
             for following in lines[k + 1:]:
                 if len(following) - len(following.lstrip()) <= indent + 2:
                     break
-                folded.append(following.strip())
-            commands.append(" ".join(folded))
+                scalar.append(following.strip())
+            commands.extend([" ".join(scalar)] if style == ">-" else scalar)
     return commands
 
 
@@ -79,8 +80,9 @@ def test_readme_shell_blocks_are_valid_shell_and_pip_requirements_parse():
         assert done.returncode == 0, (block, done.stderr)
     pip_targets = [argv[2] for argv in commands(README) if argv[:2] == ["pip", "install"] and argv[2] != "-e"]
     assert pip_targets, "the README shows how to install gradverify in another project"
-    for target in pip_targets:
-        requirement = Requirement(target)  # no package index has gradverify: it comes from its repository
+    for target in pip_targets:  # the workflow takes the URL from a variable it checks first
+        assert "$" not in target or 'test -n "$GRADVERIFY_URL"' in README, target
+        requirement = Requirement(target.replace("$GRADVERIFY_URL", "https://example.org/gradverify.git"))  # no package index has gradverify: it comes from its repository
         assert requirement.name == "gradverify" and (requirement.url or "").startswith("git+https://"), target
         assert requirement.extras <= {"torch", "jax", "test", "all"}
 
@@ -155,3 +157,17 @@ def test_every_readme_command_including_the_report_leaves_a_clean_checkout(tmp_p
     clone = _clone(tmp_path)
     ran = _run_readme_commands(clone, skip=set())
     assert {"report", "audit"} <= set(ran) and (clone / "reports" / "latest" / "report.md").is_file()
+
+
+def test_version_and_help_do_not_import_the_subcommands():
+    probe = ("import contextlib, io, sys; from gradverify.cli import main\n"
+             "for argv in (['--version'], ['--help']):\n"
+             "    with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):\n"
+             "        main(argv)\n"
+             "    assert out.getvalue().strip(), argv\n"
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'jax', 'pandas', 'hypothesis')"
+             " or m.endswith('.cli') and m != 'gradverify.cli'))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert build_parser(commands=["fuzz"]).parse_args(["fuzz", "--graphs", "3"]).graphs == 3
