@@ -329,7 +329,7 @@ def test_timings_repeat_until_stable_or_the_budget_runs_out(monkeypatch, noisy_r
         clock.now += next(durations)
 
     runs = {"steady": steady, **({"jumpy": jumpy} if noisy_run else {})}
-    samples = timing.time_until_stable(runs, timing.Budget(seconds=50.0, min_rounds=4))
+    samples = timing.time_until_stable(runs, timing.Budget(seconds=50.0, min_rounds=4), {name: 1.0 for name in runs})
     rounds = len(samples["steady"])
     if noisy_run:
         assert rounds > 4 and sum(map(sum, samples.values())) >= 50.0  # stopped by the budget
@@ -339,6 +339,19 @@ def test_timings_repeat_until_stable_or_the_budget_runs_out(monkeypatch, noisy_r
     else:
         assert rounds == 4  # stable at once: the minimum
         assert not timing.summarize(samples["steady"])["noisy"]
+
+
+def test_a_fast_call_is_repeated_until_a_sample_lasts_long_enough(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr(timing.time, "perf_counter", clock)
+
+    def fast():
+        clock.now += timing.MIN_SAMPLE_SECONDS / 100
+
+    assert timing.calls_per_sample(fast) == 100
+    assert timing.calls_per_sample(fast, call_seconds=timing.MIN_SAMPLE_SECONDS) == 1
+    samples = timing.time_until_stable({"fast": fast}, timing.Budget(seconds=1.0, min_rounds=3))
+    np.testing.assert_allclose(samples["fast"], timing.MIN_SAMPLE_SECONDS / 100)
 
 
 def test_progress_without_a_terminal_prints_a_line_per_stage_and_every_n_steps():

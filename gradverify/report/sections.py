@@ -290,7 +290,8 @@ def speed_section(speed: pd.DataFrame, bars: dict, threads: str, plan) -> Sectio
     blocks = [
         "Each way's gradient call is prepared once (tensors built, JIT compiled), then all ways of an example, in "
         "both dtypes, are timed round-robin in one session so that they share the machine's state; a sample "
-        f"repeats a fast call until it lasts {MIN_SAMPLE_SECONDS * 1e3:g} ms. Rounds continue (at least "
+        f"repeats a fast call until it lasts {MIN_SAMPLE_SECONDS * 1e3:g} ms, with Python's garbage collector "
+        "paused inside a sample and run between rounds, as timeit does. Rounds continue (at least "
         f"{plan.speed.min_rounds}) until every way's relative IQR is under {RELATIVE_IQR_LIMIT:.0%} or "
         f"{plan.speed.seconds:g} s have passed. Threads: {threads}. Every ratio, in both dtypes, is to one "
         f"baseline, {BASELINE_NAME} (eager autograd in PyTorch's default dtype, what the document uses), taken "

@@ -10,6 +10,7 @@ section of the report (:class:`LoadLog`).
 """
 from __future__ import annotations
 
+import gc
 import os
 import time
 from contextlib import contextmanager
@@ -20,8 +21,9 @@ import pandas as pd
 
 RELATIVE_IQR_LIMIT = 0.10
 """A timing whose IQR exceeds this fraction of its median when the budget runs out is marked noisy."""
-MIN_SAMPLE_SECONDS = 2e-3
-"""Calls are repeated inside one sample until it lasts this long (perf_counter resolution)."""
+MIN_SAMPLE_SECONDS = 0.02
+"""Calls are repeated inside one sample until it lasts this long: several scheduler time slices, so one
+preemption by another process moves a sample by a few percent, not by its whole length."""
 
 
 @dataclass(frozen=True)
@@ -39,32 +41,53 @@ def relative_iqr(samples) -> float:
     return float((p75 - p25) / median) if median > 0 else float("inf")
 
 
-def calls_per_sample(call_seconds: float) -> int:
-    """How many calls of a run lasting ``call_seconds`` make one sample of at least MIN_SAMPLE_SECONDS."""
-    return max(1, int(np.ceil(MIN_SAMPLE_SECONDS / max(call_seconds, 1e-9))))
+def calls_per_sample(run, call_seconds: float | None = None) -> int:
+    """How many calls of ``run`` make one sample of at least MIN_SAMPLE_SECONDS.
+
+    A run known (``call_seconds``) to last that long takes one call; others are
+    called for a quarter of a sample to count, since a single call's time is too coarse.
+    """
+    if call_seconds is not None and call_seconds >= MIN_SAMPLE_SECONDS:
+        return 1
+    calls, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < MIN_SAMPLE_SECONDS / 4:
+        run()
+        calls += 1
+    return max(1, round(calls * MIN_SAMPLE_SECONDS / elapsed))
 
 
 def time_until_stable(runs: dict, budget: Budget, call_seconds: dict | None = None) -> dict:
     """Per-call seconds of each (warmed-up) run, one sample per run and round: ``{name: array of samples}``.
 
-    ``call_seconds`` (one earlier call of each, default: none) sets how many
-    calls make one sample.  Rounds stop once every run's relative IQR is under
+    ``call_seconds`` (one earlier call of each, default: none) spares the
+    runs known to be slow the count of calls per sample.  Rounds stop once every run's relative IQR is under
     :data:`RELATIVE_IQR_LIMIT` (after ``budget.min_rounds``) or ``budget.seconds`` have passed.
     """
-    calls = {name: calls_per_sample((call_seconds or {}).get(name, 1.0)) for name in runs}
+    calls = {name: calls_per_sample(run, (call_seconds or {}).get(name)) for name, run in runs.items()}
     samples = {name: [] for name in runs}
     began = time.perf_counter()
-    for round_number in range(budget.max_rounds):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            for _ in range(calls[name]):
-                run()
-            samples[name].append((time.perf_counter() - start) / calls[name])
-        if round_number + 1 >= budget.min_rounds and (
-            time.perf_counter() - began > budget.seconds
-            or all(relative_iqr(s) <= RELATIVE_IQR_LIMIT for s in samples.values())
-        ):
-            break
+    # As timeit does, no collection inside a sample: one between rounds, over the objects made since the
+    # start only (a full collection over torch's and JAX's heaps takes a quarter of a second).
+    gc.freeze()
+    try:
+        for round_number in range(budget.max_rounds):
+            gc.collect()
+            for name, run in runs.items():
+                gc.disable()
+                try:
+                    start = time.perf_counter()
+                    for _ in range(calls[name]):
+                        run()
+                    samples[name].append((time.perf_counter() - start) / calls[name])
+                finally:
+                    gc.enable()
+            if round_number + 1 >= budget.min_rounds and (
+                time.perf_counter() - began > budget.seconds
+                or all(relative_iqr(s) <= RELATIVE_IQR_LIMIT for s in samples.values())
+            ):
+                break
+    finally:
+        gc.unfreeze()
     return {name: np.asarray(s) for name, s in samples.items()}
 
 
