@@ -750,3 +750,43 @@ def test_the_baseline_reader_reads_only_referenced_arrays_and_bounds_their_size(
     code, _, err = compare(capsys, cases, baseline)
     assert code == 2
     one_line_error(err, npz, key, "over the limit")
+
+
+UNREFERENCED_BYTES = 2**32 if NIGHTLY else 2**28  # 4 GiB nightly: the multi-GB case; 256 MiB by default
+
+
+def _add_zero_member(path, name, size):
+    """Append a deflated .npy member of ``size`` bytes of zeros to the zip ``path``, streamed (a few MB on disk)."""
+    chunk = bytes(2**22)
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as archive, archive.open(name, "w", force_zip64=True) as out:
+        out.write(_npy_header((size // 8,)))
+        for _ in range(size // len(chunk)):
+            out.write(chunk)
+
+
+def _peak_rss_mib(statement):
+    """Peak resident memory (MiB) of a fresh interpreter that runs ``statement`` and exits 0."""
+    code = f"import resource\n{statement}\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def test_an_unreferenced_member_of_gigabytes_is_never_decompressed(recorded, tmp_path):
+    """Measured as memory, not by watching calls: compare and ge.load peak at the same RSS with or without it."""
+    cases, baseline = recorded
+    (npz,) = baseline.parent.glob("b.*.npz")
+    compare_statement = ("from gradverify.cli import main\n"
+                         f"assert main(['regress', 'compare', '--cases', {cases!r}, '--baseline', {str(baseline)!r},"
+                         " '--repeats', '1']) == 0")
+    saved = tmp_path / "x.pt"
+    ge.save({"w": ge.arange(4, dtype=ge.float64)}, saved)
+    load_statement = f"import gradverify.engine as ge\nassert ge.load({str(saved)!r})['w'].shape == (4,)"
+    before = [_peak_rss_mib(compare_statement), _peak_rss_mib(load_statement)]
+    _add_zero_member(npz, "unreferenced.npy", UNREFERENCED_BYTES)
+    _add_zero_member(saved, "unreferenced.npy", UNREFERENCED_BYTES)
+    assert npz.stat().st_size < UNREFERENCED_BYTES / 100
+    after = [_peak_rss_mib(compare_statement), _peak_rss_mib(load_statement)]
+    for without, with_member in zip(before, after):
+        assert with_member - without < 64, (before, after)  # decompressing it would add UNREFERENCED_BYTES
