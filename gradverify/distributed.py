@@ -19,15 +19,24 @@ from typing import Callable, Iterable, Iterator, Optional
 RAY_MISSING = "Ray is not installed: pip install -c constraints.txt 'gradverify[ray]'"
 
 
+def ray_installed() -> bool:
+    """Whether Ray can be imported (without importing it: that takes seconds)."""
+    from importlib.util import find_spec
+
+    return find_spec("ray") is not None
+
+
 class Journal:
     """An append-only JSON-lines file: a header naming the run, then one ``{"key", "result"}`` line per item.
 
     Each line is flushed and synced as it is written, so a killed run loses
     at most the line being written (a torn last line is ignored on loading).
     Opening the journal of a different run (another header) is a ValueError.
+    With ``header=None`` the keys name their items whatever the run, so the
+    file has no header line and the journals of shards can be concatenated.
     """
 
-    def __init__(self, path, header: dict):
+    def __init__(self, path, header: Optional[dict]):
         self.path = Path(path)
         self.header = header
         self.results = {}
@@ -35,18 +44,21 @@ class Journal:
             self._load()
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._append({"journal": header})
+            self.path.write_text("", encoding="utf-8")
+            if header is not None:
+                self._append({"journal": header})
 
     def _load(self):
         with open(self.path, encoding="utf-8") as handle:
             lines = handle.read().split("\n")
-        try:
-            found = json.loads(lines[0]).get("journal")
-        except json.JSONDecodeError:
-            found = None
-        if found != self.header:
-            raise ValueError(f"journal: {self.path} records another run ({found}), expected {self.header}")
-        for line in lines[1:]:
+        if self.header is not None:
+            try:
+                found = json.loads(lines[0]).get("journal")
+            except json.JSONDecodeError:
+                found = None
+            if found != self.header:
+                raise ValueError(f"journal: {self.path} records another run ({found}), expected {self.header}")
+        for line in lines[0 if self.header is None else 1:]:
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError:
@@ -140,11 +152,12 @@ class RayPool:
 
 def run_items(function: Callable, items: dict, address: Optional[str] = None, journal: Optional[Journal] = None,
               workers: Optional[int] = None, setup: Optional[Callable] = None,
-              on_result: Optional[Callable] = None) -> dict:
+              on_result: Optional[Callable] = None, on_start: Optional[Callable] = None) -> dict:
     """``{key: function(payload)}`` for ``items`` (``{key: payload}``), skipping the keys ``journal`` holds.
 
     Runs on Ray at ``address`` (see :class:`RayPool`), else in this process;
-    each new result is recorded in ``journal`` and passed to
+    ``on_start()`` is called once the workers are set up (when anything is
+    left to run); each new result is recorded in ``journal`` and passed to
     ``on_result(key, result)`` as it arrives.  Results must be
     JSON-serialisable when a journal is kept.
     """
@@ -159,6 +172,8 @@ def run_items(function: Callable, items: dict, address: Optional[str] = None, jo
             if setup is not None:
                 setup()
             arriving = ((key, function(payload)) for key, payload in todo)
+        if on_start is not None:
+            on_start()
         for key, result in arriving:
             results[key] = result
             if journal is not None:

@@ -1,4 +1,5 @@
-"""Work items on Ray with a resumable journal; fuzz campaigns on Ray give the single-machine results."""
+"""Work items on Ray with a resumable journal; fuzz campaigns and audits on Ray give the single-machine results."""
+import json
 import math
 import os
 import signal
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from gradverify.cli import main
 from gradverify.distributed import Journal, run_items
 from gradverify.fuzz.campaign import Shard, run_campaign
 
@@ -39,6 +41,15 @@ def test_a_journal_keeps_results_and_ignores_a_torn_last_line(tmp_path):
         Journal(path, {"run": 2})
 
 
+def test_journals_without_a_header_concatenate(tmp_path):
+    for shard, keys in (("a", ["x", "y"]), ("b", ["z"])):
+        journal = Journal(tmp_path / f"{shard}.jsonl", None)
+        for key in keys:
+            journal.record(key, key.upper())
+    (tmp_path / "all.jsonl").write_text((tmp_path / "a.jsonl").read_text() + (tmp_path / "b.jsonl").read_text())
+    assert Journal(tmp_path / "all.jsonl", None).results == {"x": "X", "y": "Y", "z": "Z"}
+
+
 def test_run_items_skips_what_the_journal_holds(tmp_path):
     journal = Journal(tmp_path / "run.jsonl", {"squares": 4})
     journal.record(1, {"square": -1})  # a finished item is not run again, whatever it holds
@@ -54,19 +65,24 @@ def _journal_lines(path):
     return path.read_text().count("\n") if path.exists() else 0
 
 
+def _kill_when(argv, cwd, ready):
+    """Run ``argv`` with this worktree's gradverify and kill it with SIGKILL once ``ready()`` holds."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 600
+        while not ready() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+
+
 def test_a_killed_campaign_resumes_from_its_journal_without_losing_finished_graphs(tmp_path):
     path = tmp_path / "fuzz.jsonl"
     argv = [sys.executable, "-m", "gradverify", "fuzz", "--graphs", "10", "--seed", "3", "--max-nodes", "4",
             "--workers", "1", "--jax-every", "1", "--no-shrink", "--journal", str(path)]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 600
-        while _journal_lines(path) < 4 and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        process.send_signal(signal.SIGKILL)
-    finally:
-        process.wait()
+    _kill_when(argv, tmp_path, lambda: _journal_lines(path) >= 4)
     finished = _journal_lines(path) - 1  # the header line
     assert 3 <= finished < 10, "the campaign was not killed half-way"
     resumed = run_campaign(10, 3, max_nodes=4, shrink=False, journal=path)
@@ -120,3 +136,56 @@ def test_run_items_on_ray_merges_results_as_they_arrive(ray, tmp_path):
     assert sorted(arrived) == [1, 2, 3, 4, 5]
     assert results == {k: math.factorial(k) for k in range(6)}
     assert Journal(tmp_path / "run.jsonl", {"factorials": 6}).results == results
+
+
+AUDIT = ["audit", "torch", "--ops", "sin,cos,tanh,nn.functional.hardsigmoid", "--dtypes", "float64", "--orders", "1,2"]
+RUN_SPECIFIC = ("seconds", "unit_seconds", "units_audited", "startup_seconds", "units_per_second")
+
+
+def _audit(out, *flags):
+    """The audit's exit code, its JSON report without timings or output folder, and its units audited."""
+    code = main([*AUDIT, "--out", str(out), "--json", str(out / "report.json"), *flags])
+    report = json.loads((out / "report.json").read_text())
+    audited = report["summary"]["units_audited"]
+    for key in RUN_SPECIFIC:
+        del report["summary"][key]
+    for finding in report["findings"]:
+        finding["reproducer"] = Path(finding["reproducer"]).name
+    return code, report, audited
+
+
+@pytest.fixture(scope="module")
+def audited_alone(tmp_path_factory):
+    out = tmp_path_factory.mktemp("alone")
+    code, report, _ = _audit(out)
+    return code, report, (out / "results.jsonl").read_text().splitlines()
+
+
+def test_a_killed_audit_resumes_without_auditing_its_finished_units_again(audited_alone, tmp_path):
+    # Killed in this process, not on Ray: a driver killed with SIGKILL leaves Ray's agent processes behind.
+    out = tmp_path / "audit"
+    argv = [sys.executable, "-m", "gradverify", *AUDIT, "--out", str(out)]
+    _kill_when(argv, tmp_path, lambda: _journal_lines(out / "results.jsonl") >= 4)
+    finished = Journal(out / "results.jsonl", None).results
+    total = len(audited_alone[2])
+    assert 4 <= len(finished) < total, "the audit was not killed half-way"
+    code, report, audited = _audit(out, "--resume")
+    assert audited == total - len(finished)
+    resumed = Journal(out / "results.jsonl", None).results
+    assert len(resumed) == total and all(resumed[key] == result for key, result in finished.items())
+    assert (code, report) == audited_alone[:2]
+
+
+def test_an_audit_on_ray_gives_the_single_process_report_and_resumes(ray, audited_alone, tmp_path):
+    code, report, lines = audited_alone
+    assert any(f["op"] == "nn.functional.hardsigmoid" for f in report["findings"])  # a report with findings
+    # Results left by a killed run: three units done, the last line torn.
+    out = tmp_path / "audit"
+    out.mkdir()
+    (out / "results.jsonl").write_text("\n".join(lines[:3]) + '\n{"key": "torch:sin#0:flo')
+    on_ray = _audit(out, "--ray", "local", "--workers", "2", "--resume")
+    assert on_ray == (code, report, len(lines) - 3)
+    merged = (out / "results.jsonl").read_text().splitlines()
+    assert merged[:3] == lines[:3]  # kept, not audited again
+    assert {json.loads(line)["key"] for line in merged if line.endswith("}")} == {json.loads(line)["key"]
+                                                                                  for line in lines}

@@ -3,16 +3,20 @@
 Writes into ``--out`` (default ``audit-<framework>/``): ``results.jsonl`` (one
 line per unit, what ``--resume`` continues from), ``findings.md`` and one
 reproducer script per finding under ``reproducers/``; ``--json FILE`` writes
-the report for machines.  Exit 0 when every finding is in the known-defects
-file, 1 when there is a new one, 2 on bad arguments.
+the report for machines.  ``--ray ADDRESS`` audits the units on a Ray
+cluster (:func:`gradverify.distributed.run_items`), with the same report.
+Exit 0 when every finding is in the known-defects file, 1 when there is a
+new one, 2 on bad arguments.
 """
 from __future__ import annotations
 
+import collections
 import pathlib
 import sys
 import time
 
 from gradverify.cli import EXIT_FAILED, EXIT_OK, UsageError
+from gradverify.distributed import RAY_MISSING, ray_installed
 
 from . import findings, reproducer
 from .run import Shard, execute, oversized, plan
@@ -39,6 +43,12 @@ def configure(parser):
                              "OpInfo has samples of millions, which take minutes each)")
     parser.add_argument("--shard", default="1/1", help="run part i of n of the units, written i/n (default 1/1)")
     parser.add_argument("--resume", action="store_true", help="skip units already in OUT/results.jsonl")
+    parser.add_argument("--ray", metavar="ADDRESS", default=None,
+                        help="audit the units on a Ray cluster at ADDRESS, one actor per --workers ('local' starts "
+                             "a local Ray; needs gradverify[ray]); results.jsonl is written as units finish")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="Ray actors auditing units in parallel (with --ray; default: the cluster's CPUs, for "
+                             "'local' this machine's); without --ray the audit runs in this process")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="directory of results.jsonl, findings.md and reproducers/ (default audit-FRAMEWORK)")
     parser.add_argument("--json", metavar="FILE", default=None, help="write the JSON report to FILE")
@@ -68,6 +78,13 @@ def _arguments(args):
         raise UsageError(f"{'--' if str(error).startswith('shard') else ''}{error}") from None
     if args.known and not pathlib.Path(args.known).exists():
         raise UsageError(f"--known: no such file: {args.known}")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers: expected a positive number, got {args.workers}")
+    if args.workers not in (None, 1) and args.ray is None:
+        raise UsageError(f"--workers: {args.workers} workers need --ray (--ray local starts a local Ray); "
+                         "without it the audit runs in this process")
+    if args.ray is not None and not ray_installed():
+        raise UsageError(f"--ray: {RAY_MISSING}")
     if args.max_elements is not None and args.max_elements < 1:
         raise UsageError(f"--max-elements: expected a positive number, got {args.max_elements}")
     out = pathlib.Path(args.out or f"audit-{args.framework}")
@@ -88,9 +105,11 @@ def run(args) -> int:
     stage.say(f"audit {args.framework}: {len(units)} units planned"
               + (f"; {left_out} samples over --max-elements {args.max_elements} left out" if left_out else ""))
     (out / "reproducers").mkdir(parents=True, exist_ok=True)
-    results, _ = stage.execute(units, out / "results.jsonl", args.resume)
+    results, timing = stage.execute(units, out / "results.jsonl", args.resume, args.ray, args.workers)
     report = build_report(args.framework, results, time.perf_counter() - started, args.shard, known, out)
-    report["summary"]["samples_over_max_elements"] = left_out
+    report["summary"].update(samples_over_max_elements=left_out, units_audited=timing.audited,
+                             startup_seconds=round(timing.startup_seconds, 1),
+                             units_per_second=round(timing.units_per_second, 2))
     _write(out / "findings.md", findings.to_markdown(report))
     if args.json:
         _write(pathlib.Path(args.json), findings.to_json(report))
@@ -138,15 +157,10 @@ class _Stages:
     def say(self, line):
         print(line, flush=True)
 
-    def execute(self, units, path, resume):
+    def execute(self, units, path, resume, ray, workers):
+        planned = collections.Counter(unit.op for unit in units)
+        per_op = collections.defaultdict(lambda: {"units": 0, "failing": 0})
         counts = {"failing": 0, "done": 0}
-        current = {"op": None, "units": 0, "failing": 0}
-
-        def op_line():
-            if current["op"] is not None and not self.tty:
-                self.say(f"  {current['op']}: {current['units']} units, {current['failing']} failing "
-                         f"({counts['done']}/{len(units)})")
-
         if self.tty:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -156,20 +170,20 @@ class _Stages:
             task = progress.add_task("audit", total=len(units), op="", failing=0) if self.tty else None
 
             def on_result(result):
-                counts["done"] += 1
+                # Units finish in any order on Ray: an op's line is printed when its last unit is in.
+                op = per_op[result.unit.op]
                 failing = result.status == "fail"
+                counts["done"] += 1
                 counts["failing"] += failing
-                if result.unit.op != current["op"]:
-                    op_line()
-                    current.update(op=result.unit.op, units=0, failing=0)
-                current["units"] += 1
-                current["failing"] += failing
+                op["units"] += 1
+                op["failing"] += failing
                 if self.tty:
                     progress.update(task, advance=1, op=result.unit.op, failing=counts["failing"])
+                elif op["units"] == planned[result.unit.op]:
+                    self.say(f"  {result.unit.op}: {op['units']} units, {op['failing']} failing "
+                             f"({counts['done']}/{len(units)})")
 
-            outcome = execute(units, path, resume, on_result)
-            op_line()
-        return outcome
+            return execute(units, path, resume, on_result, ray, workers)
 
 
 class _Nothing:
@@ -187,7 +201,9 @@ def _print_summary(report, out):
     console = Console()
     s = report["summary"]
     console.print(f"audit {s['framework']}: {s['ops']} ops, {s['samples']} samples, {s['units']} units in "
-                  f"{s['seconds']} s; " + ", ".join(f"{k} {v}" for k, v in s["statuses"].items()))
+                  f"{s['seconds']} s ({s['units_audited']} audited in this run, {s['units_per_second']} units/s "
+                  f"after {s['startup_seconds']} s of start-up); "
+                  + ", ".join(f"{k} {v}" for k, v in s["statuses"].items()))
     table = Table(title=f"findings ({len(report['findings'])}; unconfirmed disagreements: "
                         f"{len(report['unconfirmed'])})")
     for column in ("op", "mode", "dtype", "ulps", "oracles agreeing", "known", "reproducer"):

@@ -75,13 +75,10 @@ def _arguments(args):
         adapters.load(args.target)
     except ValueError as error:
         raise UsageError(f"--{error}") from None
-    if args.ray is not None:
-        from importlib.util import find_spec
+    from gradverify.distributed import RAY_MISSING, ray_installed
 
-        from gradverify.distributed import RAY_MISSING
-
-        if find_spec("ray") is None:
-            raise UsageError(f"--ray: {RAY_MISSING}")
+    if args.ray is not None and not ray_installed():
+        raise UsageError(f"--ray: {RAY_MISSING}")
     if args.focus is not None and args.focus not in TABLE:
         raise UsageError(f"--focus: {args.focus!r} is not an op of the table; known ops: {', '.join(TABLE)}")
     try:
