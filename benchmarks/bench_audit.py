@@ -5,9 +5,10 @@
 
 Every run is ``python -m gradverify audit torch`` on the same small op set in a fresh process and a fresh
 output folder (nothing resumed); the configurations alternate within each round, so a change in the machine's
-load hits them alike.  units/s is the audit's own figure (units audited per second of wall clock once the
-workers are set up: imports, op registry, Ray start-up excluded); start-up s is that excluded time; wall s is
-the whole process.  The ratio column divides units/s by the single-process figure of the same round.
+load hits them alike.  Every process computes on one thread (OMP_NUM_THREADS=1, which Ray sets for its
+one-CPU actors anyway), so one process is not slowed by torch's threads spinning on a loaded machine.
+units/s is the audit's own figure (units audited per second of wall clock once the workers are set up:
+imports, op registry, Ray start-up excluded); start-up s is that excluded time; wall s is the whole process.  The ratio column divides units/s by the single-process figure of the same round.
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def audit(ops, dtypes, orders, ray_workers=None) -> dict:
         if ray_workers is not None:
             argv += ["--ray", "local", "--workers", str(ray_workers)]
         began = time.perf_counter()
-        subprocess.run(argv, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=scratch, stdout=subprocess.DEVNULL,
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+        subprocess.run(argv, env=env, cwd=scratch, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, check=False)
         wall = time.perf_counter() - began
         summary = json.loads(report.read_text())["summary"]
