@@ -63,6 +63,9 @@ class Journal:
                 entry = json.loads(line)
             except json.JSONDecodeError:
                 continue  # the torn last line of a killed run
+            if not isinstance(entry, dict) or not {"key", "result"} <= entry.keys():
+                raise ValueError(f"journal: {self.path} holds a line that is not a {{key, result}} record: "
+                                 f"{line[:80]}")
             self.results[_key(entry["key"])] = entry["result"]
         if lines[-1]:  # a torn line: end it so the next record starts on a line of its own
             with open(self.path, "a", encoding="utf-8") as handle:

@@ -58,6 +58,12 @@ def test_bad_arguments_exit_2_naming_the_flag(flag, value, capsys, tmp_path):
     assert flag in capsys.readouterr().err
 
 
+def test_resume_from_a_file_that_is_not_a_results_journal_exits_2(tmp_path, capsys):
+    (tmp_path / "results.jsonl").write_text('{"unit": {"op": "sin"}, "status": "pass"}\n')
+    assert main([*HARDSIGMOID, "--out", str(tmp_path), "--resume"]) == 2
+    assert "--resume: journal: " in capsys.readouterr().err
+
+
 def test_shards_split_the_plan_without_overlap():
     whole = plan("torch", ["nn.functional.hardsigmoid", "sin"], ["float64", "float32"], [1, 2])
     parts = [plan("torch", ["nn.functional.hardsigmoid", "sin"], ["float64", "float32"], [1, 2], Shard(i, 3))

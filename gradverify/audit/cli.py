@@ -105,7 +105,12 @@ def run(args) -> int:
     stage.say(f"audit {args.framework}: {len(units)} units planned"
               + (f"; {left_out} samples over --max-elements {args.max_elements} left out" if left_out else ""))
     (out / "reproducers").mkdir(parents=True, exist_ok=True)
-    results, timing = stage.execute(units, out / "results.jsonl", args.resume, args.ray, args.workers)
+    try:
+        results, timing = stage.execute(units, out / "results.jsonl", args.resume, args.ray, args.workers)
+    except ValueError as error:
+        if not str(error).startswith("journal:"):
+            raise
+        raise UsageError(f"--resume: {error} (written by another version? rerun without --resume)") from None
     report = build_report(args.framework, results, time.perf_counter() - started, args.shard, known, out)
     report["summary"].update(samples_over_max_elements=left_out, units_audited=timing.audited,
                              startup_seconds=round(timing.startup_seconds, 1),

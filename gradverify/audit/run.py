@@ -46,13 +46,6 @@ def oversized(framework, ops, dtypes, max_elements) -> int:
                for op in ops for dtype in src.dtypes(op) if dtype in dtypes for index in range(src.count(op, dtype)))
 
 
-def load_results(path) -> dict:
-    """{unit key: UnitResult} from a results file; a line cut short by an interruption is ignored."""
-    if not pathlib.Path(path).exists():
-        return {}
-    return {key: UnitResult.from_dict(data) for key, data in Journal(path, None).results.items()}
-
-
 def _audit_json(unit: Unit) -> dict:
     # JSON data, whichever process ran the unit: a fresh, a resumed and a Ray run load the same values.
     return json.loads(json.dumps(audit_unit(unit).to_dict(), default=str))
