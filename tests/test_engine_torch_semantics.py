@@ -260,6 +260,22 @@ def test_long_tensor_from_a_list_is_int64(lib):
     np.testing.assert_array_equal(np.asarray(t.numpy()), [3, 1])
 
 
+@pytest.mark.parametrize("default", ["float32", "float64"])
+@pytest.mark.parametrize("data", [[6.8813735870195432, 2], (1, 0), [[True, 2.5]]], ids=["floats", "ints", "nested"])
+def test_tensor_from_a_list_takes_the_default_float_dtype_as_torch(data, default):
+    """torch.Tensor(list), the legacy constructor: rounded to float32 by default (`torch.Tensor([x]).double()`)."""
+    engine_default, torch_default = ge.get_default_dtype(), torch.get_default_dtype()
+    ge.set_default_dtype(getattr(ge, default))
+    torch.set_default_dtype(getattr(torch, default))
+    try:
+        ours, theirs = ge.Tensor(data), torch.Tensor(data)
+    finally:
+        ge.set_default_dtype(engine_default)
+        torch.set_default_dtype(torch_default)
+    assert str(ours.dtype) == str(theirs.dtype).removeprefix("torch.") == default
+    np.testing.assert_array_equal(ours.double().array, theirs.double().numpy())
+
+
 def test_long_tensor_refuses_sizes():
     with pytest.raises(TypeError, match="data: expected a list or tuple"):
         ge.LongTensor(2)

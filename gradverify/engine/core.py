@@ -157,7 +157,13 @@ class Tensor:
     __array_priority__ = 1000
 
     def __init__(self, data, requires_grad=False):
-        self.array = data if type(data) is np.ndarray else np.asarray(data)
+        if type(data) is np.ndarray:
+            self.array = data
+        elif isinstance(data, (list, tuple)):
+            # torch.Tensor([...]), the legacy constructor: the numbers in the default float dtype, whatever they are.
+            self.array = np.array(data, dtype=MODE.default_dtype)
+        else:
+            self.array = np.asarray(data)
         if requires_grad and not is_floating(self.array.dtype):
             raise RuntimeError(
                 f"only floating-point tensors can require gradients; this tensor has dtype {self.array.dtype}"
