@@ -1,7 +1,7 @@
-"""Audit throughput: units per second in one process and on a local Ray at several workers, interleaved.
+"""Audit throughput: units per second in one process, on worker processes and on a local Ray, interleaved.
 
-    python benchmarks/bench_audit.py                                   # 2 rounds of: alone, Ray 1 worker, Ray 2
-    python benchmarks/bench_audit.py --ray-workers 1 2 4 --rounds 3
+    python benchmarks/bench_audit.py               # 2 rounds of: one process, 2 processes, Ray 1 worker, Ray 2
+    python benchmarks/bench_audit.py --ray-workers 1 2 4 --process-workers --rounds 3
 
 Every run is ``python -m gradverify audit torch`` on the same small op set in a fresh process and a fresh
 output folder (nothing resumed); the configurations alternate within each round, so a change in the machine's
@@ -26,14 +26,14 @@ REPO = Path(__file__).resolve().parents[1]
 OPS = "sin,cos,exp,tanh,sigmoid,log,sqrt,atan,sinh,cosh,nn.functional.hardsigmoid,nn.functional.softplus"
 
 
-def audit(ops, dtypes, orders, ray_workers=None) -> dict:
+def audit(ops, dtypes, orders, workers=None, ray=False) -> dict:
     """One audit in a fresh process: its report's unit count and timing, and the process's wall time."""
     with tempfile.TemporaryDirectory() as scratch:
         report = Path(scratch) / "audit.json"
         argv = [sys.executable, "-m", "gradverify", "audit", "torch", "--ops", ops, "--dtypes", dtypes,
                 "--orders", orders, "--out", str(Path(scratch) / "out"), "--json", str(report)]
-        if ray_workers is not None:
-            argv += ["--ray", "local", "--workers", str(ray_workers)]
+        if workers is not None:
+            argv += ["--workers", str(workers)] + (["--ray", "local"] if ray else [])
         began = time.perf_counter()
         env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
         subprocess.run(argv, env=env, cwd=scratch, stdout=subprocess.DEVNULL,
@@ -51,13 +51,15 @@ def main(argv=None):
     parser.add_argument("--dtypes", default="float64,float32")
     parser.add_argument("--orders", default="1,2")
     parser.add_argument("--ray-workers", type=int, nargs="*", default=[1, 2])
+    parser.add_argument("--process-workers", type=int, nargs="*", default=[2])
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args(argv)
-    configs = [("one process", None)] + [(f"Ray local, {w} workers", w) for w in args.ray_workers]
-    rows = {label: [] for label, _ in configs}
+    configs = ([("one process", None, False)] + [(f"{w} processes", w, False) for w in args.process_workers]
+               + [(f"Ray local, {w} workers", w, True) for w in args.ray_workers])
+    rows = {label: [] for label, _, _ in configs}
     for round_ in range(args.rounds):
-        for label, workers in configs:
-            rows[label].append(audit(args.ops, args.dtypes, args.orders, workers))
+        for label, workers, ray in configs:
+            rows[label].append(audit(args.ops, args.dtypes, args.orders, workers, ray))
             print(f"round {round_ + 1}: {label}: {rows[label][-1]}", flush=True)
     statuses = {json.dumps(row["statuses"], sort_keys=True) for runs in rows.values() for row in runs}
     print(f"\n{'run':24s} {'units':>5s} {'units/s':>8s} {'x one process':>13s} {'start-up s':>10s} {'wall s':>7s}"

@@ -1,18 +1,22 @@
 """Work items on a Ray cluster, results merged as they arrive, kept in a resumable journal.
 
-:func:`run_items` is the generic piece (a fuzz campaign and an audit are both
-lists of independent items): items already in the :class:`Journal` are not
-run again, the others run on Ray (``address`` ``"local"`` starts a local Ray
-with ``workers`` CPUs; any other address joins that cluster, whose nodes
-need gradverify installed) or in this process, and every result is appended
-to the journal the moment it arrives.  A run killed at any point is resumed
+:func:`run_items` is the one mechanism of both the fuzz campaign and the
+audit (each a list of independent items): items already in the
+:class:`Journal` are not run again, the others run on Ray (``address``
+``"local"`` starts a local Ray with ``workers`` CPUs; any other address joins
+that cluster, whose nodes need gradverify installed), on ``workers`` local
+processes or in this process, and every result is appended to the journal
+the moment it arrives.  A run killed at any point is resumed
 by running it again with the same journal.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
@@ -153,13 +157,48 @@ class RayPool:
             yield from ray.get(done[0])
 
 
+class ProcessPool:
+    """``workers`` fresh processes (spawned), each set up once by ``setup()``, that map a function over items.
+
+    A context manager: entering waits until every process is set up;
+    leaving shuts them down.  ``function`` and ``setup`` are pickled to
+    the processes, as for :class:`RayPool`.
+    """
+
+    def __init__(self, workers: int, setup: Optional[Callable] = None):
+        self.workers, self.setup = workers, setup
+
+    def __enter__(self):
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=self.setup)
+        ready = set()
+        while len(ready) < self.workers:
+            ready.update(self.pool.map(_worker_pid, range(self.workers)))
+        return self
+
+    def __exit__(self, *exc):
+        self.pool.shutdown(cancel_futures=True)
+        return False
+
+    def map(self, function: Callable, items: Iterable) -> Iterator:
+        """``(key, function(payload))`` for each ``(key, payload)`` of ``items``, in the order they finish."""
+        futures = {self.pool.submit(function, payload): key for key, payload in items}
+        return ((futures[done], done.result()) for done in as_completed(futures))
+
+
+def _worker_pid(_task):
+    time.sleep(0.05)  # long enough for another idle worker to take the next task
+    return os.getpid()
+
+
 def run_items(function: Callable, items: dict, address: Optional[str] = None, journal: Optional[Journal] = None,
               workers: Optional[int] = None, setup: Optional[Callable] = None,
               on_result: Optional[Callable] = None, on_start: Optional[Callable] = None) -> dict:
     """``{key: function(payload)}`` for ``items`` (``{key: payload}``), skipping the keys ``journal`` holds.
 
-    Runs on Ray at ``address`` (see :class:`RayPool`), else in this process;
-    ``on_start()`` is called once the workers are set up (when anything is
+    Runs on Ray at ``address`` (see :class:`RayPool`), else on ``workers``
+    processes (:class:`ProcessPool`) when there are more than one, else in
+    this process; ``on_start()`` is called once the workers are set up (when anything is
     left to run); each new result is recorded in ``journal`` and passed to
     ``on_result(key, result)`` as it arrives.  Results must be
     JSON-serialisable when a journal is kept.
@@ -171,6 +210,8 @@ def run_items(function: Callable, items: dict, address: Optional[str] = None, jo
     with contextlib.ExitStack() as stack:
         if address is not None:
             arriving = stack.enter_context(RayPool(address, workers, setup)).map(function, todo)
+        elif workers is not None and workers > 1:
+            arriving = stack.enter_context(ProcessPool(workers, setup)).map(function, todo)
         else:
             if setup is not None:
                 setup()

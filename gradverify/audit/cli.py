@@ -47,8 +47,8 @@ def configure(parser):
                         help="audit the units on a Ray cluster at ADDRESS, one actor per --workers ('local' starts "
                              "a local Ray; needs gradverify[ray]); results.jsonl is written as units finish")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="Ray actors auditing units in parallel (with --ray; default: the cluster's CPUs, for "
-                             "'local' this machine's); without --ray the audit runs in this process")
+                        help="processes auditing units in parallel, or Ray actors with --ray (default: this process "
+                             "alone; with --ray the cluster's CPUs, for 'local' this machine's)")
     parser.add_argument("--out", default=None, metavar="DIR",
                         help="directory of results.jsonl, findings.md and reproducers/ (default audit-FRAMEWORK)")
     parser.add_argument("--json", metavar="FILE", default=None, help="write the JSON report to FILE")
@@ -80,9 +80,6 @@ def _arguments(args):
         raise UsageError(f"--known: no such file: {args.known}")
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers: expected a positive number, got {args.workers}")
-    if args.workers not in (None, 1) and args.ray is None:
-        raise UsageError(f"--workers: {args.workers} workers need --ray (--ray local starts a local Ray); "
-                         "without it the audit runs in this process")
     if args.ray is not None and not ray_installed():
         raise UsageError(f"--ray: {RAY_MISSING}")
     if args.max_elements is not None and args.max_elements < 1:

@@ -4,7 +4,7 @@ Every finished unit is appended as one JSON line to the results file (a
 :class:`gradverify.distributed.Journal` keyed by the unit) the moment it
 finishes, so an interrupted run continues where it stopped (``resume=True``)
 and shards can be run anywhere and their files concatenated.  The units run
-in this process or on Ray, through :func:`gradverify.distributed.run_items`
+in this process, on worker processes or on Ray, through :func:`gradverify.distributed.run_items`
 (the fuzz campaign's mechanism); :func:`audit_unit` is the only work done
 per unit and the report lists the results in plan order, so the findings do
 not depend on where or in which order the units ran.
@@ -56,9 +56,9 @@ def execute(units, results_path, resume=False, on_result=None, ray=None, workers
     order, :class:`Timing`).
 
     With ``resume``, units already in the file are not run again; without it the file is started afresh.
-    ``ray`` runs the units on ``workers`` Ray actors at that address (``"local"`` starts a local Ray), see
-    :func:`gradverify.distributed.run_items`; ``on_result(result)`` is called for every unit, the resumed
-    ones first, the others as they finish.
+    ``ray`` runs the units on ``workers`` Ray actors at that address (``"local"`` starts a local Ray), else
+    ``workers`` > 1 runs them on as many processes (see :func:`gradverify.distributed.run_items`);
+    ``on_result(result)`` is called for every unit, the resumed ones first, the others as they finish.
     """
     results_path = pathlib.Path(results_path)
     if not resume:

@@ -15,14 +15,10 @@ its graphs for focused ones, so that every op of the table is checked
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import multiprocessing
-import os
 import time
 import warnings
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -30,7 +26,7 @@ import numpy as np
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 
-from gradverify.distributed import Journal, RayPool
+from gradverify.distributed import Journal, run_items
 from gradverify.fuzz import adapters, jax_cache
 from gradverify.fuzz.graph import literal
 from gradverify.fuzz.oracles import (ORACLES, Finding, Outcome, check_case, check_kinks, check_saturation,
@@ -228,11 +224,6 @@ def _start_worker(target="engine"):
     _warm_up(target)
 
 
-def _worker_pid(_task):
-    time.sleep(0.05)  # long enough for another idle worker to take the next task
-    return os.getpid()
-
-
 def outcome_to_json(outcome: Outcome) -> dict:
     """``outcome`` as JSON-serialisable data (a journal line, a result sent back by a Ray worker)."""
     return {"target": outcome.target,
@@ -249,40 +240,6 @@ def outcome_from_json(data: dict) -> Outcome:
 def _check_to_json(item):
     case, references, target = item
     return outcome_to_json(check(case, references, target))
-
-
-@contextlib.contextmanager
-def _checker(workers: int, target="engine", ray: Optional[str] = None):
-    """``check_all(cases, references, indices) -> iterator of (index, outcome)`` for the cases at ``indices``,
-    in this process, a pool of ``workers`` processes, or ``workers`` Ray actors at address ``ray``.
-
-    Every worker has warmed up (:func:`_warm_up`) before its first graph.
-    Workers are fresh processes: they see the engine as imported, not as
-    patched in this process (mutants run with one worker).
-    """
-    if ray is not None:
-        with RayPool(ray, workers, functools.partial(_start_worker, target)) as pool:
-            def on_ray(drawn, references, indices):
-                arriving = pool.map(_check_to_json, [(i, (drawn[i], references[i], target)) for i in indices])
-                return ((i, outcome_from_json(data)) for i, data in arriving)
-
-            yield on_ray
-        return
-    if workers == 1:
-        _warm_up(target)
-        yield lambda drawn, references, indices: ((i, check(drawn[i], references[i], target)) for i in indices)
-        return
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_start_worker, initargs=(target,)) as pool:
-        ready = set()
-        while len(ready) < workers:
-            ready.update(pool.map(_worker_pid, range(workers)))
-
-        def check_all(drawn, references, indices):
-            futures = {pool.submit(check, drawn[i], references[i], target): i for i in indices}
-            return ((futures[done], done.result()) for done in as_completed(futures))
-
-        yield check_all
 
 
 def run_campaign(
@@ -347,23 +304,28 @@ def run_campaign(
     drawn = draw_cases(strategy, shard.seed(seed), examples)
     if focus is None:
         drawn = cover_every_op(drawn, shard.seed(seed), max_nodes)
-    drawn_at = time.perf_counter()
+    drawn_at = started = time.perf_counter()
     defects = {}
-    for index in sorted(done):
-        outcome = outcome_from_json(done[index])
+
+    def arrived(index, data):
+        outcome = outcome_from_json(data)
         defects[index] = _record(result, index, drawn[index], outcome, preamble, target)
         if on_graph is not None:
             on_graph(index, outcome)
-    with _checker(workers, target, ray) as check_all:
+
+    for index in sorted(done):
+        arrived(index, done[index])
+
+    def on_start():
+        nonlocal started
         started = time.perf_counter()
-        result.startup_seconds = started - drawn_at
-        for index, outcome in check_all(drawn, per_graph, [i for i in range(examples) if i not in done]):
-            if book is not None:
-                book.record(index, outcome_to_json(outcome))
-            defects[index] = _record(result, index, drawn[index], outcome, preamble, target)
-            if on_graph is not None:
-                on_graph(index, outcome)
-        result.seconds = time.perf_counter() - started + (drawn_at - drawing)
+
+    # Worker processes import the engine afresh: in-process patches (an active mutant) apply with one worker only.
+    setup = functools.partial(_warm_up if ray is None and workers == 1 else _start_worker, target)
+    run_items(_check_to_json, {i: (drawn[i], per_graph[i], target) for i in range(examples)}, ray, book, workers,
+              setup, arrived, on_start)
+    result.startup_seconds = started - drawn_at
+    result.seconds = time.perf_counter() - started + (drawn_at - drawing)
     # Merged as they arrived; listed in the graphs' order, whatever the order of arrival.
     result.reference_defects = [finding for index in sorted(defects) for finding in defects[index]]
     result.failures.sort(key=lambda f: -1 if f.graph_index is None else f.graph_index)
