@@ -117,8 +117,6 @@ def _prepare(key, index, dtype):
     if not slots:
         raise Skip("no floating tensor argument")
     leaves = [(sample.input if kind == "input" else sample.args[i]).detach().clone() for kind, i in slots]
-    if any(x.numel() == 0 for x in leaves):
-        raise Skip("an empty input")
 
     def call(*tensors):
         first, args = sample.input, list(sample.args)
@@ -137,9 +135,11 @@ def _prepare(key, index, dtype):
             probe = call(*[x.clone().requires_grad_() for x in leaves])
     except RuntimeError as error:  # floating arguments that are not differentiable (running statistics ...)
         raise Skip(f"the op refuses gradients for its floating arguments: {str(error).splitlines()[0][:120]}")
-    kept = [k for k, y in enumerate(probe) if is_floating(y) and y.requires_grad]
+    # Every tensor output goes to check_grad, which decides as torch's gradcheck does: empty, complex (Wirtinger),
+    # integer and non-differentiable outputs are its business, not a filter's here.
+    kept = [k for k, y in enumerate(probe) if isinstance(y, torch.Tensor)]
     if not kept:
-        raise Skip("no differentiable floating output")
+        raise Skip("no tensor output")
     return op, sample, slots, leaves, call, kept
 
 
@@ -147,7 +147,8 @@ def case(key, index, dtype):
     """The sample as a :class:`~gradverify.audit.sources.Case`: a function of its floating tensors.
 
     Raises :class:`~gradverify.audit.sources.Skip` with the reason when the
-    sample has no differentiable floating input or output.
+    sample has no floating tensor input, the op refuses gradients for it, or
+    it returns no tensor.
     """
     op, _, _, leaves, call, kept = _prepare(key, index, dtype)
 
