@@ -84,6 +84,32 @@ def test_jax_audit_on_the_matching_opinfo_samples(tmp_path):
     assert summary["ops"] == 1 and summary["statuses"]["pass"] >= 1 and summary["statuses"]["fail"] == 0
 
 
+def test_jax_samples_with_axes_and_keywords_are_audited_and_reproduced(tmp_path):
+    # cumsum's samples pass dim positionally, sum's as dim=/keepdim=: JAX takes them as axis/keepdims.
+    from gradverify.audit import jax_source
+
+    assert main(["audit", "jax", "--ops", "cumsum,sum", "--dtypes", "float64", "--orders", "1", "--out", str(tmp_path),
+                 "--json", str(tmp_path / "report.json")]) == 0
+    statuses = json.loads((tmp_path / "report.json").read_text())["summary"]["statuses"]
+    assert statuses["fail"] == 0 and statuses["pass"] >= 10
+    made, index = next((case, i) for i in range(jax_source.count("jax.numpy.sum", "float64"))
+                       if jax_source._sample_call("jax.numpy.sum", i, "float64")[2].keywords
+                       and (case := _jax_case_or_none("jax.numpy.sum", i)))
+    code = jax_source.reproducer_call("jax.numpy.sum", index, "float64") + "print(outputs(*XS)[0].tolist())\n"
+    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert json.loads(printed) == pytest.approx(made.fn(*made.leaves)[0].tolist())
+
+
+def _jax_case_or_none(name, index):
+    from gradverify.audit import jax_source
+    from gradverify.audit.sources import Skip
+
+    try:
+        return jax_source.case(name, index, "float64")
+    except Skip:
+        return None
+
+
 def test_max_elements_leaves_large_samples_out_and_says_how_many(tmp_path, capsys):
     whole = plan("torch", ["sin"], ["float64"], [1])
     assert plan("torch", ["sin"], ["float64"], [1], max_elements=1) == []

@@ -3,22 +3,24 @@
 An OpInfo name resolves to a function of ``jax.numpy``, ``jax.scipy.special``,
 ``jax.nn`` or ``jax.lax`` (``nn.functional.X`` -> ``jax.nn.X``, ``special.X``
 -> ``jax.scipy.special.X``, ``linalg.X`` -> ``jax.numpy.linalg.X``, ``X`` ->
-the first of jax.numpy, jax.scipy.special, jax.lax, jax.nn that has it).  A
-sample is used when its arguments are all floating tensors, passed in order,
-and the JAX function computes torch's values on it (to 1e-9): a name shared
-by functions with other conventions (``std``'s default correction) is skipped
-rather than misjudged.
+the first of jax.numpy, jax.scipy.special, jax.lax, jax.nn that has it).  The
+sample's floating tensors are the differentiated arguments; its other
+arguments are passed as numpy arrays and Python values, with ``dim`` and
+``keepdim`` named ``axis`` and ``keepdims``.  A sample is used when the JAX
+function computes torch's values on it (to 1e-9): a name shared by functions
+with other conventions (``std``'s default correction, an argument meaning
+something else) is skipped rather than misjudged.
 """
 from __future__ import annotations
 
 import functools
 import importlib
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import torch_source
 from .sources import Case, Skip
-from .truth import mpmath_counterpart
 
 NAMESPACES = ("jax.numpy", "jax.scipy.special", "jax.lax", "jax.nn")
 PREFIXES = {"nn.functional.": ("jax.nn",), "special.": ("jax.scipy.special",), "linalg.": ("jax.numpy.linalg",)}
@@ -86,21 +88,85 @@ def describe(name, index, dtype) -> str:
     return torch_source.describe(pairs()[name], index, dtype)
 
 
-def _plain_arrays(name, index, dtype):
+KEYWORDS = {"dim": "axis", "keepdim": "keepdims"}
+"""Torch keyword names and JAX's for the same argument; other keywords are passed as they are."""
+
+
+@dataclass(frozen=True)
+class Call:
+    """A sample's call with its floating tensors as the only free arguments: ``positional`` holds ``SLOT`` where
+    a floating tensor goes (in torch_source's slot order) and the other arguments as numpy arrays and Python values."""
+
+    positional: tuple
+    keywords: dict
+
+    def bind(self, fn):
+        """``fn`` as a function of the floating tensors, returning a tuple."""
+        def call(*xs):
+            free = iter(xs)
+            result = fn(*[next(free) if a is SLOT else a for a in self.positional], **self.keywords)
+            return tuple(result) if isinstance(result, (tuple, list)) else (result,)
+
+        return call
+
+    def source(self, attribute) -> str:
+        """The call as Python source over ``xs``."""
+        free = iter(range(len(self.positional)))
+        parts = [f"xs[{next(free)}]" if a is SLOT else _literal(a) for a in self.positional]
+        return f"{attribute}({', '.join(parts + [f'{k}={_literal(v)}' for k, v in self.keywords.items()])})"
+
+
+SLOT = object()
+
+
+def _static(value, dtype):
+    """A non-free argument as JAX takes it: tensors become numpy arrays (floating ones in ``dtype``); Python
+    numbers and strings stay, sequences become tuples, dtypes numpy's; a torch-only value (memory format ...) is a
+    Skip."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        if value.layout != torch.strided or value.is_complex():
+            raise Skip("the sample passes a sparse or complex tensor argument")
+        array = value.detach().cpu().numpy()
+        return array.astype(dtype) if array.dtype.kind == "f" else array
+    if isinstance(value, (list, tuple)):  # JAX takes axes as tuples (lists are not hashable static arguments)
+        return tuple(_static(v, dtype) for v in value)
+    if isinstance(value, torch.dtype):
+        return np.dtype(str(value).removeprefix("torch."))
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise Skip(f"the sample passes a {type(value).__name__}, which JAX has no counterpart of")
+
+
+def _literal(value) -> str:
+    from .reproducer import literal
+
+    if isinstance(value, np.ndarray):
+        return f"np.array({literal(value.tolist())}, dtype=np.{value.dtype})"
+    if isinstance(value, np.dtype):
+        return f"np.{value}"
+    if isinstance(value, tuple):
+        return f"({''.join(_literal(v) + ', ' for v in value)})"
+    return literal(value)
+
+
+def call_of(sample, static_dtype="float64") -> "Call":
+    """The OpInfo ``sample``'s call as JAX takes it, its floating tensors left free (Skip when it has none)."""
+    positional = [sample.input, *sample.args]
+    if not any(torch_source.is_floating(a) for a in positional):
+        raise Skip("no floating tensor argument")
+    return Call(tuple(SLOT if torch_source.is_floating(a) else _static(a, static_dtype) for a in positional),
+                {KEYWORDS.get(k, k): _static(v, static_dtype) for k, v in sample.kwargs.items()})
+
+
+def _sample_call(name, index, dtype, static_dtype="float64"):
+    """(OpInfo id, float64 arrays of the floating tensors, :class:`Call`) for the sample."""
     key = pairs()[name]
     sample = torch_source.samples(key, dtype)[index]
-    tensors = [sample.input, *sample.args]
-    if sample.kwargs or not all(torch_source.is_floating(t) for t in tensors):
-        raise Skip("the sample passes non-tensor arguments, whose conventions differ between the libraries")
-    return key, [t.detach().double().numpy() for t in tensors]
-
-
-def _as_tuple(fn):
-    def call(*xs):
-        result = fn(*xs)
-        return tuple(result) if isinstance(result, (tuple, list)) else (result,)
-
-    return call
+    call = call_of(sample, static_dtype)
+    free = [a for a in [sample.input, *sample.args] if torch_source.is_floating(a)]
+    return key, [t.detach().double().numpy() for t in free], call
 
 
 def _same_values(left, right) -> bool:
@@ -120,31 +186,31 @@ def case(name, index, dtype):
     import jax.numpy as jnp
     import torch
 
-    key, arrays = _plain_arrays(name, index, dtype)
-    fn = _as_tuple(_function(name))
+    key, arrays, call = _sample_call(name, index, dtype)
     torch_fn = torch_source.case(key, index, "float64" if dtype != "float64" else dtype).fn
     with torch.no_grad():
-        expected = [y.double().numpy() for y in torch_fn(*[torch.from_numpy(a) for a in arrays])]
+        expected = [y.double().numpy() for y in torch_fn(*[torch.from_numpy(a) for a in arrays])
+                    if torch_source.is_floating(y)]
     with jax.enable_x64(True):
         try:
-            got = [np.asarray(y) for y in fn(*[jnp.asarray(a) for a in arrays])]
+            got = [np.asarray(y) for y in call.bind(_function(name))(*[jnp.asarray(a) for a in arrays])]
         except Exception as error:  # noqa: BLE001  (another signature: not this sample's counterpart)
             raise Skip(f"{name} does not take this sample: {type(error).__name__}") from None
-        if not _same_values(got, expected):
+        if not _same_values([y for y in got if y.dtype.kind == "f"], expected):
             raise Skip(f"{name} computes other values than torch's {torch_source.op_db()[key].name} on this sample")
         leaves = [jnp.asarray(a, dtype=getattr(jnp, dtype)) for a in arrays]
-    return Case(fn, leaves, True, True)
+    # Floating arguments that are not differentiated (weights, bounds) take the audited dtype, as the leaves do.
+    _, _, call = _sample_call(name, index, dtype, static_dtype=dtype)
+    return Case(call.bind(_function(name)), leaves, True, True)
 
 
 def mpmath_function(name, index, dtype, made):
-    if len(made.leaves) != 1:
-        return None
-    return mpmath_counterpart(torch_source.op_db()[pairs()[name]].name, (), {})
+    return torch_source.mpmath_function(pairs()[name], index, dtype, made)
 
 
-def counterpart_on(opinfo_name, arrays, expected):
-    """("jax", backend, fn, arrays) when JAX's counterpart of ``opinfo_name`` computes ``expected`` at
-    ``arrays`` (float64), else None."""
+def counterpart_on(opinfo_name, sample, arrays, expected):
+    """("jax", backend, fn, arrays) when JAX's counterpart of ``opinfo_name``, called as the OpInfo ``sample``
+    with its floating tensors set to ``arrays``, computes ``expected`` (float64); else None."""
     import jax
     import jax.numpy as jnp
 
@@ -153,13 +219,13 @@ def counterpart_on(opinfo_name, arrays, expected):
     resolved = resolve(opinfo_name)
     if resolved is None:
         return None
-    fn = _as_tuple(resolved[1])
     with jax.enable_x64(True):
         try:
+            fn = call_of(sample).bind(resolved[1])
             natives = [jnp.asarray(a) for a in arrays]
-            if not _same_values([np.asarray(y) for y in fn(*natives)], expected):
+            if not _same_values([np.asarray(y) for y in fn(*natives) if np.asarray(y).dtype.kind == "f"], expected):
                 return None
-        except Exception:  # noqa: BLE001  (another signature: not a counterpart)
+        except Exception:  # noqa: BLE001  (another signature or a torch-only argument: not a counterpart)
             return None
     return "jax", backend_for(natives), fn, arrays
 
@@ -199,13 +265,13 @@ def native_confirmation(fn, leaves, mode):
 
 def reproducer_call(name, index, dtype) -> str:
     """Code defining ``XS`` (the sample's exact inputs) and ``outputs(*xs)`` (the JAX function, as a tuple)."""
-    _, arrays = _plain_arrays(name, index, dtype)
+    _, arrays, call = _sample_call(name, index, dtype, static_dtype=dtype)
     space, attribute = name.rsplit(".", 1)
     inputs = ", ".join(f"jnp.asarray(np.array({a.tolist()!r}), dtype=jnp.{dtype})" for a in arrays)
     return "\n".join([
         "import jax", "import jax.numpy as jnp", "import numpy as np", f"from {space} import {attribute}", "",
         "jax.config.update('jax_enable_x64', True)", f"XS = [{inputs}]", "", "",
-        "def outputs(*xs):", f"    result = {attribute}(*xs)",
+        "def outputs(*xs):", f"    result = {call.source(attribute)}",
         "    return tuple(result) if isinstance(result, (tuple, list)) else (result,)", ""])
 
 
