@@ -174,3 +174,29 @@ def test_the_branch_free_select_against_zero_gives_np_where_bits(dtype, zero_sid
     expected = np.where(condition, *operands)
     assert ours.dtype == expected.dtype and ours.shape == expected.shape
     np.testing.assert_array_equal(ours.view(np.uint8), expected.view(np.uint8))
+
+
+@pytest.mark.parametrize("pos_weight", [None, 3.0])
+@pytest.mark.parametrize("target", [0.0, 1.0, 0.25])
+def test_bce_with_logits_keeps_its_digits_in_the_tails(target, pos_weight):
+    # The textbook (1 - t) x + softplus(-x) cancels for t = 0 and x << 0 (found by the seed-1 fuzz campaign:
+    # 5e-8 off at x = -20, 0 instead of e^x below -37).  Truth: the two terms, each to 30 digits.
+    import mpmath
+
+    x = [-800.0, -88.0, -40.0, -20.0, -1e-9, 0.5, 20.0, 40.0, 88.0]
+    p = 1.0 if pos_weight is None else pos_weight
+    leaf = ge.tensor(x, dtype=ge.float64, requires_grad=True)
+    option = None if pos_weight is None else ge.tensor(pos_weight, dtype=ge.float64)
+    loss = ge.nn.functional.binary_cross_entropy_with_logits(leaf, ge.full((9,), target, dtype=ge.float64),
+                                                             reduction="none", pos_weight=option)
+    loss.backward(ge.ones(9, dtype=ge.float64))
+    with mpmath.workdps(30):
+        def terms(f):  # (1 - t) f(x) and p t f(-x)
+            return (np.array([float((1 - target) * f(mpmath.mpf(v))) for v in x]),
+                    np.array([float(p * target * f(-mpmath.mpf(v))) for v in x]))
+
+        values = terms(lambda v: mpmath.log1p(mpmath.exp(v)))
+        slopes = terms(lambda v: 1 / (1 + mpmath.exp(-v)))
+    # two roundings of each term (a difference of the two cancels near the minimum for fractional t)
+    assert np.all(np.abs(loss.detach().numpy() - (values[0] + values[1])) <= 5e-16 * (values[0] + values[1]))
+    assert np.all(np.abs(leaf.grad.numpy() - (slopes[0] - slopes[1])) <= 5e-16 * (slopes[0] + slopes[1]))

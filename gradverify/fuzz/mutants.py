@@ -277,7 +277,7 @@ MUTANTS = (
            "api.einsum"),
     Mutant("bce_pos_weight_ignored", "binary_cross_entropy_with_logits ignores pos_weight",
            lambda: _patch_source(_api_function("nn.functional.binary_cross_entropy_with_logits"), (
-               "log_weight = 1.0 if pos_weight is None else", "log_weight = 1.0 if True else")),
+               "positive = target if pos_weight is None else", "positive = target if True else")),
            "api.F.binary_cross_entropy_with_logits"),
 )
 BY_NAME = {mutant.name: mutant for mutant in MUTANTS}

@@ -183,8 +183,8 @@ class ArraySurface:
 
     @_arrays
     def binary_cross_entropy_with_logits(self, input, target, reduction="mean", pos_weight=None):
-        weight = 1 if pos_weight is None else 1 + (pos_weight - 1) * target
-        losses = (1 - target) * input + weight * self._softplus(-input)
+        positive = target if pos_weight is None else pos_weight * target  # the engine's cancellation-free form
+        losses = (1 - target) * self._softplus(input) + positive * self._softplus(-input)
         return self._reduce(losses, reduction)
 
     @_arrays
