@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -170,7 +172,7 @@ class ProcessPool:
 
     def __enter__(self):
         self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=self.setup)
+                                        initializer=_set_up_worker, initargs=(self.setup,))
         ready = set()
         while len(ready) < self.workers:
             ready.update(self.pool.map(_worker_pid, range(self.workers)))
@@ -184,6 +186,20 @@ class ProcessPool:
         """``(key, function(payload))`` for each ``(key, payload)`` of ``items``, in the order they finish."""
         futures = {self.pool.submit(function, payload): key for key, payload in items}
         return ((futures[done], done.result()) for done in as_completed(futures))
+
+
+def _set_up_worker(setup):
+    # A worker holds both ends of the executor's queues, so it never sees EOF when its parent is killed (kill -9):
+    # without this watch it would wait on the queue forever, holding its memory.
+    parent = multiprocessing.parent_process()
+    threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
+    if setup is not None:
+        setup()
+
+
+def _exit_with(sentinel):
+    multiprocessing.connection.wait([sentinel])
+    os._exit(1)
 
 
 def _worker_pid(_task):

@@ -90,6 +90,35 @@ def test_a_killed_campaign_resumes_from_its_journal_without_losing_finished_grap
     assert _report(resumed) == _report(run_campaign(10, 3, max_nodes=4, shrink=False))
 
 
+def test_worker_processes_exit_when_their_parent_is_killed(tmp_path):
+    # A SIGKILLed campaign left its two spawned workers waiting on their queues for good, ~800 MB each.
+    driver = ("import os, time\n"
+              "from gradverify.distributed import ProcessPool, _worker_pid\n"
+              "if __name__ == '__main__':\n"
+              "    with ProcessPool(2) as pool:\n"
+              "        print(*{pid for _, pid in pool.map(_worker_pid, [(k, k) for k in range(8)])}, flush=True)\n"
+              "        time.sleep(600)\n")
+    (tmp_path / "driver.py").write_text(driver)
+    process = subprocess.Popen([sys.executable, "driver.py"], cwd=tmp_path, stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    workers = [int(pid) for pid in process.stdout.readline().split()]
+    assert len(workers) == 2
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)
+
+
+def _alive(pid) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not Path(f"/proc/{pid}/stat").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
 @pytest.fixture
 def ray():
     return pytest.importorskip("ray", reason="Ray is not installed (pip install 'gradverify[ray]')")
