@@ -199,6 +199,30 @@ def test_jvp_matches_complex_step(op):
         assert_close(tangent, reference, case.tol, f"{case}: JVP vs complex step")
 
 
+MULTI_INPUT = [op for op in OPS if len(op.domains) > 1 or op.variadic]
+
+
+@pytest.mark.parametrize("op", MULTI_INPUT, ids=[op.name for op in MULTI_INPUT])
+def test_an_input_without_tangent_counts_as_zero(op):
+    """The engine drops an input that has no tangent: J t with one input varied alone (the others constants)
+    is J t with zero tangents for the others, and these terms sum to J t with every tangent."""
+    for case in cases(op, np.float64):
+        primals = case.primals()
+        tangents = [case.random_like(p.shape) for p in primals]
+        terms = []
+        for k in range(len(primals)):
+            constants = [ge.tensor(p) for p in primals]
+
+            def alone(x, k=k, constants=constants):
+                return case.function("engine")(*constants[:k], x, *constants[k + 1:])
+
+            _, term = ge.func.jvp(alone, [ge.tensor(primals[k])], [ge.tensor(tangents[k])])
+            zeros = [t if i == k else np.zeros_like(t) for i, t in enumerate(tangents)]
+            assert_close(term, engine_jvp(case, zeros)[1], case.tol, f"{case}: J t of input {k} alone vs zeros")
+            terms.append(term.numpy())
+        assert_close(sum(terms), engine_jvp(case, tangents)[1], case.tol, f"{case}: sum of the terms vs J t")
+
+
 def _inner(xs, ys):
     """``(sum of <x, y>, sum of <|x|, |y|>)`` in float64: the value and the scale of its rounding error."""
     products = [np.asarray(x, np.float64) * np.asarray(y, np.float64) for x, y in zip(xs, ys)]

@@ -16,6 +16,7 @@ from heapq import heappop, heappush, heapreplace
 import numpy as np
 
 from gradverify.ops import TABLE
+from gradverify.ops.spec import FROM_VJP, LINEAR
 
 
 class _Mode:
@@ -525,24 +526,59 @@ def _propagate_tangents(op, out, inputs, attrs):
     The rule of a level runs with only the levels outside it active: its ops do
     not propagate that level again (which would recurse forever), and its
     result carries the outer levels' tangents, which nested jvp calls read.
-    Outer levels go first, as the rules read ``out``'s tangents.
+    Outer levels go first, as the rules read ``out``'s tangents.  Rules run as
+    outside a backward pass, so a VJP giving a tangent computes every cotangent.
     """
     levels = MODE.forward_levels
     for depth, level in enumerate(levels):
-        tangents = tuple([None if t._tangent is None else t._tangent.get(level) for t in inputs])
-        if all(t is None for t in tangents):
+        tangents = [None if t._tangent is None else t._tangent.get(level) for t in inputs]
+        for t in tangents:
+            if t is not None:
+                break
+        else:  # no input has a tangent at this level
             continue
-        MODE.forward_levels = levels[:depth]
+        in_backward = MODE.in_backward
+        MODE.forward_levels, MODE.in_backward = levels[:depth], False
         try:
-            tangent = op.jvp(tangents, out, *inputs, **attrs)
+            tangent = _tangent(op, tangents, out, inputs, attrs)
             if tangent is not None and tangent.array.shape != out.array.shape:
                 tangent = apply(TABLE["broadcast_to"], (tangent,), {"shape": out.array.shape})
         finally:
-            MODE.forward_levels = levels
+            MODE.forward_levels, MODE.in_backward = levels, in_backward
         if tangent is not None:
             if out._tangent is None:
                 out._tangent = {}
             out._tangent[level] = tangent
+
+
+def _tangent(op, tangents, out, inputs, attrs):
+    """``op``'s output tangent from its inputs' ``tangents`` (None: no tangent), by the rule ``op.jvp`` declares.
+
+    Per-input rules (a tuple, or the VJP's for FROM_VJP) give one term per input with a tangent, and
+    the terms are summed, as JAX's ``standard_jvp``; other rules (LINEAR: the op itself; a function
+    of all tangents, as an autograd.Function's) get zeros for the missing tangents and the
+    ``nondiff`` inputs as they are.
+    """
+    rule = op.jvp
+    from_vjp = rule is FROM_VJP
+    if not from_vjp and type(rule) is not tuple:
+        nondiff = op.nondiff
+        tangents = [x if i in nondiff else Tensor(np.zeros_like(x.array)) if t is None else t
+                    for i, (t, x) in enumerate(zip(tangents, inputs))]
+        return apply(op, tuple(tangents), attrs) if rule is LINEAR else rule(tangents, out, *inputs, **attrs)
+    total = None
+    for i, t in enumerate(tangents):
+        if t is None:
+            continue
+        if from_vjp:
+            term = op.vjp(t, out, *inputs, **attrs)[i]
+        elif rule[i] is not None:
+            term = rule[i](t, out, *inputs, **attrs)
+        else:
+            continue
+        if term is not None:
+            total = term if total is None else total + term
+    return total
 
 
 def fit_cotangent(grad, target):

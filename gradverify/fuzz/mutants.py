@@ -128,11 +128,8 @@ def _pow_through_log():
     def derivative(x, exponent):
         return exponent * F.exp((exponent - 1) * F.log(x))
 
-    return _patch_rules(
-        "pow_scalar",
-        vjp=lambda g, out, x, exponent: (g * derivative(x, exponent),),
-        jvp=lambda t, out, x, exponent: None if t[0] is None else t[0] * derivative(x, exponent),
-    )
+    # Its JVP is the table's default, the VJP applied to the tangent: the mutant reaches both.
+    return _patch_rules("pow_scalar", vjp=lambda g, out, x, exponent: (g * derivative(x, exponent),))
 
 
 def _concatenate_two_operands():
@@ -156,22 +153,13 @@ def _engine_function(name):
 
 
 def _both(derivative):
-    """VJP and JVP rules of a unary op from one (mutated) derivative ``f'(x, out)``."""
-    return {
-        "vjp": lambda g, out, x: (g * derivative(x, out),),
-        "jvp": lambda t, out, x: None if t[0] is None else t[0] * derivative(x, out),
-    }
+    """The VJP of a unary op from a (mutated) derivative ``f'(x, out)``; its JVP, the table's default, follows."""
+    return {"vjp": lambda g, out, x: (g * derivative(x, out),)}
 
 
 def _mul_swapped():
-    return _patch_rules(
-        "mul",
-        vjp=lambda g, out, x, y: (g * x, g * y),
-        jvp=lambda t, out, x, y: sum(
-            term for term in (None if t[0] is None else t[0] * x, None if t[1] is None else y * t[1])
-            if term is not None
-        ) if any(ti is not None for ti in t) else None,
-    )
+    return _patch_rules("mul", vjp=lambda g, out, x, y: (g * x, g * y),
+                        jvp=(lambda t, out, x, y: t * x, lambda t, out, x, y: y * t))
 
 
 def _mean_without_count():
@@ -191,13 +179,7 @@ def _mse_halved():
 
 
 def _div_jvp_sign():
-    return _patch_rules(
-        "div",
-        jvp=lambda t, out, x, y: sum(
-            term for term in (None if t[0] is None else t[0] / y, None if t[1] is None else t[1] * out / y)
-            if term is not None
-        ) if any(ti is not None for ti in t) else None,
-    )
+    return _patch_rules("div", jvp=(lambda t, out, x, y: t / y, lambda t, out, x, y: t * out / y))
 
 
 MUTANTS = (

@@ -15,8 +15,19 @@ Rule conventions (the table's header explains them with examples):
     ``inputs`` are engine tensors and the rule uses engine ops only, so that
     derivatives of derivatives work.  Cotangents may have the broadcast output
     shape: the engine reduces them to each input's shape.
-``jvp(tangents, out, *inputs, **attrs) -> Tensor``
-    ``tangents`` holds one engine tensor or ``None`` (zero) per input.
+``jvp``: the op's tangent, declared one of three ways.  The engine drops the inputs
+    without a tangent and sums the terms of the others (JAX's ``standard_jvp``), so a rule
+    never sees a missing tangent; terms may have the broadcast output shape.
+
+    - omitted (:data:`FROM_VJP`): input i's term is the VJP's i-th cotangent with its tangent
+      for ``g``, right where the derivative in each input is its own transpose: an elementwise
+      op's ``t * f'(x)`` where its VJP is ``g * f'(x)`` (PyTorch's ``auto_element_wise``),
+      softmax.  Each term costs a whole VJP: ops of several inputs say their terms instead;
+    - :data:`LINEAR`: the op applied to the tangents (zeros for the missing ones, a ``nondiff``
+      input as it is), for an op linear in its differentiable inputs: sum, reshape,
+      concatenate, where (PyTorch's ``auto_linear``);
+    - a tuple of one function ``(t, out, *inputs, **attrs) -> term`` per input (``None`` for an
+      input without derivative), ``t`` that input's tangent, as autograd's ``defjvp``.
 """
 from __future__ import annotations
 
@@ -69,6 +80,11 @@ CLASS_INDEX = Domain(low=-0.5, sample=(0, 4), integer=True)
 CONDITION = Domain(sample=(0, 1), integer=True)
 
 
+#: ``OpDef.jvp`` markers (see the module docstring).
+FROM_VJP = "from_vjp"
+LINEAR = "linear"
+
+
 @dataclass(frozen=True)
 class OpDef:
     """One op of the table.  See the module docstring for the rule conventions."""
@@ -76,9 +92,9 @@ class OpDef:
     name: str
     forward: Callable
     vjp: Callable
-    jvp: Callable
     domains: tuple
     kind: str
+    jvp: object = FROM_VJP
     nondiff: tuple = ()
     kink_gap: Optional[Callable] = None
     kink_convention: str = ""

@@ -1,15 +1,18 @@
 """The op table: every op of the engine, declared once.
 
-Each entry gives the numpy forward, the VJP rule, the JVP rule, the domain
-of each input, where the op is not smooth, and (by ``ref``, defaulting to the
+Each entry gives the numpy forward, the VJP rule, the JVP rule unless it
+follows from the VJP (elementwise ops) or the op is linear, the domain of
+each input, where the op is not smooth, and (by ``ref``, defaulting to the
 op's name) its counterparts in ``reference_impls`` for PyTorch, JAX, numpy
 and mpmath.  Rules are written with engine ops (``F.*`` and tensor operators),
 never raw arrays, so the engine can differentiate them again.
 
 Reading a rule::
 
-    exp:  vjp = lambda g, out, x: (g * out,)        # d/dx exp(x) = exp(x)
-          jvp = lambda t, out, x: t[0] * out
+    exp:  vjp = lambda g, out, x: (g * out,)        # d/dx exp(x) = exp(x); the JVP, t * out, follows
+    mul:  jvp = (lambda t, out, x, y: t * y,        # one term per input: the engine skips the
+                 lambda t, out, x, y: x * t)        # inputs without a tangent and adds the rest
+    sum:  jvp = LINEAR                              # the tangent is the sum of the tangent
 
 Conventions shared with PyTorch, so the two can be compared entry by entry:
 relu'(0) = 0, abs'(0) = 0, clip passes the gradient on the closed interval
@@ -24,7 +27,7 @@ import warnings
 
 import numpy as np
 
-from .spec import CLASS_INDEX, CONDITION, NONZERO, POSITIVE, REAL, Domain, OpDef
+from .spec import CLASS_INDEX, CONDITION, LINEAR, NONZERO, POSITIVE, REAL, Domain, OpDef
 
 
 class _EngineFunctions:
@@ -47,27 +50,12 @@ F = _EngineFunctions()
 TABLE: dict[str, OpDef] = {}
 
 
-def op(name, forward, vjp, jvp, domains, kind, **extra):
+def op(name, forward, vjp, domains, kind, **extra):
     """Register an op in the table and return its definition."""
     if name in TABLE:
         raise ValueError(f"op {name!r} is declared twice")
-    TABLE[name] = OpDef(name, forward, vjp, jvp, tuple(domains), kind, **extra)
+    TABLE[name] = OpDef(name, forward, vjp, tuple(domains), kind, **extra)
     return TABLE[name]
-
-
-def _tangent_sum(*terms):
-    """Sum the non-None tangent terms (None stands for a zero tangent)."""
-    terms = [t for t in terms if t is not None]
-    if not terms:
-        return None
-    total = terms[0]
-    for term in terms[1:]:
-        total = total + term
-    return total
-
-
-def _scale(t, factor):
-    return None if t is None else t * factor
 
 
 def _mask(condition, like):
@@ -81,7 +69,7 @@ def _pass_where(condition, g):
     A select, not ``g * mask``, so an infinite cotangent gives 0 where the input is cut off
     (sqrt(relu(x)) at x = 0), as PyTorch's threshold_backward and clamp_backward do.
     """
-    return None if g is None else F.where(F.constant(condition), g, _zero(g.array.dtype))
+    return F.where(F.constant(condition), g, _zero(g.array.dtype))
 
 
 @functools.lru_cache(maxsize=None)
@@ -151,19 +139,11 @@ def _unary(name, forward, derivative, domain=REAL, floating_result=True, **extra
     Its result is floating, so integer input is taken in the default dtype (as torch.exp of an
     integer tensor), unless ``floating_result`` is false (relu and abs keep integers).
     """
-    return op(
-        name,
-        forward,
-        lambda g, out, x: (g * derivative(x, out),),
-        lambda t, out, x: None if t[0] is None else t[0] * derivative(x, out),
-        (domain,),
-        "unary",
-        floating_result=floating_result,
-        **extra,
-    )
+    return op(name, forward, lambda g, out, x: (g * derivative(x, out),), (domain,), "unary",
+              floating_result=floating_result, **extra)
 
 
-op("neg", np.negative, lambda g, out, x: (-g,), lambda t, out, x: _scale(t[0], -1.0), (REAL,), "unary")
+op("neg", np.negative, lambda g, out, x: (-g,), (REAL,), "unary")
 _unary("exp", np.exp, lambda x, out: out, Domain(sample=(-3.0, 3.0)))
 _unary("log", np.log, lambda x, out: 1.0 / x, POSITIVE)
 _unary("log1p", np.log1p, lambda x, out: 1.0 / (1.0 + x), Domain(low=-1.0, sample=(-0.7, 3.0)))
@@ -179,15 +159,7 @@ def _activation(name, forward, backward, backward_forward, second, backward_doc)
     backward op is differentiable again for higher order: ``second(x, out)`` is
     d out / d x of ``out = g * f'(x)``.
     """
-    op(
-        name,
-        forward,
-        lambda g, out, x: (getattr(F, backward)(g, x),),
-        lambda t, out, x: None if t[0] is None else getattr(F, backward)(t[0], x),
-        (REAL,),
-        "unary",
-        floating_result=True,
-    )
+    op(name, forward, lambda g, out, x: (getattr(F, backward)(g, x),), (REAL,), "unary", floating_result=True)
     op(
         backward,
         backward_forward,
@@ -195,11 +167,9 @@ def _activation(name, forward, backward, backward_forward, second, backward_doc)
             getattr(F, backward)(g, x) if F.needs_cotangent(gy) else None,
             g * second(x, out) if F.needs_cotangent(x) else None,
         ),
-        lambda t, out, gy, x: _tangent_sum(
-            None if t[0] is None else getattr(F, backward)(t[0], x), None if t[1] is None else t[1] * second(x, out)
-        ),
         (REAL, REAL),
         "binary",
+        jvp=(lambda t, out, gy, x: getattr(F, backward)(t, x), lambda t, out, gy, x: t * second(x, out)),
         broadcasts=True,
         doc=backward_doc,
     )
@@ -217,7 +187,6 @@ op(
     "relu",
     lambda x: np.maximum(x, 0).astype(x.dtype, copy=False),
     lambda g, out, x: (_pass_where(x.array > 0, g),),
-    lambda t, out, x: _pass_where(x.array > 0, t[0]),
     (REAL,),
     "unary",
     kink_gap=lambda x: x,
@@ -243,7 +212,6 @@ op(
     "pow_scalar",
     lambda x, exponent: np.power(x, np.asarray(exponent, dtype=x.dtype)),
     lambda g, out, x, exponent: (g * _pow_scalar_derivative(x, exponent),),
-    lambda t, out, x, exponent: None if t[0] is None else t[0] * _pow_scalar_derivative(x, exponent),
     (POSITIVE,),
     "unary",
     attrs={"exponent": 2.0},
@@ -263,7 +231,6 @@ op(
     "clip",
     _clip_forward,
     lambda g, out, x, lo, hi: (_pass_where(_inside(x, lo, hi), g),),
-    lambda t, out, x, lo, hi: _pass_where(_inside(x, lo, hi), t[0]),
     (REAL,),
     "unary",
     kink_gap=lambda x, lo, hi: np.minimum(np.abs(x - lo), np.abs(x - hi)),
@@ -275,50 +242,33 @@ op(
     "astype",
     lambda x, dtype: x.astype(dtype),
     lambda g, out, x, dtype: (F.astype(g, dtype=x.dtype),),
-    lambda t, out, x, dtype: None if t[0] is None else F.astype(t[0], dtype=dtype),
     (REAL,),
     "unary",
+    jvp=LINEAR,
     attrs={"dtype": "float64"},
     doc="Change the floating dtype; the cotangent returns to the input's dtype.",
 )
 
 # --------------------------------------------------------------------- binary
-op(
-    "add",
-    np.add,
-    lambda g, out, x, y: (g, g),
-    lambda t, out, x, y: _tangent_sum(t[0], t[1]),
-    (REAL, REAL),
-    "binary",
-    broadcasts=True,
-)
-op(
-    "sub",
-    np.subtract,
-    lambda g, out, x, y: (g, -g),
-    lambda t, out, x, y: _tangent_sum(t[0], _scale(t[1], -1.0)),
-    (REAL, REAL),
-    "binary",
-    broadcasts=True,
-)
+op("add", np.add, lambda g, out, x, y: (g, g), (REAL, REAL), "binary", broadcasts=True)
+op("sub", np.subtract, lambda g, out, x, y: (g, -g), (REAL, REAL), "binary", broadcasts=True,
+   jvp=(lambda t, out, x, y: t, lambda t, out, x, y: -t))
 op(
     "mul",
     np.multiply,
     lambda g, out, x, y: (g * y if F.needs_cotangent(x) else None, g * x if F.needs_cotangent(y) else None),
-    lambda t, out, x, y: _tangent_sum(None if t[0] is None else t[0] * y, None if t[1] is None else x * t[1]),
     (REAL, REAL),
     "binary",
+    jvp=(lambda t, out, x, y: t * y, lambda t, out, x, y: x * t),
     broadcasts=True,
 )
 op(
     "div",
     np.true_divide,
     lambda g, out, x, y: (g / y if F.needs_cotangent(x) else None, -g * out / y if F.needs_cotangent(y) else None),
-    lambda t, out, x, y: _tangent_sum(
-        None if t[0] is None else t[0] / y, None if t[1] is None else -t[1] * out / y
-    ),
     (REAL, NONZERO),
     "binary",
+    jvp=(lambda t, out, x, y: t / y, lambda t, out, x, y: -t * out / y),
     broadcasts=True,
     floating_result=True,
 )
@@ -339,12 +289,9 @@ op(
         g * _pow_dbase(x, y) if F.needs_cotangent(x) else None,
         g * _pow_dexponent(out, x, y) if F.needs_cotangent(y) else None,
     ),
-    lambda t, out, x, y: _tangent_sum(
-        None if t[0] is None else t[0] * _pow_dbase(x, y),
-        None if t[1] is None else t[1] * _pow_dexponent(out, x, y),
-    ),
     (POSITIVE, Domain(sample=(-2.0, 2.0))),
     "binary",
+    jvp=(lambda t, out, x, y: t * _pow_dbase(x, y), lambda t, out, x, y: t * _pow_dexponent(out, x, y)),
     broadcasts=True,
     doc="x ** y with both tensors; the domain is x > 0.",
 )
@@ -359,7 +306,7 @@ def _select_weights(x, y, pick_x):
 
 def _weighted(g, weight):
     """``g * weight``, and 0 where the weight is 0 even when ``g`` is infinite (the side that lost)."""
-    return None if g is None else _pass_where(weight != 0, g * F.constant(weight))
+    return _pass_where(weight != 0, g * F.constant(weight))
 
 
 def _minmax(name, forward, pick_x):
@@ -367,17 +314,14 @@ def _minmax(name, forward, pick_x):
         wx, wy = _select_weights(x, y, pick_x)
         return _weighted(g, wx), _weighted(g, wy)
 
-    def jvp(t, out, x, y):
-        wx, wy = _select_weights(x, y, pick_x)
-        return _tangent_sum(_weighted(t[0], wx), _weighted(t[1], wy))
-
     op(
         name,
         forward,
         vjp,
-        jvp,
         (REAL, REAL),
         "binary",
+        jvp=(lambda t, out, x, y: _weighted(t, _select_weights(x, y, pick_x)[0]),
+             lambda t, out, x, y: _weighted(t, _select_weights(x, y, pick_x)[1])),
         broadcasts=True,
         kink_gap=lambda x, y: x - y,
         kink_convention="ties split the gradient evenly",
@@ -418,21 +362,13 @@ def _where_vjp(g, out, cond, x, y):
     return None, F.where(cond, g, zero), F.where(cond, zero, g)
 
 
-def _where_jvp(t, out, cond, x, y):
-    tx = F.zeros_like(out) if t[1] is None else t[1]
-    ty = F.zeros_like(out) if t[2] is None else t[2]
-    if t[1] is None and t[2] is None:
-        return None
-    return F.where(cond, tx, ty)
-
-
 op(
     "where",
     _where_forward,
     _where_vjp,
-    _where_jvp,
     (CONDITION, REAL, REAL),
     "select",
+    jvp=LINEAR,
     nondiff=(0,),
     broadcasts=True,
 )
@@ -472,11 +408,9 @@ op(
     "matmul",
     np.matmul,
     _matmul_vjp,
-    lambda t, out, a, b: _tangent_sum(
-        None if t[0] is None else F.matmul(t[0], b), None if t[1] is None else F.matmul(a, t[1])
-    ),
     (REAL, REAL),
     "matmul",
+    jvp=(lambda t, out, a, b: F.matmul(t, b), lambda t, out, a, b: F.matmul(a, t)),
     doc="numpy.matmul semantics: batched, with the 1-D cases as numpy treats them.",
 )
 
@@ -508,13 +442,13 @@ op(
     "linear",
     _linear_forward,
     _linear_vjp,
-    lambda t, out, x, weight, bias: _tangent_sum(
-        None if t[0] is None else F.matmul(t[0], F.swapaxes(weight, 0, 1)),
-        None if t[1] is None else F.matmul(x, F.swapaxes(t[1], 0, 1)),
-        t[2],
-    ),
     (REAL, REAL, REAL),
     "linear",
+    jvp=(
+        lambda t, out, x, weight, bias: F.matmul(t, F.swapaxes(weight, 0, 1)),
+        lambda t, out, x, weight, bias: F.matmul(x, F.swapaxes(t, 0, 1)),
+        lambda t, out, x, weight, bias: t,
+    ),
     doc="x @ weight.T + bias, as torch.nn.functional.linear: x (..., in), weight (out, in), bias (out,).",
 )
 
@@ -556,9 +490,9 @@ op(
     "sum",
     lambda x, axis=None, keepdims=False: np.add.reduce(x, axis=axis, keepdims=keepdims),
     lambda g, out, x, axis=None, keepdims=False: (F.broadcast_to(_keep(g, x, axis, keepdims), shape=x.shape),),
-    lambda t, out, x, axis=None, keepdims=False: None if t[0] is None else F.sum(t[0], axis=axis, keepdims=keepdims),
     (REAL,),
     "reduction",
+    jvp=LINEAR,
     attrs=REDUCE_ATTRS,
 )
 op(
@@ -568,9 +502,9 @@ op(
         # (No entries: an empty gradient, whatever the factor.)
         F.broadcast_to(_keep(g, x, axis, keepdims), shape=x.shape) * (1.0 / (_count(x, axis) or 1)),
     ),
-    lambda t, out, x, axis=None, keepdims=False: None if t[0] is None else F.mean(t[0], axis=axis, keepdims=keepdims),
     (REAL,),
     "reduction",
+    jvp=LINEAR,
     attrs=REDUCE_ATTRS,
     floating_result=True,
 )
@@ -600,11 +534,10 @@ def _extremum(name, forward, largest):
         lambda g, out, x, axis=None, keepdims=False: (
             F.broadcast_to(_keep(g, x, axis, keepdims), shape=x.shape) * _extremum_weights(out, x, axis, keepdims),
         ),
-        lambda t, out, x, axis=None, keepdims=False: None
-        if t[0] is None
-        else F.sum(t[0] * _extremum_weights(out, x, axis, keepdims), axis=axis, keepdims=keepdims),
         (REAL,),
         "reduction",
+        jvp=(lambda t, out, x, axis=None, keepdims=False: F.sum(
+            t * _extremum_weights(out, x, axis, keepdims), axis=axis, keepdims=keepdims),),
         attrs=REDUCE_ATTRS,
         kink_gap=lambda x, axis=None, keepdims=False: _extremum_gap(x, axis, keepdims, largest),
         kink_convention="ties split the gradient evenly",
@@ -654,11 +587,9 @@ op(
     "logsumexp",
     _logsumexp_forward,
     lambda g, out, x, axis=None, keepdims=False: (_keep(g, x, axis, keepdims) * _softmax_of(x, axis),),
-    lambda t, out, x, axis=None, keepdims=False: None
-    if t[0] is None
-    else F.sum(t[0] * _softmax_of(x, axis), axis=axis, keepdims=keepdims),
     (Domain(sample=(-5.0, 5.0)),),
     "reduction",
+    jvp=(lambda t, out, x, axis=None, keepdims=False: F.sum(t * _softmax_of(x, axis), axis=axis, keepdims=keepdims),),
     attrs=REDUCE_ATTRS,
     floating_result=True,
 )
@@ -668,9 +599,9 @@ op(
     "reshape",
     lambda x, shape: x.reshape(shape),
     lambda g, out, x, shape: (F.reshape(g, shape=x.shape),),
-    lambda t, out, x, shape: None if t[0] is None else F.reshape(t[0], shape=shape),
     (REAL,),
     "shape",
+    jvp=LINEAR,
 )
 @functools.lru_cache(maxsize=256)
 def _inverse_permutation(axes):
@@ -683,17 +614,17 @@ op(
     "permute",
     lambda x, axes: x.transpose(axes),
     lambda g, out, x, axes: (F.permute(g, axes=_inverse_permutation(tuple(axes))),),
-    lambda t, out, x, axes: None if t[0] is None else F.permute(t[0], axes=axes),
     (REAL,),
     "shape",
+    jvp=LINEAR,
 )
 op(
     "broadcast_to",
     lambda x, shape: np.broadcast_to(x, shape),
     lambda g, out, x, shape: (F.sum_to(g, shape=x.shape),),
-    lambda t, out, x, shape: None if t[0] is None else F.broadcast_to(t[0], shape=shape),
     (REAL,),
     "shape",
+    jvp=LINEAR,
 )
 
 
@@ -722,26 +653,26 @@ op(
     "sum_to",
     sum_to_forward,
     lambda g, out, x, shape: (F.broadcast_to(g, shape=x.shape),),
-    lambda t, out, x, shape: None if t[0] is None else F.sum_to(t[0], shape=shape),
     (REAL,),
     "shape",
+    jvp=LINEAR,
     doc="Reduce a broadcast cotangent to an input's shape.",
 )
 op(
     "unsqueeze",
     lambda x, axis: np.expand_dims(x, axis),
     lambda g, out, x, axis: (F.reshape(g, shape=x.shape),),
-    lambda t, out, x, axis: None if t[0] is None else F.unsqueeze(t[0], axis),
     (REAL,),
     "shape",
+    jvp=LINEAR,
 )
 op(
     "squeeze",
     lambda x, axis=None: x.squeeze(axis),
     lambda g, out, x, axis=None: (F.reshape(g, shape=x.shape),),
-    lambda t, out, x, axis=None: None if t[0] is None else F.squeeze(t[0], axis),
     (REAL,),
     "shape",
+    jvp=LINEAR,
 )
 
 
@@ -760,18 +691,18 @@ op(
     "getitem",
     lambda x, index: np.asarray(x[index]),
     lambda g, out, x, index: (F.scatter_add(g, index=index, shape=x.shape),),
-    lambda t, out, x, index: None if t[0] is None else F.getitem(t[0], index=index),
     (REAL,),
     "index",
+    jvp=LINEAR,
     doc="Basic and integer-array indexing, as numpy; repeated indices accumulate in the VJP.",
 )
 op(
     "scatter_add",
     _scatter_add_forward,
     lambda g, out, x, index, shape: (F.getitem(g, index=index),),
-    lambda t, out, x, index, shape: None if t[0] is None else F.scatter_add(t[0], index=index, shape=shape),
     (REAL,),
     "index",
+    jvp=LINEAR,
     doc="zeros(shape) with x added at index (repeats accumulate): the VJP of getitem.",
 )
 
@@ -786,19 +717,13 @@ def _split_along(g, sizes, axis):
     return tuple(pieces)
 
 
-def _zeros_for(t, xs):
-    return [F.zeros_like(x) if ti is None else ti for ti, x in zip(t, xs)]
-
-
 op(
     "concatenate",
     lambda *xs, axis=0: np.concatenate(xs, axis=axis),
     lambda g, out, *xs, axis=0: _split_along(g, [x.shape[axis] for x in xs], axis % g.ndim),
-    lambda t, out, *xs, axis=0: None
-    if all(ti is None for ti in t)
-    else F.concatenate(*_zeros_for(t, xs), axis=axis),
     (REAL,),
     "join",
+    jvp=LINEAR,
     variadic=True,
     attrs={"axis": 0},
 )
@@ -813,9 +738,9 @@ op(
     "stack",
     lambda *xs, axis=0: np.stack(xs, axis=axis),
     lambda g, out, *xs, axis=0: _unstack(g, len(xs), axis),
-    lambda t, out, *xs, axis=0: None if all(ti is None for ti in t) else F.stack(*_zeros_for(t, xs), axis=axis),
     (REAL,),
     "join",
+    jvp=LINEAR,
     variadic=True,
     attrs={"axis": 0},
 )
@@ -855,7 +780,6 @@ op(
     "softmax",
     _softmax_forward,
     _softmax_vjp,
-    lambda t, out, x, axis=-1: None if t[0] is None else _softmax_vjp(t[0], out, x, axis)[0],
     (Domain(sample=(-5.0, 5.0)),),
     "normalize",
     attrs={"axis": -1},
@@ -873,9 +797,7 @@ def _log_softmax_vjp(g, out, x, axis=-1):
 
 def _log_softmax_jvp(t, out, x, axis=-1):
     # t - sum(p t) == d - sum(p d) for d = t - t[argmax]: no cancellation where p rounds to 1.
-    if t[0] is None:
-        return None
-    d = t[0] - F.sum(t[0] * _first_max_mask(x, axis), axis=axis, keepdims=True)
+    d = t - F.sum(t * _first_max_mask(x, axis), axis=axis, keepdims=True)
     return d - F.sum(F.exp(out) * d, axis=axis, keepdims=True)
 
 
@@ -883,9 +805,9 @@ op(
     "log_softmax",
     _log_softmax_forward,
     _log_softmax_vjp,
-    _log_softmax_jvp,
     (Domain(sample=(-5.0, 5.0)),),
     "normalize",
+    jvp=(_log_softmax_jvp,),
     attrs={"axis": -1},
     floating_result=True,
 )
@@ -902,9 +824,9 @@ op(
     "cross_entropy",
     _cross_entropy_forward,
     lambda g, out, logits, target: (F.cross_entropy_backward(g, logits, target), None),
-    lambda t, out, logits, target: None if t[0] is None else F.sum(t[0] * _dlogits(logits, target)),
     (Domain(sample=(-5.0, 5.0)), CLASS_INDEX),
     "loss",
+    jvp=(lambda t, out, logits, target: F.sum(t * _dlogits(logits, target)), None),
     nondiff=(1,),
     doc="Mean cross-entropy of (N, C) logits against (N,) class indices.",
 )
@@ -944,20 +866,14 @@ def _cross_entropy_backward_vjp(u, out, g, logits, target):
     )
 
 
-def _cross_entropy_backward_jvp(t, out, g, logits, target):
-    return _tangent_sum(
-        None if t[0] is None else t[0] * _dlogits(logits, target),
-        None if t[1] is None else _through_logits(t[1], g, logits),
-    )
-
-
 op(
     "cross_entropy_backward",
     _cross_entropy_backward_forward,
     _cross_entropy_backward_vjp,
-    _cross_entropy_backward_jvp,
     (REAL, Domain(sample=(-5.0, 5.0)), CLASS_INDEX),
     "loss",
+    jvp=(lambda t, out, g, logits, target: t * _dlogits(logits, target),
+         lambda t, out, g, logits, target: _through_logits(t, g, logits), None),
     nondiff=(2,),
     doc="g (softmax(logits) - one_hot(target)) / N, the backward of cross_entropy (g: the loss's cotangent); "
     "accurate where the target's probability rounds to 1.",
@@ -972,11 +888,8 @@ op(
     "mse_loss",
     lambda x, y: _mean_forward(np.square(x - y)),
     lambda g, out, x, y: (g * _mse_dinput(x, y), -g * _mse_dinput(x, y)),
-    lambda t, out, x, y: _tangent_sum(
-        None if t[0] is None else F.sum(t[0] * _mse_dinput(x, y)),
-        None if t[1] is None else -F.sum(t[1] * _mse_dinput(x, y)),
-    ),
     (REAL, REAL),
     "loss",
+    jvp=(lambda t, out, x, y: F.sum(t * _mse_dinput(x, y)), lambda t, out, x, y: -F.sum(t * _mse_dinput(x, y))),
     doc="Mean squared error of two tensors of the same shape.",
 )

@@ -37,10 +37,14 @@ _PLACEHOLDER.flags.writeable = False
 
 
 class _Rule:
-    """An op for the engine's ``apply`` and ``run_backward`` from outside the op table: a name and three rules."""
+    """An op for the engine's ``apply`` and ``run_backward`` from outside the op table: a name and three rules.
+
+    Its ``jvp(tangents, out, *inputs)`` takes every input's tangent at once, zeros where an input has none.
+    """
 
     __slots__ = ("name", "forward", "vjp", "jvp")
     broadcasts = floating_result = False
+    nondiff = ()
 
     def __init__(self, name, forward, vjp, jvp):
         self.name, self.forward, self.vjp, self.jvp = name, forward, vjp, jvp
@@ -241,13 +245,14 @@ class _Call:
                                f"but expected shape compatible with {list(wanted)}")
         return g
 
-    def jvp(self, tangents, inputs):
-        """The outputs' tangents by index: the user's ``jvp`` on one tangent per argument (zeros where none)."""
+    def jvp(self, tangents):
+        """The outputs' tangents by index: the user's ``jvp`` on one tangent per argument (the engine gives
+        zeros where a tensor argument has none)."""
         if self.cls.jvp is Function.jvp:
             raise NotImplementedError(f"{self.cls.__name__}: {_NO_JVP}")
         arg_tangents = [None] * self.n_args
-        for i, x, t in zip(self.tensor_args, inputs, tangents):
-            arg_tangents[i] = Tensor(np.zeros_like(x.array)) if t is None else t
+        for i, t in zip(self.tensor_args, tangents):
+            arg_tangents[i] = t
         self.ctx._in_jvp = True
         try:
             result = self.cls.jvp(self.ctx, *arg_tangents)
@@ -278,7 +283,7 @@ def _node_vjp(g, node, *inputs, call):
 
 
 def _node_jvp(tangents, node, *inputs, call):
-    return _PerOutput(call.jvp(tangents, inputs))
+    return _PerOutput(call.jvp(tangents))
 
 
 def _output_value(node, index, value):
