@@ -24,6 +24,7 @@ path through the graph.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -817,3 +818,100 @@ def cases(draw, max_nodes=8, dtypes=("float64", "float32"), focus=None):
 def graphs(max_nodes=8, dtypes=("float64", "float32")):
     """Graphs alone (each drawn with the inputs that steered it; see :func:`cases`)."""
     return cases(max_nodes=max_nodes, dtypes=dtypes).map(lambda case: case.graph)
+
+
+def _program_loss(draw, n_out, batch, focus):
+    """(loss module name, options) and its target: class indices, or floats of the output's shape."""
+    names = ("CrossEntropyLoss",) if focus == "loss_options" else (
+        "CrossEntropyLoss", "MSELoss", "L1Loss", "SmoothL1Loss", "BCEWithLogitsLoss") + (
+        () if focus == "inplace" else ("NLLLoss",))
+    name = draw(st.sampled_from(names))
+    options = [("reduction", draw(st.sampled_from(("mean", "sum", "none"))))]
+    weight = _floats(draw, (n_out,), 0.25, 3.0, "float64")
+    if name in ("CrossEntropyLoss", "NLLLoss"):
+        if focus == "loss_options" or draw(st.booleans()):
+            options.append(("weight", weight))
+        if name == "CrossEntropyLoss" and (focus == "loss_options" or draw(st.booleans())):
+            options.append(("label_smoothing", draw(st.sampled_from((0.1, 0.25, 0.5)))))
+        target = np.array(draw(st.lists(st.integers(0, n_out - 1), min_size=batch, max_size=batch)), dtype=np.int64)
+        return (name, tuple(options)), target
+    if name == "SmoothL1Loss":
+        options.append(("beta", draw(st.sampled_from((0.5, 1.0, 2.0)))))
+    if name == "BCEWithLogitsLoss":
+        options += [(key, value) for key, value in (("weight", weight), ("pos_weight", _floats(
+            draw, (n_out,), 0.25, 3.0, "float64"))) if draw(st.booleans())]
+    low = 0.0 if name == "BCEWithLogitsLoss" else -2.0
+    return (name, tuple(options)), _floats(draw, (batch, n_out), low, 1.0, "float64")
+
+
+def _program_optimizer(draw, focus):
+    """(optimizer name, options): SGD with its momentum variants, Adam or AdamW with theirs."""
+    names = {"sgd_momentum": ("SGD",), "adam": ("Adam", "AdamW")}.get(focus, ("SGD", "Adam", "AdamW"))
+    name = draw(st.sampled_from(names))
+    if name == "SGD":
+        momentum = draw(st.sampled_from((0.5, 0.9) if focus == "sgd_momentum" else (0.0, 0.5, 0.9)))
+        nesterov = bool(momentum) and draw(st.booleans())
+        dampening = 0.0 if nesterov else draw(st.sampled_from((0.0, 0.3)))
+        return name, (("lr", draw(st.sampled_from((0.05, 0.1, 0.3)))), ("momentum", momentum),
+                      ("dampening", dampening), ("nesterov", nesterov),
+                      ("weight_decay", draw(st.sampled_from((0.0, 0.05)))), ("maximize", draw(st.booleans())))
+    decays = (0.01, 0.1) if name == "AdamW" else (0.0, 0.05)
+    return name, (("lr", draw(st.sampled_from((0.01, 0.05, 0.1)))),
+                  ("betas", draw(st.sampled_from(((0.9, 0.999), (0.5, 0.9))))),
+                  ("eps", draw(st.sampled_from((1e-8, 1e-3)))), ("weight_decay", draw(st.sampled_from(decays))),
+                  ("amsgrad", draw(st.booleans())))
+
+
+def _program_step(draw, n_params, inplace_allowed, focus, first):
+    """A training step (with its backward, hook and in-place variants) or a no_grad update of a parameter."""
+    from gradverify.fuzz.programs import NoGradUpdate, Train
+
+    if not first and focus is None and draw(st.sampled_from((False, False, False, True))):
+        method = draw(st.sampled_from(("add_", "mul_", "clamp_")))
+        args = {"add_": (0.25,), "mul_": (0.5,), "clamp_": (-0.5, 0.5)}[method]
+        return NoGradUpdate(draw(st.integers(0, n_params - 1)), method, args)
+    backward = "retained" if focus == "accumulation" and first else draw(
+        st.sampled_from(("once", "once", "retained", "freed")))
+    hook = None
+    if (focus == "hook" and first) or draw(st.sampled_from((False, False, True))):
+        kinds = ("scale", "replace") if focus == "hook" else ("scale", "replace", "observe")
+        hook = (draw(st.sampled_from(("output",) + tuple(range(n_params)))), draw(st.sampled_from(kinds)),
+                draw(st.sampled_from((0.5, 2.0, -1.0))))
+    inplace = None
+    if inplace_allowed and ((focus == "inplace" and first) or draw(st.sampled_from((False, False, True)))):
+        method = draw(st.sampled_from(("add_", "mul_", "clamp_")))
+        args = {"add_": (0.5,), "mul_": (-2.0,), "clamp_": (-1.0, 1.0)}[method]
+        inplace = (method, args, (focus == "inplace" and first) or draw(st.booleans()))
+    return Train(draw(st.booleans()) if not first else True, backward, hook, inplace)
+
+
+@st.composite
+def programs(draw, focus=None):
+    """A :class:`~gradverify.fuzz.programs.Program`: a few training steps of a small float64 model.
+
+    ``focus`` (one of :data:`gradverify.fuzz.programs.FOCUSES`) makes sure the program exercises that part
+    (an SGD momentum buffer over several steps, Adam's bias correction, an in-place change the backward must
+    refuse, accumulated gradients, a hook that changes the gradient, a loss's weight and label smoothing).
+    """
+    from gradverify.fuzz.programs import FOCUSES, Program
+
+    if focus is not None and focus not in FOCUSES:
+        raise ValueError(f"focus: expected one of {', '.join(FOCUSES)}, got {focus!r}")
+    widths = (draw(st.integers(1, 4)),) + ((draw(st.integers(2, 4)),) if draw(st.booleans()) else ()) + (
+        draw(st.integers(2, 4)),)
+    activation = draw(st.sampled_from(("Tanh", "ReLU", "Sigmoid"))) if len(widths) > 2 else ""
+    parameters = tuple(array for a, b in zip(widths[:-1], widths[1:])
+                       for array in (_floats(draw, (b, a), -1.0, 1.0, "float64"), _floats(draw, (b,), -1.0, 1.0,
+                                                                                            "float64")))
+    batch = draw(st.integers(1, 4))
+    x = _floats(draw, (batch, widths[0]), -2.0, 2.0, "float64")
+    loss, target = _program_loss(draw, widths[-1], batch, focus)
+    optimizer = _program_optimizer(draw, focus)
+    # LogSoftmax (before NLLLoss) saves its output: an in-place change there must raise, which the engine misses.
+    inplace_allowed = loss[0] != "NLLLoss"
+    least = 2 if focus in ("sgd_momentum", "adam") else 1
+    steps = tuple(_program_step(draw, len(parameters), inplace_allowed, focus, k == 0)
+                  for k in range(draw(st.integers(least, 4))))
+    if focus in ("sgd_momentum", "adam"):  # every step must reach optimizer.step()
+        steps = tuple(dataclasses.replace(step, backward="once", inplace=None) for step in steps)
+    return Program(widths, activation, parameters, x, target, loss, optimizer, steps)

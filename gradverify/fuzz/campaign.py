@@ -11,7 +11,10 @@ The graphs a seed yields are fixed for given versions of hypothesis and of
 this code base: besides the seed, hypothesis mixes in constants it finds in
 the project's loaded modules.  An unfocused campaign then trades a few of
 its graphs for focused ones, so that every op of the table is checked
-(:func:`cover_every_op`).
+(:func:`cover_every_op`).  Every :data:`PROGRAM_EVERY`-th graph of a campaign on
+the engine is a stateful program instead (:mod:`gradverify.fuzz.programs`:
+training steps, in-place updates, retained graphs, hooks, judged against
+PyTorch's run of the same program).
 """
 from __future__ import annotations
 
@@ -29,10 +32,17 @@ from hypothesis import seed as hypothesis_seed
 from gradverify.distributed import Journal, run_items
 from gradverify.fuzz import adapters, jax_cache
 from gradverify.fuzz.graph import literal
+from gradverify.fuzz import programs as stateful
 from gradverify.fuzz.oracles import (ORACLES, Finding, Outcome, check_case, check_kinks, check_saturation,
                                      reference_libraries)
+from gradverify.fuzz.programs import Program
 from gradverify.ops import TABLE
-from gradverify.strategies import cases
+from gradverify.strategies import cases, programs
+
+PROGRAM_EVERY = 10
+"""In a campaign on the engine, graph k is a stateful program when k + 1 is a multiple of this."""
+PROGRAM_FOCUS = "program."
+"""``focus`` prefix of a campaign of programs only: ``program.<one of gradverify.fuzz.programs.FOCUSES>``."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,9 @@ class CampaignResult:
     startup_seconds: float = 0.0
     """Time spent starting workers and importing the libraries before the first graph."""
     ops_covered: Counter = field(default_factory=Counter)
+    program_features: Counter = field(default_factory=Counter)
+    """Of the stateful programs among the graphs: how many exercise each of :data:`programs.FOCUSES`."""
+    programs: int = 0
     failures: list = field(default_factory=list)
     reference_defects: list = field(default_factory=list)
     fired: Counter = field(default_factory=Counter)
@@ -130,6 +143,7 @@ class CampaignResult:
             "oracles": {name: {"fired": self.fired.get(name, 0), "inconclusive": self.inconclusive.get(name, 0)}
                         for name in ORACLES if name != self.target},
             "ops_covered": dict(sorted(self.ops_covered.items())),
+            "programs": {"count": self.programs, "features": dict(sorted(self.program_features.items()))},
             "reference_defects": [str(f) for f in self.reference_defects],
         }
 
@@ -159,8 +173,11 @@ def _settings(examples, shrink):
 def check(case, references=None, target="engine"):
     """All oracles on one drawn :class:`~gradverify.strategies.Case`, ``target`` under test.
 
-    ``references``: the built-in libraries compared with it (default: all but the target).
+    ``references``: the built-in libraries compared with it (default: all but the target).  A drawn
+    :class:`~gradverify.fuzz.programs.Program` is judged against PyTorch's run of it.
     """
+    if isinstance(case, Program):
+        return stateful.check_program(case, target)
     graph = case.graph
     if references is None:
         references = reference_libraries(target)
@@ -213,15 +230,21 @@ def cover_every_op(drawn: list, seed: int, max_nodes: int) -> list:
     return result
 
 
-def _warm_up(target="engine"):
-    """Import every library and run each oracle once, so that timing measures graphs, not start-up."""
-    check(draw_cases(cases(max_nodes=2), 0, 1)[0], target=target)
+def _warm_up(target="engine", graphs=True):
+    """Import every library and run each oracle once, so that timing measures graphs, not start-up.
+
+    ``graphs``: False for a campaign of stateful programs only (no graph oracle runs).
+    """
+    if graphs:
+        check(draw_cases(cases(max_nodes=2), 0, 1)[0], target=target)
+    if target == "engine":
+        check(draw_cases(programs(), 0, 1)[0])
 
 
-def _start_worker(target="engine"):
+def _start_worker(target="engine", graphs=True):
     warnings.simplefilter("ignore")  # a worker's warnings would interleave with the progress bar
     jax_cache.enable()
-    _warm_up(target)
+    _warm_up(target, graphs)
 
 
 def outcome_to_json(outcome: Outcome) -> dict:
@@ -260,7 +283,9 @@ def run_campaign(
 ) -> CampaignResult:
     """Check ``shard``'s share of ``graphs`` random graphs drawn with ``seed``.
 
-    ``focus`` aims every graph at one table op (see :func:`cases`);
+    ``focus`` aims every graph at one table op (see :func:`cases`), or
+    makes every graph a stateful program of one part (``program.<part>``,
+    see :func:`~gradverify.strategies.programs`; ``program.`` alone: any);
     ``preamble`` is Python source placed before the graph in reproducers
     (e.g. the line that re-applies a mutant); ``on_graph(index, outcome)`` is
     called after each graph (progress bars); ``target`` is the library under
@@ -284,11 +309,17 @@ def run_campaign(
     if references is None:
         references = reference_libraries(target)
     result = CampaignResult(seed, shard, max_nodes, name)
+    only_programs = focus is not None and focus.startswith(PROGRAM_FOCUS)
     examples = shard.graphs(graphs)
-    strategy = cases(max_nodes=max_nodes, focus=focus)
-    # The kink probes check the table's conventions, which only the in-house engine follows.
-    probes = check_kinks(seed) if name == "engine" else []
-    for finding in probes + check_saturation(seed, target):
+    program_strategy = programs(focus=(focus[len(PROGRAM_FOCUS):] or None) if only_programs else None)
+    strategy = None if only_programs else cases(max_nodes=max_nodes, focus=focus)
+    # Programs exercise the engine's own torch-shaped API: no other target has one.
+    program_count = examples if only_programs else (examples // PROGRAM_EVERY if name == "engine" and focus is None
+                                                    else 0)
+    # The kink probes check the table's conventions, which only the in-house engine follows; the probes
+    # check table ops, which a campaign of programs only does not aim at.
+    probes = check_kinks(seed) if name == "engine" and not only_programs else []
+    for finding in probes + ([] if only_programs else check_saturation(seed, target)):
         result.failures.append(Failure(None, [finding]))
         result.fired[finding.oracle] += 1
     if examples == 0:
@@ -301,9 +332,10 @@ def run_campaign(
     per_graph = [tuple(r for r in references if r != "jax" or i % jax_every == 0) for i in range(examples)]
     # Drawn before any worker starts, so that the graphs do not depend on the number of workers.
     drawing = time.perf_counter()
-    drawn = draw_cases(strategy, shard.seed(seed), examples)
+    drawn = [] if only_programs else draw_cases(strategy, shard.seed(seed), examples - program_count)
     if focus is None:
         drawn = cover_every_op(drawn, shard.seed(seed), max_nodes)
+    drawn = _interleave(drawn, draw_cases(program_strategy, shard.seed(seed), program_count) if program_count else [])
     drawn_at = started = time.perf_counter()
     defects = {}
 
@@ -321,7 +353,7 @@ def run_campaign(
         started = time.perf_counter()
 
     # Worker processes import the engine afresh: in-process patches (an active mutant) apply with one worker only.
-    setup = functools.partial(_warm_up if ray is None and workers == 1 else _start_worker, target)
+    setup = functools.partial(_warm_up if ray is None and workers == 1 else _start_worker, target, not only_programs)
     run_items(_check_to_json, {i: (drawn[i], per_graph[i], target) for i in range(examples)}, ray, book, workers,
               setup, arrived, on_start)
     result.startup_seconds = started - drawn_at
@@ -332,17 +364,32 @@ def run_campaign(
     graph_failures = [f for f in result.failures if f.graph_index is not None]
     if shrink and graph_failures:
         # The ground truth decides every engine failure, so shrinking needs no JAX compilations.
-        shrunk = shrink_failure(strategy, shard.seed(seed), examples, preamble,
+        first_is_program = isinstance(drawn[graph_failures[0].graph_index], Program)
+        shrunk = shrink_failure(program_strategy if first_is_program else strategy, shard.seed(seed),
+                                program_count if first_is_program else examples - program_count, preamble,
                                 tuple(r for r in references if r != "jax")[:1], target)
         if shrunk is not None:
             graph_failures[0].reproducer = shrunk
     return result
 
 
+def _interleave(graph_cases: list, program_cases: list) -> list:
+    """The graphs with a program at every :data:`PROGRAM_EVERY`-th place (the programs left over at the end)."""
+    graph_cases, program_cases, drawn = graph_cases[::-1], program_cases[::-1], []
+    while graph_cases or program_cases:
+        program_turn = len(drawn) % PROGRAM_EVERY == PROGRAM_EVERY - 1 or not graph_cases
+        drawn.append((program_cases if program_turn and program_cases else graph_cases).pop())
+    return drawn
+
+
 def _record(result, index, case, outcome, preamble, target="engine") -> list:
     """Add one graph's outcome to ``result``; returns its reference defects (listed in graph order at the end)."""
     result.graphs += 1
-    result.ops_covered.update(case.graph.ops_covered())
+    if isinstance(case, Program):
+        result.programs += 1
+        result.program_features.update(case.features)
+    else:
+        result.ops_covered.update(case.graph.ops_covered())
     for oracle in {f.oracle for f in outcome.inconclusive}:
         result.inconclusive[oracle] += 1
     if outcome.engine_failures:
@@ -373,6 +420,8 @@ def shrink_failure(strategy, seed: int, examples: int, preamble: str = "", refer
 
 def reproducer_script(case, outcome, preamble: str = "", target: str = "engine") -> str:
     """A standalone script that runs every oracle on ``case``'s graph and exits 1 while ``target`` fails."""
+    if isinstance(case, Program):
+        return stateful.reproducer_script(case, outcome, preamble)
     findings = "\n".join(f"    {finding}" for finding in outcome.engine_failures)
     inputs = ",\n    ".join(literal(np.asarray(x)) for x in case.inputs)
     tangents = ",\n    ".join(literal(np.asarray(u)) for u in case.tangents)

@@ -32,7 +32,9 @@ def configure(parser):
     parser.add_argument("--max-nodes", type=int, default=8,
                         help=f"largest graph, in nodes (default 8, at most {MAX_NODES_LIMIT})")
     parser.add_argument("--shard", default="1/1", help="run part i of n of the campaign, written i/n (default 1/1)")
-    parser.add_argument("--focus", default=None, help="table op every graph must use (default: none)")
+    parser.add_argument("--focus", default=None,
+                        help="table op every graph must use, or program.<part> for stateful programs only, part "
+                             "one of sgd_momentum, adam, inplace, accumulation, hook, loss_options (default: none)")
     parser.add_argument("--target", default="engine", metavar="ENGINE",
                         help="the engine under test: engine, torch, jax or module:Class, an adapter of "
                              "gradverify.fuzz.adapters (default engine; the other libraries stay oracles)")
@@ -79,8 +81,13 @@ def _arguments(args):
 
     if args.ray is not None and not ray_installed():
         raise UsageError(f"--ray: {RAY_MISSING}")
-    if args.focus is not None and args.focus not in TABLE:
-        raise UsageError(f"--focus: {args.focus!r} is not an op of the table; known ops: {', '.join(TABLE)}")
+    from gradverify.fuzz.campaign import PROGRAM_FOCUS
+    from gradverify.fuzz.programs import FOCUSES
+
+    programs = [f"{PROGRAM_FOCUS}{name}" for name in FOCUSES]
+    if args.focus is not None and args.focus not in TABLE and args.focus not in programs:
+        raise UsageError(f"--focus: {args.focus!r} is not an op of the table nor {', '.join(programs)}; "
+                         f"known ops: {', '.join(TABLE)}")
     try:
         return Shard.parse(args.shard)
     except ValueError as error:
@@ -134,8 +141,11 @@ def print_summary(result):
         f"failing graphs: {sum(f.graph_index is not None for f in result.failures)}   "
         f"graphs/s: {result.graphs_per_second:.1f} (after {result.startup_seconds:.1f} s of start-up)"
     )
+    if result.programs:
+        features = ", ".join(f"{name} {count}" for name, count in sorted(result.program_features.items()))
+        console.print(f"stateful programs: {result.programs} ({features})")
     missing = sorted(set(TABLE) - set(result.ops_covered))
-    if missing:
+    if missing and result.graphs > result.programs:
         console.print(f"ops not reached: {', '.join(missing)}")
     if result.reference_defects:
         console.print(f"reference libraries missing the ground truth: {len(result.reference_defects)}")

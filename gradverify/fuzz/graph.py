@@ -208,6 +208,18 @@ def call(op: str, arg_sources: list, attrs: tuple) -> str:
     return f"ops.{op}({', '.join(parts)})"
 
 
+def function_source(signature: str, doc: str, body: list) -> str:
+    """Source of ``def <signature>:`` with docstring ``doc`` and the lines of ``body``."""
+    return "\n".join([f"def {signature}:", f'    """{doc}"""'] + ["    " + line for line in body]) + "\n"
+
+
+def defined(source: str, name: str, label: str):
+    """The function ``name`` that Python ``source`` defines (run with numpy as ``np``; ``label`` in tracebacks)."""
+    namespace = {"np": np}
+    exec(compile(source, label, "exec"), namespace)  # noqa: S102
+    return namespace[name]
+
+
 @dataclass(frozen=True)
 class Graph:
     """Inputs (shapes, one floating dtype) and nodes; values are numbered inputs first, then nodes."""
@@ -270,14 +282,12 @@ class Graph:
             body.extend(node.lines(value_name(self.n_inputs + k)))
         body.append(f"return {value_name(self.output)}")
         shapes = ", ".join(str(s) for s in self.input_shapes)
-        doc = f'"""A {self.dtype} graph of {len(self.nodes)} nodes; input shapes {shapes}."""'
-        return "\n".join([f"def {name}({params}):", "    " + doc] + ["    " + line for line in body]) + "\n"
+        return function_source(f"{name}({params})", f"A {self.dtype} graph of {len(self.nodes)} nodes; input "
+                               f"shapes {shapes}.", body)
 
     def compile(self):
         """The graph as a Python function ``f(ops, *inputs)`` (executed from :meth:`to_python`)."""
-        namespace = {"np": np}
-        exec(compile(self.to_python(), "<gradverify fuzz graph>", "exec"), namespace)  # noqa: S102
-        return namespace["f"]
+        return defined(self.to_python(), "f", "<gradverify fuzz graph>")
 
     def __len__(self):
         return len(self.nodes)

@@ -31,7 +31,8 @@ from gradverify.ops.table import F
 class Mutant:
     """A named bug: ``apply()`` installs it and returns the function that removes it.
 
-    ``focus`` is the table op the campaign aims at (None: any graph exercises it).
+    ``focus`` is the table op the campaign aims at, or ``program.<part>`` for stateful programs of that part
+    (None: any graph exercises it).
     """
 
     name: str
@@ -148,6 +149,17 @@ def _stack_axis_of_input():
         g, out, *xs, axis=axis % max(xs[0].ndim, 1) if axis < 0 else axis))
 
 
+def _patch_method(path, *edits) -> Callable[[], None]:
+    """Replace the method at ``path`` (``module:Class.method`` under ``gradverify.engine``) by its
+    :func:`_recompiled` mutant; returns the undo (subclasses that inherit the method get the mutant too)."""
+    module, _, qualified = path.partition(":")
+    owner_name, _, name = qualified.partition(".")
+    owner = getattr(importlib.import_module(f"gradverify.engine.{module}"), owner_name)
+    original = vars(owner)[name]
+    setattr(owner, name, _recompiled(original, *edits))
+    return lambda: setattr(owner, name, original)
+
+
 def _engine_function(name):
     return getattr(importlib.import_module("gradverify.engine.core"), name)
 
@@ -261,6 +273,34 @@ MUTANTS = (
            lambda: _patch_source(_api_function("nn.functional.binary_cross_entropy_with_logits"), (
                "positive = target if pos_weight is None else", "positive = target if True else")),
            "api.F.binary_cross_entropy_with_logits"),
+    # Stateful programs (gradverify.fuzz.programs): optimizers, version counters, accumulation, hooks, loss options.
+    Mutant("sgd_momentum_not_updated", "SGD keeps its first momentum buffer instead of updating it each step",
+           lambda: _patch_method("optim:SGD._update", (
+               'buf = momentum * buf.array + (1 - group["dampening"]) * grad', "buf = buf.array")),
+           "program.sgd_momentum"),
+    Mutant("sgd_nesterov_ignored", "SGD steps along the momentum buffer when asked for Nesterov momentum",
+           lambda: _patch_method("optim:SGD._update", ('grad = grad + momentum * buf if group["nesterov"] else buf',
+                                                        "grad = buf")), "program.sgd_momentum"),
+    Mutant("adam_bias_correction_off_by_one", "Adam corrects the first moment's bias as if one step further",
+           lambda: _patch_method("optim:Adam._update", ("(1 - b1**step)", "(1 - b1**(step + 1))")), "program.adam"),
+    Mutant("version_counter_not_bumped", "an in-place change does not bump the version counter: a backward "
+           "through a tensor saved before it runs on the new values instead of raising",
+           lambda: _patch_source(_engine_function("mark_modified"), ("number = _next_sequence_number()", "return")),
+           "program.inplace"),
+    Mutant("grad_overwritten", "a second backward overwrites .grad instead of accumulating into it",
+           lambda: _patch_source(_engine_function("_accumulate_grad"), (
+               "np.add(grad.array, g.array, out=grad.array)", "np.copyto(grad.array, g.array)")),
+           "program.accumulation"),
+    Mutant("hook_return_ignored", "a tensor hook's returned gradient is ignored (the hook still runs)",
+           lambda: _patch_source(_engine_function("_run_hooks"), ("g = replacement", "replacement = g")),
+           "program.hook"),
+    Mutant("label_smoothing_ignored", "cross_entropy ignores label_smoothing",
+           lambda: _patch_source(_api_function("nn.functional.cross_entropy"), (
+               "_check_label_smoothing(label_smoothing)", "label_smoothing = 0.0")), "program.loss_options"),
+    Mutant("class_weight_ignored", "cross_entropy ignores its class weights",
+           lambda: _patch_source(_api_function("nn.functional.cross_entropy"), (
+               'weights = _class_weights("cross_entropy", weight, input, class_dim)', "weights = None")),
+           "program.loss_options"),
 )
 BY_NAME = {mutant.name: mutant for mutant in MUTANTS}
 

@@ -36,6 +36,10 @@ COLUMNS = {
     "exception": "the engine raised",
     "kink_convention": "at a kink, not PyTorch's one-sided choice",
     "saturation": "in an op's saturated tail, entry by entry against the ground truth",
+    "program_loss": "a stateful program's losses differ from PyTorch's run of it",
+    "program_grad": "a stateful program's .grad (or what a hook saw) differs from PyTorch's",
+    "program_params": "a stateful program's parameters after a step differ from PyTorch's",
+    "program_error": "a stateful program raised where PyTorch did not, or not where it did (error kinds)",
     "killed": "caught by at least one oracle",
 }
 """What each column of the kill matrix counts (an oracle's column: graphs of the mutant's campaign it caught)."""

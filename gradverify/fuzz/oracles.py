@@ -61,6 +61,9 @@ Oracles (a :class:`Finding` names the one that fired):
                       output loses every digit of a tiny derivative, which a
                       normwise comparison inside a larger graph cannot see
                       (:func:`check_saturation`).
+``program_*``         a stateful program (:mod:`gradverify.fuzz.programs`) run on
+                      PyTorch: its losses, gradients, parameters after each step
+                      or errors raised (by kind) differ from the engine's.
 """
 from __future__ import annotations
 
@@ -80,6 +83,7 @@ from gradverify.fuzz.surface import surface as surface_of
 ORACLES = (
     "mpmath", "engine", "torch", "jax", "finite_difference", "complex_step", "forward_reverse", "second_order",
     "structure", "exception", "kink_convention", "saturation", "ulps",
+    "program_loss", "program_grad", "program_params", "program_error",
 )
 LIBRARIES = adapters.BUILT_IN
 REFERENCE_LIBRARIES = ("torch", "jax")
