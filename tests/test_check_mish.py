@@ -56,6 +56,19 @@ def test_the_float32_mish_tail_error_fails_where_the_correct_mish_passes():
     assert (flagged < -11).all() and (flagged < -16).sum() >= 30
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fast_mode_sees_the_tail_through_a_projection_of_equal_terms(seed):
+    # The first projection's terms run from 1e-7 to 3: its allowance (256 ulps of their sum) hides the tail.
+    correct = check_grad(MishMemoryEfficient.apply, X, mode="fast", seed=seed)
+    assert correct.passed, str(correct)
+    wrong = check_grad(MishNaiveSoftplusBackward.apply, X, mode="fast", seed=seed)
+    rows = wrong.to_frame().set_index("check")
+    assert wrong.verdict == "fail" and rows.loc["reverse (projection)", "status"] == "pass", str(wrong)
+    assert rows.loc["reverse (equalized projection)", "status"] == "fail", str(wrong)
+    localised = rows.loc["reverse (localised)"]
+    assert localised.status == "fail" and X[int(localised.element.strip("[]"))] < -11, str(wrong)
+
+
 @pytest.mark.parametrize("mode", ["full", "fast"])
 def test_torchs_own_mish_passes_in_float32_over_the_tail(mode):
     assert check_grad(F.mish, X, mode=mode).passed

@@ -30,18 +30,21 @@ Modes
     projection by the full size of that error, so one direction is the
     default (``directions`` asks for more).  When a projection fails, the
     failing element is localised by bisection (two projections per level).
+    Where the allowance of the first projection (on the sum of its terms'
+    sizes) exceeds its smallest terms, a second one weighs every term alike.
 "auto"
     "full" while it costs at most ``FULL_BUDGET`` evaluations, else "fast".
 
 Each comparison is judged against :func:`oracles.gradient_bound`: the
 oracle's own error estimate plus a rounding allowance for the dtype the
-analytical derivative was computed in (256 ulps; 8 for float16 and
-bfloat16), scaled by the size of the terms (each Jacobian entry's own size,
-the output's size, the curvature), widened where an entry fails by the
-measured rounding of its AD value; a float32, float16 or bfloat16 function
-is differentiated numerically in float64 (on the CPU for tensors on another
-device).  With ``reference=`` the allowance is twice the reference
-implementation's own error instead.  The oracle's
+analytical derivative was computed in (256 ulps; for float16 and bfloat16
+2 ulps of the entry), scaled by the size of the terms (each Jacobian entry's
+own size, the output's size, the curvature), widened where an entry fails by
+the measured rounding of its AD value (for float16 and bfloat16: its
+distance from the same AD computed in float64); a float32, float16 or
+bfloat16 function is differentiated numerically in float64 (on the CPU for
+tensors on another device).  With ``reference=`` the allowance is twice the
+reference implementation's own error instead.  The oracle's
 error includes the function's measured evaluation noise.  Where a
 comparison fails, the oracle is first refined over other steps (its error
 widened by any disagreement between steps); if it still fails and the one-sided derivatives
@@ -107,7 +110,8 @@ def check_grad(fn, *inputs, mode="auto", order=1, backend="auto", atol=None, rto
         optionally, another implementation of the same function (same
         library and inputs), e.g. the plain-PyTorch one of a fused kernel.
         Then the reverse-mode comparisons (the Jacobian in "full" mode, the
-        projections in "fast" mode) pass where ``fn``'s error is at most
+        projections in "fast" mode), forward mode's and, with ``order=2``,
+        those of the derivative pass where ``fn``'s error is at most
         ``REFERENCE_FACTOR`` (2) times the reference's own error in the same
         dtype, as flash-attention's tests judge kernels, instead of a fixed
         number of ulps.  float16 and bfloat16 functions are always judged
@@ -141,7 +145,7 @@ def check_grad(fn, *inputs, mode="auto", order=1, backend="auto", atol=None, rto
     checks = list(rows.checks)
     if order == 2:
         second, symmetry = _second_order(problem, be, inputs, chosen, atol, rtol, seed, domains, directions,
-                                         check_forward)
+                                         check_forward, reference)
         records += [entry._replace(check=f"order 2: {entry.check}") for entry in second.records + symmetry.records]
         evaluations += second.evaluations
         notes += [f"order 2: {n}" for n in second.notes]
@@ -151,18 +155,22 @@ def check_grad(fn, *inputs, mode="auto", order=1, backend="auto", atol=None, rto
                        notes)
 
 
-def _second_order(problem, be, inputs, mode, atol, rtol, seed, domains, directions, check_forward):
-    """(result of checking x -> J(x)^T c like any function, rows of its Hessian's symmetry)."""
+def _second_order(problem, be, inputs, mode, atol, rtol, seed, domains, directions, check_forward, reference):
+    """(result of checking x -> J(x)^T c like any function, rows of its Hessian's symmetry); with a
+    ``reference``, against x -> J_ref(x)^T c."""
     cotangents = problem.view.full_cotangents(unflatten(problem.random_cotangent(), problem.output_shapes,
                                                         problem.output_dtypes()))
     try:
         derivative = be.derivative_function(problem.view.selected(problem.fn), cotangents)
+        if reference is not None:
+            reference = be.derivative_function(problem.view.selected(reference), cotangents)
     except NotImplementedError as unavailable:
         raise NotImplementedError(f"order=2: {unavailable}") from None
     # strict: a derivative output that torch leaves without a graph (a saved value detached) is declared
     # constant, and that declaration is what order 2 checks.
     result = check_grad(derivative, *inputs, mode=mode, order=1, backend=be, atol=atol, rtol=rtol, seed=seed + 1,
-                        domains=domains, directions=directions, check_forward=check_forward, strict=True)
+                        domains=domains, directions=directions, check_forward=check_forward, strict=True,
+                        reference=reference)
     symmetry = Rows()
     derivative_problem = Problem(derivative, inputs, be, atol, rtol, seed + 2, domains, strict=True)
     if derivative_problem.output_sizes == derivative_problem.sizes:

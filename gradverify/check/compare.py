@@ -150,7 +150,9 @@ def follow_shrinking_steps(deep, status, notes, numerical, error, curvature):
                 growth = [values[i + 1] / values[i] for i in (k, k + 1)]
             contradicted_anywhere |= beyond[k] & (growth[0] >= POLE_GROWTH) & (growth[1] >= POLE_GROWTH)
         # Passing entries of the column too: later checks (projections) reuse the whole column.
-        adopt = far & (difference > pair_error + current_error) & (gap <= DEEP_AGREEMENT * np.abs(values[k]))
+        # Strictly within: two zero estimates are a step below the function's resolution (a float32 kernel
+        # evaluated on float64 inputs), not a converged value.
+        adopt = far & (difference > pair_error + current_error) & (gap < DEEP_AGREEMENT * np.abs(values[k]))
         adopt &= confirmed & ~replaced
         numerical[adopt], error[adopt], curvature[adopt] = values[k][adopt], pair_error[adopt], curvatures[k][adopt]
         replaced |= adopt
@@ -199,12 +201,21 @@ def forward_and_consistency(problem, rows, tangent, numerical, error, magnitude,
         tangent_out = jvp_or_none(problem, tangent)
         if tangent_out is None:
             return False
-    bound = problem.bound(numerical, error, magnitude)
+    try:
+        reference = problem.reference_jvp(tangent)
+    except (NotImplementedError, RuntimeError) as unavailable:
+        reference = None
+        problem.notes.append(f"forward mode judged without the reference, which has none: {unavailable}")
+    # As flash-attention's tests: the reference's largest error over the output tensor.
+    reference_error = None if reference is None else block_max(np.abs(reference - numerical)[None, :],
+                                                               problem.output_sizes)[0]
+    bound = problem.bound(numerical, error, magnitude, reference_error)
     status = entry_status(tangent_out, numerical, bound)
     notes = np.full(status.shape, "", dtype=object)
     if kink_direction is not None:
         judge_kinks(problem, status, notes, tangent_out, bound, kink_direction, 1.0, deep)
-    bound = problem.widen_failures(status, tangent_out, numerical, bound, lambda point: problem.jvp(tangent, point))
+    bound = problem.widen_failures(status, tangent_out, numerical, bound, lambda point: problem.jvp(tangent, point),
+                                   by_reference=True)
     rows.add("forward (random tangent)", tangent_out, numerical, bound, status,
              lambda indices: [(problem.output_name(i), "u", "projection") for i in indices], notes)
     forward_side, reverse_side = cotangent @ tangent_out, vjp_flat @ tangent

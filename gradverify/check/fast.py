@@ -12,6 +12,9 @@ from .compare import (DEEP_LADDER, REFINE_LADDER, block_max, follow_shrinking_st
 from .problem import flatten, unflatten
 from .result import constant_names, entry_status
 
+EQUALIZED_RANGE = 2.0**-26
+"""Smallest term, relative to the largest, that an equalized projection weighs alike (about the square root
+of float64's epsilon: smaller steps on the other elements would leave the oracle's resolution)."""
 FAST_DIRECTIONS = 1
 """Random projections in "fast" mode.  One suffices: with ±1 directions an error in any single entry moves
 the projection by its full size; more directions guard against a spread error that happens to cancel."""
@@ -52,15 +55,53 @@ def fast_check(problem, rows, check_forward, directions):
         judge_kinks(problem, status, notes, [analytical], [bound], direction, cotangent[None, :], deeper is not None)
         effective = flatten(estimate.direction)
         bound = problem.widen_failures(status, [analytical], [numerical], np.atleast_1d(bound),
-                                       lambda point: [np.sum(problem.vjp(cotangent, point) * effective)])
+                                       lambda point: [np.sum(problem.vjp(cotangent, point) * effective)],
+                                       by_reference=True)
         rows.add("reverse (projection)", analytical, numerical, bound, status,
                  constant_names("<c, f>", "all", f"direction {k}"), notes)
         if status[0] in ("fail", "kink"):
             _localize(problem, rows, direction, cotangent, gradient)
+        elif k == 0:
+            _equalized_projection(problem, rows, direction, cotangent, gradient)
         if forward_available:
             forward_and_consistency(problem, rows, flatten(estimate.direction), estimate.value, forward_error,
                                      _forward_magnitude(problem, estimate), cotangent, gradient,
                                      kink_direction=direction, tangent_out=tangent_out, deep=deeper is not None)
+
+
+def _equalized_projection(problem, rows, direction, cotangent, gradient):
+    """A projection whose terms are of one size, where the first one's rounding allowance (on the sum of its
+    terms' sizes) exceeds its smallest terms: an error there (a float32 Mish's tail, 1e-7 next to 1) would
+    hide under the others.
+
+    Each element's step is scaled down to the smallest term's size (no lower than :data:`EQUALIZED_RANGE` of
+    the largest): every term then weighs alike.  The allowance drops the outputs' sizes, which no longer
+    match the terms; a failure is widened by the measured rounding of the projection, as any other.
+    """
+    flat = flatten(direction)
+    terms = np.abs(gradient * flat)
+    positive = terms[(terms > 0) & np.isfinite(terms)]
+    if not positive.size or positive.min() >= float(problem.bound(0.0, 0.0, positive.sum())):
+        return
+    smallest = max(positive.min(), EQUALIZED_RANGE * positive.max())
+    weighted = unflatten(flat * np.minimum(1.0, smallest / np.where(terms > smallest, terms, smallest)),
+                         problem.shapes)
+    unsized = np.zeros_like(problem.output_scale)
+    estimate = problem.estimate(weighted, oracles.RICHARDSON_STEP, 3)
+    analytical, numerical, bound = _projection(problem, estimate, cotangent, gradient, output_scale=unsized)
+    status = entry_status([analytical], [numerical], [bound])
+    if status[0] == "fail":
+        problem.measure_noise()
+        estimate = problem.estimate(weighted, oracles.RICHARDSON_STEP, 3, ladder=(1.0,) + REFINE_LADDER)
+        analytical, numerical, bound = _projection(problem, estimate, cotangent, gradient, output_scale=unsized)
+        status = entry_status([analytical], [numerical], [bound])
+    effective = flatten(estimate.direction)
+    bound = problem.widen_failures(status, [analytical], [numerical], np.atleast_1d(bound),
+                                   lambda point: [np.sum(problem.vjp(cotangent, point) * effective)])
+    rows.add("reverse (equalized projection)", analytical, numerical, bound, status,
+             constant_names("<c, f>", "all", "terms of one size"))
+    if status[0] == "fail":
+        _localize(problem, rows, weighted, cotangent, gradient, output_scale=unsized)
 
 
 def _refined_projection(problem, direction, cotangent, gradient, forward_available):
@@ -104,24 +145,28 @@ def _fast_comparisons_fail(problem, estimate, cotangent, gradient, tangent_out):
     return bool(np.any(entry_status(tangent_out, estimate.value, bound) != "pass"))
 
 
-def _projection(problem, estimate, cotangent, gradient, error=None, reference_gradient=None):
+def _projection(problem, estimate, cotangent, gradient, error=None, reference_gradient=None, output_scale=None):
     """(analytical <J^T c, v>, numerical <c, J v>, bound) for the estimate's effective direction v.
 
     ``error`` overrides the oracle error of the projection (default: from the estimate); with
-    ``reference_gradient`` (the reference implementation's J^T c) the allowance is relative to its error.
+    ``reference_gradient`` (the reference implementation's J^T c) the allowance is relative to its error;
+    ``output_scale`` overrides the outputs' sizes in the allowance.
     """
     effective = flatten(estimate.direction)
     terms = gradient * effective
     numerical = float(cotangent @ estimate.value)
-    magnitude = np.sum(np.abs(terms)) + np.abs(cotangent) @ (problem.output_scale + estimate.curvature)
+    output_scale = problem.output_scale if output_scale is None else output_scale
+    magnitude = np.sum(np.abs(terms)) + np.abs(cotangent) @ (output_scale + estimate.curvature)
     error = np.abs(cotangent) @ estimate.error if error is None else error
     reference_error = None if reference_gradient is None else abs(float(reference_gradient @ effective) - numerical)
     bound = float(problem.bound(numerical, error, magnitude, reference_error))
     return float(np.sum(terms)), numerical, bound
 
 
-def _localize(problem, rows, direction, cotangent, gradient):
-    """Bisect a failing projection down to one input element and report it (with its kink status)."""
+def _localize(problem, rows, direction, cotangent, gradient, output_scale=None):
+    """Bisect a failing projection down to one input element and report it (with its kink status);
+    ``output_scale`` as for :func:`_projection`."""
+    output_scale = problem.output_scale if output_scale is None else output_scale
     flat_direction = flatten(direction)
     candidates = np.flatnonzero(flat_direction)
     both_halves_failed = False
@@ -131,7 +176,8 @@ def _localize(problem, rows, direction, cotangent, gradient):
             masked = np.zeros_like(flat_direction)
             masked[half] = flat_direction[half]
             estimate = problem.estimate(unflatten(masked, problem.shapes), oracles.RICHARDSON_STEP, 3)
-            analytical, numerical, bound = _projection(problem, estimate, cotangent, gradient)
+            analytical, numerical, bound = _projection(problem, estimate, cotangent, gradient,
+                                                       output_scale=output_scale)
             with np.errstate(divide="ignore", invalid="ignore"):
                 ratio = abs(analytical - numerical) / bound
             results.append((ratio if math.isfinite(ratio) else math.inf, half))
@@ -142,7 +188,7 @@ def _localize(problem, rows, direction, cotangent, gradient):
     estimate = problem.estimate(unit, oracles.RICHARDSON_STEP, 3, ladder=(1.0,) + REFINE_LADDER)
     step = flatten(estimate.direction)[j]
     numerical = float(cotangent @ estimate.value) / step
-    base = abs(gradient[j]) + np.abs(cotangent) @ problem.output_scale / abs(step)
+    base = abs(gradient[j]) + np.abs(cotangent) @ output_scale / abs(step)
     curvature = np.abs(cotangent) @ estimate.curvature / abs(step)
     error = np.abs(cotangent) @ estimate.error / abs(step)
     bound = float(problem.bound(numerical, error, base + curvature))

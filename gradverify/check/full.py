@@ -119,7 +119,7 @@ def full_check(problem, rows, check_forward, directions):
                 values[i] = problem.vjp(unit, point) / scale[i]
             return values
 
-        bound = problem.widen_failures(status, analytical, reported, bound, analytical_rows)
+        bound = problem.widen_failures(status, analytical, reported, bound, analytical_rows, by_reference=True)
 
     def jacobian_names(indices):
         return [(problem.output_name(i // n_in),) + problem.input_name(i % n_in) for i in indices]
