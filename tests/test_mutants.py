@@ -86,6 +86,8 @@ def test_mutants_command_reports_kills_and_exit_code(tmp_path, capsys):
     assert report["killed"] == report["total"] == 2
     assert report["survivors"] == []
     assert report["matrix"]["kink_convention_changed"]["caught_by"] == {"kink_convention": 2}
+    assert report["matrix"]["kink_convention_changed"]["caught"] == 0  # (the kink probes only: the graphs avoid kinks)
+    assert 1 <= report["matrix"]["sign_flip"]["caught"] <= 4
     assert "mutants.apply('sign_flip')" in report["matrix"]["sign_flip"]["reproducer"]
     assert "killed 2/2" in capsys.readouterr().out
 

@@ -332,13 +332,15 @@ def active(name: str):
 class KillResult:
     """One mutant's campaign: oracle -> number of graphs (or kink probes) where it caught the mutant.
 
-    ``reproducer`` is the script of the first graph that caught it (it re-applies the mutant).
+    ``reproducer`` is the script of the first graph that caught it (it re-applies the mutant); ``caught``
+    counts the graphs on which any oracle caught it (op probes aside).
     """
 
     mutant: Mutant
     caught_by: dict
     graphs: int
     reproducer: str = ""
+    caught: int = 0
 
     @property
     def killed(self) -> bool:
@@ -354,7 +356,8 @@ def run_mutant(mutant: Mutant, graphs: int, seed: int, max_nodes: int = 6, refer
         result = run_campaign(graphs, seed, max_nodes, focus=mutant.focus, shrink=False, preamble=preamble,
                               references=references)
     reproducer = next((f.reproducer for f in result.failures if f.reproducer), "")
-    return KillResult(mutant, dict(result.fired), result.graphs, reproducer)
+    caught = sum(f.graph_index is not None for f in result.failures)
+    return KillResult(mutant, dict(result.fired), result.graphs, reproducer, caught)
 
 
 def kill_matrix(graphs: int = 40, seed: int = 0, names=None, on_mutant=None, references=("torch", "jax")) -> list:

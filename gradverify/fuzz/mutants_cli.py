@@ -40,6 +40,7 @@ COLUMNS = {
     "program_grad": "a stateful program's .grad (or what a hook saw) differs from PyTorch's",
     "program_params": "a stateful program's parameters after a step differ from PyTorch's",
     "program_error": "a stateful program raised where PyTorch did not, or not where it did (error kinds)",
+    "caught": "graphs on which at least one oracle caught the mutant (op probes aside)",
     "killed": "caught by at least one oracle",
 }
 """What each column of the kill matrix counts (an oracle's column: graphs of the mutant's campaign it caught)."""
@@ -54,12 +55,13 @@ def legend(frame: pd.DataFrame, graphs: int) -> str:
 
 
 def kill_frame(results) -> pd.DataFrame:
-    """The kill matrix: one row per mutant, one column per oracle that caught any, plus ``killed``."""
+    """The kill matrix: one row per mutant, one column per oracle that caught any, plus ``caught`` and ``killed``."""
     from gradverify.fuzz.oracles import ORACLES
 
     rows = {r.mutant.name: {oracle: r.caught_by.get(oracle, 0) for oracle in ORACLES} for r in results}
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame = frame.loc[:, (frame != 0).any(axis=0)]
+    frame["caught"] = [r.caught for r in results]
     frame["killed"] = [r.killed for r in results]
     return frame
 
@@ -73,7 +75,8 @@ def report(results) -> dict:
         "survivors": survivors,
         "graphs_per_mutant": results[0].graphs if results else 0,
         "matrix": {
-            r.mutant.name: {"description": r.mutant.description, "caught_by": r.caught_by, "reproducer": r.reproducer}
+            r.mutant.name: {"description": r.mutant.description, "caught_by": r.caught_by, "caught": r.caught,
+                            "reproducer": r.reproducer}
             for r in results
         },
     }
