@@ -15,7 +15,7 @@ from gradverify.fuzz.campaign import Shard, check, cover_every_op, draw_cases, r
 from gradverify.fuzz.graph import Graph, OpNode
 from gradverify.fuzz.oracles import ORACLES, check_case, check_kinks, check_saturation, intermediate_rounding
 from gradverify.ops import TABLE
-from gradverify.strategies import cases
+from gradverify.strategies import API_CHOICES, cases
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -112,15 +112,16 @@ def test_a_rule_built_from_a_rounded_output_is_caught_at_saturation(mutant, op):
 
 
 @pytest.mark.parametrize("seed", [1, 7])
-def test_a_campaign_checks_every_op_of_the_table(seed):
+def test_a_campaign_checks_every_op_of_the_table_and_every_api_function(seed):
     # Uniform draws leave ops that need particular operands (linear, pow, squeeze ...) out of 100 graphs.
+    every = set(TABLE) | set(API_CHOICES)
     drawn = draw_cases(cases(max_nodes=8), seed, 100)
-    before = set().union(*(case.graph.ops_covered() for case in drawn)) & set(TABLE)
+    before = set().union(*(case.graph.ops_covered() for case in drawn)) & every
     covered = cover_every_op(drawn, seed, max_nodes=8)
-    after = set().union(*(case.graph.ops_covered() for case in covered)) & set(TABLE)  # (API calls aside)
-    assert before < set(TABLE) and after == set(TABLE)
+    after = set().union(*(case.graph.ops_covered() for case in covered)) & every
+    assert before < every and after == every
     # One focused graph may bring in several missing ops.
-    assert len(covered) == len(drawn) and sum(a is not b for a, b in zip(drawn, covered)) <= len(TABLE) - len(before)
+    assert len(covered) == len(drawn) and sum(a is not b for a, b in zip(drawn, covered)) <= len(every) - len(before)
 
 
 def test_shrunk_reproducer_fails_as_a_separate_script(tmp_path):

@@ -37,7 +37,7 @@ from gradverify.fuzz.oracles import (ORACLES, Finding, Outcome, check_case, chec
                                      reference_libraries)
 from gradverify.fuzz.programs import Program
 from gradverify.ops import TABLE
-from gradverify.strategies import cases, programs
+from gradverify.strategies import API_CHOICES, cases, programs
 
 PROGRAM_EVERY = 10
 """In a campaign on the engine, graph k is a stateful program when k + 1 is a multiple of this."""
@@ -206,16 +206,17 @@ COVERAGE_TRIES = 16
 def cover_every_op(drawn: list, seed: int, max_nodes: int) -> list:
     """``drawn`` with graphs that only repeat covered ops swapped for focused graphs of the ops none uses.
 
-    Ops are drawn uniformly, but those that need operands of a particular
-    shape or sign (linear, pow, squeeze ...) are often left out of a few
-    hundred graphs.  Each missing op gets the first of :data:`COVERAGE_TRIES`
-    focused draws that uses it, in place of the last graph whose ops all
-    appear in other graphs (so no op is lost); the count stays the same.
+    Ops and API functions (``api.<name>``) are drawn uniformly, but those
+    that need operands of a particular shape or sign (linear, pow, squeeze
+    ...) are often left out of a few hundred graphs.  Each missing one gets
+    the first of :data:`COVERAGE_TRIES` focused draws that uses it, in place
+    of the last graph whose ops all appear in other graphs (so none is
+    lost); the count stays the same.
     """
     uses = Counter(op for case in drawn for op in case.graph.ops_covered())
     replaceable = list(range(len(drawn) - 1, -1, -1))
     result = list(drawn)
-    for op in TABLE:
+    for op in (*TABLE, *API_CHOICES):
         if uses[op]:
             continue
         found = next((case for case in draw_cases(cases(max_nodes=max_nodes, focus=op), seed, COVERAGE_TRIES)
