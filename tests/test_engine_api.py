@@ -520,3 +520,40 @@ def test_nll_loss_checks_its_targets_like_cross_entropy():
         ge.nn.functional.nll_loss(log_probs, ge.tensor([0, 3]))
     with pytest.raises(ValueError, match="nll_loss: target must hold 2 integer class indices"):
         ge.nn.functional.nll_loss(log_probs, ge.tensor([0.0, 1.0]))
+
+
+# ------------------------------------------------------------ public surface
+ELEMENTWISE_AND_REDUCTIONS = [name for name, op in TABLE.items() if not name.endswith("_backward") and (
+    op.kind == "reduction" or (op.kind in ("unary", "binary") and not op.attrs))]
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE_AND_REDUCTIONS)
+def test_a_table_op_is_public_and_a_method_where_torch_has_one(name):
+    arrays = [np.linspace(0.5, 2.0, 6).reshape(2, 3), np.linspace(1.5, 3.0, 6).reshape(2, 3)][:len(TABLE[name].domains)]
+    dim = {"dim": 1} if TABLE[name].kind == "reduction" else {}
+    ours = getattr(ge, name)(*[ge.tensor(a) for a in arrays], **dim)
+    if hasattr(torch.Tensor, name):
+        method = getattr(ge.tensor(arrays[0]), name)(*[ge.tensor(a) for a in arrays[1:]], **dim)
+        np.testing.assert_array_equal(method.array, ours.array)
+    if hasattr(torch, name):
+        theirs = getattr(torch, name)(*[torch.tensor(a) for a in arrays], **dim)
+        np.testing.assert_allclose(ours.array, theirs.numpy(), rtol=1e-12)
+    assert name in ge.api.__all__ and name in ge.api.PUBLIC_OPS
+
+
+def test_an_op_added_to_the_table_becomes_public(monkeypatch):
+    import dataclasses
+
+    added = dataclasses.replace(TABLE["exp"], name="exp_again")
+    monkeypatch.setitem(TABLE, "exp_again", added)
+    monkeypatch.setattr(F, "exp_again", F._make(added), raising=False)
+    generated = ge.api._table_functions()
+    assert generated["exp_again"](ge.tensor([0.0, 1.0], dtype=ge.float64)).array.tolist() == [1.0, np.exp(1.0)]
+    assert "tanh_backward" not in generated and "sum" not in generated  # internal; written out by composite
+
+
+def test_star_import_gives_every_name_of_the_engines_all():
+    namespace = {}
+    exec("from gradverify.engine import *", namespace)  # noqa: S102
+    assert set(ge.api.__all__) <= set(namespace) and len(set(ge.api.__all__)) == len(ge.api.__all__)
+    assert namespace["exp"] is F.exp and namespace["var"] is ge.composite.var and namespace["cat"] is ge.shapes.cat

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import types
 
+__all__ = ["device", "cuda", "backends", "set_default_device", "get_default_device"]
+
 _TYPES = ("cpu", "cuda", "mps", "xpu", "meta", "hip", "xla", "ipu", "hpu", "mtia", "privateuseone")
 
 

@@ -14,6 +14,13 @@ from .devices import check_device
 from .random import generator_arg
 from .core import MODE, Tensor
 
+__all__ = [
+    "float32", "float64", "double", "int64", "long", "int32", "bool_", "tensor", "as_tensor", "from_numpy",
+    "LongTensor", "set_default_dtype", "get_default_dtype", "zeros", "ones", "empty", "full", "eye", "arange",
+    "linspace", "zeros_like", "ones_like", "empty_like", "full_like", "randn", "rand", "randint", "randperm",
+    "randn_like", "rand_like", "normal", "multinomial",
+]
+
 float32 = np.dtype(np.float32)
 float64 = np.dtype(np.float64)
 int64 = np.dtype(np.int64)

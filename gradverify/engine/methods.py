@@ -5,8 +5,10 @@ import numpy as np
 
 from gradverify.ops import TABLE
 
-from . import api
+from . import api, shapes
 from . import functional as F
+from .devices import CPU, check_device
+from .factories import dtype_arg
 from .inplace import IN_PLACE, SET_ITEM
 from .random import generator_arg
 from .core import Tensor, apply, lift, mark_modified, promote
@@ -138,8 +140,8 @@ def _to(self, *args, device=None, dtype=None, non_blocking=False, copy=False):
     if len(args) > 2:
         raise TypeError(f"to: expected at most non_blocking and copy after the device and dtype, got {args!r}")
     copy = args[1] if len(args) == 2 else copy
-    api.check_device(device)
-    target = api.dtype_arg(dtype)
+    check_device(device)
+    target = dtype_arg(dtype)
     if target is not None and target != self.dtype:
         return F.astype(self, dtype=target)
     return self.clone() if copy else self
@@ -152,7 +154,7 @@ def _names_device(value):
 
 def _cuda(self, device=None, non_blocking=False):
     """Raises, naming the device, as torch does without CUDA: the engine has none."""
-    api.check_device("cuda" if device is None else f"cuda:{device}" if isinstance(device, int) else device)
+    check_device("cuda" if device is None else f"cuda:{device}" if isinstance(device, int) else device)
 
 
 def _format(self, spec):
@@ -198,7 +200,7 @@ def _view(self, *shape):
     """``view(*shape)`` reshapes; ``view(dtype)`` reinterprets the bits (the last dim scales with the
     itemsize), cut from the graph as torch's."""
     if len(shape) == 1 and not isinstance(shape[0], (int, np.integer, tuple, list)):
-        return Tensor(self.array.view(api.dtype_arg(shape[0])))
+        return Tensor(self.array.view(dtype_arg(shape[0])))
     return api.reshape(self, *shape)
 
 
@@ -230,7 +232,7 @@ def _size(self, dim=None):
 
 
 def _expand(self, *sizes):
-    return api.broadcast_to(self, api._shape_arg(sizes, self))
+    return api.broadcast_to(self, shapes.shape_arg(sizes, self))
 
 
 METHODS = {
@@ -282,27 +284,13 @@ METHODS = {
     "reshape": _view,
     "expand": _expand,
     "expand_as": lambda self, other: F.broadcast_to(self, shape=other.shape),
-    "pow": _pow,
-    "matmul": api.matmul,
     "mm": api.mm,
     "clamp": api.clamp,
-    "clip": api.clamp,
     "where": lambda self, condition, other: api.where(condition, self, other),
-    "sum": api.sum,
-    "mean": api.mean,
-    "amax": api.amax,
-    "amin": api.amin,
     "max": api.max,
     "min": api.min,
-    "logsumexp": api.logsumexp,
-    "permute": api.permute,
     "transpose": api.transpose,
-    "broadcast_to": api.broadcast_to,
-    "unsqueeze": api.unsqueeze,
-    "squeeze": api.squeeze,
     "flatten": api.flatten,
-    "softmax": api.softmax,
-    "log_softmax": api.log_softmax,
     "any": api.any,
     "all": api.all,
     "__invert__": _invert,
@@ -323,13 +311,13 @@ METHODS = {
     "t": _t,
     "is_floating_point": lambda self: self.array.dtype.kind == "f",
     "element_size": lambda self: self.array.dtype.itemsize,
-    "device": property(lambda self: api.CPU),
+    "device": property(lambda self: CPU),
     "new_zeros": _new(api.zeros),
     "new_ones": _new(api.ones),
     "new_empty": _new(api.empty),
     "new_full": _new_full,
     "new_tensor": _new_tensor,
-    "repeat": api.repeat,
+    "repeat": shapes.repeat,
     "gather": api.gather,
     "index_select": api.index_select,
     "roll": api.roll,
@@ -346,11 +334,14 @@ METHODS = {
     "topk": api.topk,
     "tril": api.tril,
     "triu": api.triu,
-    "flip": lambda self, *dims: api.flip(self, api._shape_arg(dims, self)),
+    "flip": lambda self, *dims: api.flip(self, shapes.shape_arg(dims, self)),
 }
-for _name in ("exp", "log", "log1p", "sqrt", "sin", "cos", "tanh", "sigmoid", "relu", "abs", "neg", "softplus",
-              "argmax", "argmin", "square", "var", "std", "norm", "sign", "floor", "ceil", "round", "tan", "sinh",
-              "cosh", "expm1", "rsqrt", "reciprocal", "log2", "log10", "isnan", "isfinite", "logical_not"):
+# Each public op of the table is a method of its name, as in torch (a join takes a sequence of tensors: not one).
+for _name in api.PUBLIC_OPS:
+    if TABLE[_name].kind != "join":
+        METHODS.setdefault(_name, getattr(api, _name))
+for _name in ("argmax", "argmin", "square", "var", "std", "norm", "sign", "floor", "ceil", "round", "tan", "sinh",
+              "cosh", "expm1", "rsqrt", "reciprocal", "log2", "log10", "isnan", "isfinite", "logical_not", "erf"):
     METHODS[_name] = getattr(api, _name)
 
 for _name in ("eq", "ne", "gt", "ge", "lt", "le"):

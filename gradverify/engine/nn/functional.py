@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import api
 from .. import functional as _ops
+from ..composite import floating_only
 from ..random import default_generator
 from ..core import Tensor, mark_modified
 
@@ -115,7 +116,7 @@ def _broadcast_target(name, input, target):
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     """Squared error, reduced by ``reduction``; a target of another shape broadcasts with torch's warning."""
     reduction = legacy_reduction(size_average, reduce, reduction)
-    api.floating_only(input, "mse_loss", NotImplementedError)
+    floating_only(input, "mse_loss", NotImplementedError)
     _check_reduction(reduction)
     input, target = _broadcast_target("mse_loss", input, target)
     if reduction == "mean" and input.array.size:
@@ -238,7 +239,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     scales each class; ``label_smoothing`` mixes the target with the uniform distribution.
     """
     reduction = legacy_reduction(size_average, reduce, reduction)
-    api.floating_only(input, "cross_entropy", NotImplementedError)
+    floating_only(input, "cross_entropy", NotImplementedError)
     _check_reduction(reduction)
     _check_label_smoothing(label_smoothing)
     class_dim = _class_dim("cross_entropy", input)
@@ -274,7 +275,7 @@ def dropout(input, p=0.5, training=True):
         raise ValueError(f"dropout: p must lie in [0, 1], got {p}")
     if not training or p == 0.0:
         return input
-    api.floating_only(input, "dropout")
+    floating_only(input, "dropout")
     if p == 1.0:
         return input * Tensor(np.zeros((), input.dtype))
     # torch's draw and arithmetic: a Bernoulli(1 - p) mask divided by 1 - p in the input's dtype.
@@ -329,7 +330,7 @@ def gelu(input, approximate="none"):
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalise over the trailing ``normalized_shape`` axes (biased variance plus ``eps``), then scale and shift."""
-    api.floating_only(input, "layer_norm", NotImplementedError)
+    floating_only(input, "layer_norm", NotImplementedError)
     normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     count = len(normalized_shape)
     if count == 0 or input.shape[input.ndim - count:] != normalized_shape:
