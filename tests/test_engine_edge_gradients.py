@@ -200,3 +200,13 @@ def test_bce_with_logits_keeps_its_digits_in_the_tails(target, pos_weight):
     # two roundings of each term (a difference of the two cancels near the minimum for fractional t)
     assert np.all(np.abs(loss.detach().numpy() - (values[0] + values[1])) <= 5e-16 * (values[0] + values[1]))
     assert np.all(np.abs(leaf.grad.numpy() - (slopes[0] - slopes[1])) <= 5e-16 * (slopes[0] + slopes[1]))
+
+
+def test_pow_has_a_symmetric_hessian_at_a_zero_exponent():
+    # d2/dx dy x^y = x^(y-1) (1 + y log x) = 1/x at y = 0.  PyTorch's pow_backward_self selects 0 wherever y = 0,
+    # so its d(dx)/dy is 0 there while d(dy)/dx is 1/x (found by the seed-1 fuzz campaign's second-order oracle).
+    x = ge.tensor([0.2, 3.0], dtype=ge.float64, requires_grad=True)
+    y = ge.tensor([0.0, 0.0], dtype=ge.float64, requires_grad=True)
+    dx, dy = ge.autograd.grad((x ** y).sum(), (x, y), create_graph=True)
+    np.testing.assert_allclose(ge.autograd.grad(dx.sum(), y, retain_graph=True)[0].numpy(), [5.0, 1 / 3.0], rtol=1e-15)
+    np.testing.assert_allclose(ge.autograd.grad(dy.sum(), x)[0].numpy(), [5.0, 1 / 3.0], rtol=1e-15)

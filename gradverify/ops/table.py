@@ -273,8 +273,9 @@ op(
     floating_result=True,
 )
 def _pow_dbase(x, y):
-    # y x^(y-1), and 0 where y = 0 (even at x = 0, where x^-1 is infinite), as PyTorch's pow_backward_self.
-    return F.where(y.array != 0, y * F.pow(x, y - 1.0), 0.0)
+    # y x^(y-1), and 0 at x = y = 0, where x^-1 is infinite.  Only there: PyTorch's pow_backward_self selects 0
+    # wherever y = 0, which zeroes the derivative of y x^(y-1) in y there (x^-1), and its Hessian is asymmetric.
+    return F.where((y.array != 0) | (x.array != 0), y * F.pow(x, y - 1.0), 0.0)
 
 
 def _pow_dexponent(out, x, y):
