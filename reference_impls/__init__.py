@@ -18,6 +18,7 @@ torch and jax are imported only when their backend is first requested.
 from __future__ import annotations
 
 import importlib
+import math
 
 import numpy as np
 
@@ -87,9 +88,13 @@ def to_mp(array, dps: int = 30):
 
 
 def from_mp(array, dtype=np.float64):
-    """An object array of ``mpmath.mpf`` (or a single mpf) rounded to a numpy ``dtype`` array."""
+    """An object array of ``mpmath.mpf`` (or a single mpf) rounded to a numpy ``dtype`` array; a complex value
+    (the real function is undefined there, e.g. sqrt of a negative) becomes NaN, as numpy gives."""
+    import mpmath
+
     array = np.asarray(array, dtype=object)
-    return np.array([float(v) for v in array.reshape(-1)], dtype=dtype).reshape(array.shape)
+    return np.array([math.nan if isinstance(v, mpmath.mpc) else float(v) for v in array.reshape(-1)],
+                    dtype=dtype).reshape(array.shape)
 
 
 def result_shape(numpy_fn, shape, *args, **kwargs):
