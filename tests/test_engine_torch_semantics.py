@@ -285,3 +285,38 @@ def test_long_tensor_refuses_sizes():
 def test_repr_names_the_dtype_where_torch_does(dtype):
     shown = "dtype=" in repr(torch.tensor([1, 0], dtype=getattr(torch, dtype)))
     assert ("dtype=" in repr(ge.tensor([1, 0], dtype=np.dtype(dtype)))) == shown
+
+
+# ------------------------------------------------------ Python-number operands
+CALLS_WITH_A_NUMBER = {"mul": lambda x, n: x * n, "radd": lambda x, n: n + x, "rsub": lambda x, n: n - x,
+                       "div": lambda x, n: x / n}
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int64", "bool"])
+def test_python_numbers_beside_a_tensor_take_torchs_dtype_and_value(dtype):
+    # Twice each: the second use of a number finds the constant made by the first.
+    for number in [1.01, -0.0, 0.0, 3, -1, float("nan")] * 2:
+        for name, call in CALLS_WITH_A_NUMBER.items():
+            if dtype == "bool" and name == "rsub":
+                continue  # torch refuses subtraction with a bool tensor
+            ours, theirs = (call(lib.tensor([1.5, -2.0, 0.0], dtype=getattr(lib, dtype)), number) for lib in (ge, torch))
+            assert str(ours.dtype) == str(theirs.dtype).removeprefix("torch."), (name, number)
+            np.testing.assert_array_equal(np.signbit(ours.array), np.signbit(theirs.numpy()), err_msg=name)
+            np.testing.assert_allclose(ours.array, theirs.numpy(), rtol=1e-7, err_msg=name)
+
+
+def test_a_python_number_gives_the_same_gradient_each_time_it_is_used():
+    x = ge.tensor([0.5, -1.0], dtype=ge.float64, requires_grad=True)
+    for _ in range(2):
+        x.grad = None
+        y = x
+        for _ in range(3):
+            y = ge.tanh(y) * 1.01 + 0.1
+        y.sum().backward()
+        reference = torch.tensor([0.5, -1.0], dtype=torch.float64, requires_grad=True)
+        z = reference
+        for _ in range(3):
+            z = torch.tanh(z) * 1.01 + 0.1
+        z.sum().backward()
+        np.testing.assert_allclose(x.grad.array, reference.grad.numpy(), rtol=1e-14)
