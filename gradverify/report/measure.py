@@ -51,7 +51,7 @@ class Plan:
             return cls(speed=Budget(1.0, min_rounds=3), training=Budget(1.0, min_rounds=3),
                        checker=Budget(1.0, min_rounds=3), sweep_points=17, campaign_graphs=0)
         return cls(speed=Budget(30.0, min_rounds=7), training=Budget(15.0, min_rounds=5),
-                   checker=Budget(30.0, min_rounds=5), sweep_points=49, campaign_graphs=40)
+                   checker=Budget(30.0, min_rounds=5), sweep_points=49, campaign_graphs=60)
 
 
 def gradient_errors(grad, truth, dtype) -> dict:
