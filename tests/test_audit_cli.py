@@ -93,7 +93,7 @@ def test_jax_samples_with_axes_and_keywords_are_audited_and_reproduced(tmp_path)
     statuses = json.loads((tmp_path / "report.json").read_text())["summary"]["statuses"]
     assert statuses["fail"] == 0 and statuses["pass"] >= 10
     made, index = next((case, i) for i in range(jax_source.count("jax.numpy.sum", "float64"))
-                       if jax_source._sample_call("jax.numpy.sum", i, "float64")[2].keywords
+                       if jax_source.call_of(jax_source._sample("jax.numpy.sum", i, "float64")[1]).keywords
                        and (case := _jax_case_or_none("jax.numpy.sum", i)))
     code = jax_source.reproducer_call("jax.numpy.sum", index, "float64") + "print(outputs(*XS)[0].tolist())\n"
     printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

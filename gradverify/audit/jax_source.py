@@ -160,13 +160,12 @@ def call_of(sample, static_dtype="float64") -> "Call":
                 {KEYWORDS.get(k, k): _static(v, static_dtype) for k, v in sample.kwargs.items()})
 
 
-def _sample_call(name, index, dtype, static_dtype="float64"):
-    """(OpInfo id, float64 arrays of the floating tensors, :class:`Call`) for the sample."""
+def _sample(name, index, dtype):
+    """(OpInfo id, the OpInfo sample, float64 arrays of its floating tensors)."""
     key = pairs()[name]
     sample = torch_source.samples(key, dtype)[index]
-    call = call_of(sample, static_dtype)
     free = [a for a in [sample.input, *sample.args] if torch_source.is_floating(a)]
-    return key, [t.detach().double().numpy() for t in free], call
+    return key, sample, [t.detach().double().numpy() for t in free]
 
 
 def _same_values(left, right) -> bool:
@@ -186,22 +185,21 @@ def case(name, index, dtype):
     import jax.numpy as jnp
     import torch
 
-    key, arrays, call = _sample_call(name, index, dtype)
+    key, sample, arrays = _sample(name, index, dtype)
     torch_fn = torch_source.case(key, index, "float64" if dtype != "float64" else dtype).fn
     with torch.no_grad():
         expected = [y.double().numpy() for y in torch_fn(*[torch.from_numpy(a) for a in arrays])
                     if torch_source.is_floating(y)]
     with jax.enable_x64(True):
         try:
-            got = [np.asarray(y) for y in call.bind(_function(name))(*[jnp.asarray(a) for a in arrays])]
+            got = [np.asarray(y) for y in call_of(sample).bind(_function(name))(*[jnp.asarray(a) for a in arrays])]
         except Exception as error:  # noqa: BLE001  (another signature: not this sample's counterpart)
             raise Skip(f"{name} does not take this sample: {type(error).__name__}") from None
         if not _same_values([y for y in got if y.dtype.kind == "f"], expected):
             raise Skip(f"{name} computes other values than torch's {torch_source.op_db()[key].name} on this sample")
         leaves = [jnp.asarray(a, dtype=getattr(jnp, dtype)) for a in arrays]
     # Floating arguments that are not differentiated (weights, bounds) take the audited dtype, as the leaves do.
-    _, _, call = _sample_call(name, index, dtype, static_dtype=dtype)
-    return Case(call.bind(_function(name)), leaves, True, True)
+    return Case(call_of(sample, dtype).bind(_function(name)), leaves, True, True)
 
 
 def mpmath_function(name, index, dtype, made):
@@ -265,7 +263,8 @@ def native_confirmation(fn, leaves, mode):
 
 def reproducer_call(name, index, dtype) -> str:
     """Code defining ``XS`` (the sample's exact inputs) and ``outputs(*xs)`` (the JAX function, as a tuple)."""
-    _, arrays, call = _sample_call(name, index, dtype, static_dtype=dtype)
+    _, sample, arrays = _sample(name, index, dtype)
+    call = call_of(sample, dtype)
     space, attribute = name.rsplit(".", 1)
     inputs = ", ".join(f"jnp.asarray(np.array({a.tolist()!r}), dtype=jnp.{dtype})" for a in arrays)
     return "\n".join([
