@@ -73,7 +73,12 @@ def dtypes(key) -> list:
 
 @functools.lru_cache(maxsize=8)
 def samples(key, dtype) -> tuple:
-    """The op's OpInfo samples in ``dtype``, generated under a seed fixed by (op, dtype)."""
+    """The op's OpInfo samples in ``dtype``, generated under a seed fixed by (op, dtype), detached.
+
+    They are the samples torch's own gradient tests use (``requires_grad=True``): asked without gradients,
+    OpInfo adds samples whose gradient differs from the derivative by design (``padding_idx``,
+    ``scale_grad_by_freq``, ``max_norm``'s in-place renorm).
+    """
     import torch
     from torch.testing._internal import common_utils
     from torch.testing._internal.opinfo import core
@@ -83,7 +88,14 @@ def samples(key, dtype) -> tuple:
     # modules) for a unittest test to tag and seed by; an audit has none, so the walk's answer is None.
     with mock.patch.object(common_utils, "extract_test_fn", _no_test), \
             mock.patch.object(core, "extract_test_fn", _no_test):
-        return tuple(op_db()[key].sample_inputs("cpu", getattr(torch, dtype), requires_grad=False))
+        made = op_db()[key].sample_inputs("cpu", getattr(torch, dtype), requires_grad=True)
+        return tuple(sample.transform(_detached) for sample in made)
+
+
+def _detached(value):
+    import torch
+
+    return value.detach() if isinstance(value, torch.Tensor) else value
 
 
 def _no_test():
@@ -202,7 +214,8 @@ def reproducer_call(key, index, dtype) -> str:
             "from torch.testing._internal.common_methods_invocations import op_db  # noqa: E402", "",
             f"OP = next(op for op in op_db if (op.name, op.variant_test_name) == {(op.name, op.variant_test_name)!r})",
             f"torch.manual_seed({zlib.crc32(f'{key}/{dtype}'.encode())})",
-            f"SAMPLE = list(OP.sample_inputs('cpu', torch.{dtype}, requires_grad=False))[{index}]",
+            f"SAMPLE = list(OP.sample_inputs('cpu', torch.{dtype}, requires_grad=True))[{index}]",
+            "SAMPLE = SAMPLE.transform(lambda t: t.detach() if isinstance(t, torch.Tensor) else t)",
             f"SLOTS = {slots!r}", "", "",
             "def outputs(*xs):",
             "    first, args = SAMPLE.input, list(SAMPLE.args)",

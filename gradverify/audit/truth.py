@@ -118,9 +118,13 @@ def _one_hot(size, k):
 def jacobian(backend, fn, arrays, mode):
     """The whole Jacobian of ``fn`` at ``arrays`` from ``mode`` ("reverse" or "forward") AD, as blocks [i][j].
 
-    None when it is too large to build (see JACOBIAN_LIMIT) or the mode is unavailable.
+    None when it is too large to build (see JACOBIAN_LIMIT), the mode is unavailable, or ``fn`` refuses
+    ``arrays`` (a float64 copy of the differentiated inputs beside an argument the sample holds in float32).
     """
-    values = backend.evaluate(fn, arrays)
+    try:
+        values = backend.evaluate(fn, arrays)
+    except (RuntimeError, TypeError):
+        return None
     out_sizes, in_sizes = [v.size for v in values], [a.size for a in arrays]
     if sum(out_sizes) > JACOBIAN_LIMIT or sum(in_sizes) > JACOBIAN_LIMIT:
         return None
