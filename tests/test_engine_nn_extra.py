@@ -120,6 +120,37 @@ def test_identity_and_flatten_shapes(make, shape):
     np.testing.assert_array_equal(ours.array, theirs.numpy())
 
 
+def _hooked_run(lib):
+    """Forward hooks on a Sequential's layers: one replacing the output, a pre-hook replacing the input, one
+    observing; then one removed (twice: the second removal does nothing) and a prepended hook."""
+    model = lib.nn.Sequential(lib.nn.Linear(3, 2, dtype=lib.float64), lib.nn.Tanh(),
+                              lib.nn.Linear(2, 2, dtype=lib.float64))
+    with lib.no_grad():
+        for p in model.parameters():
+            p.copy_(lib.tensor(np.linspace(-1.0, 1.0, p.numel()).reshape(tuple(p.shape))))
+    seen = []
+    doubled = model[0].register_forward_hook(lambda module, args, out: out * 2.0)
+    model[2].register_forward_pre_hook(lambda module, args: args[0] + 1.0)  # one value: wrapped in a tuple
+    model[1].register_forward_hook(lambda module, args, out: seen.append((module is model[1], out.sum().item())))
+    x = lib.tensor(np.arange(6.0).reshape(2, 3) / 10)
+    first = model(x)
+    first.sum().backward()
+    doubled.remove()
+    doubled.remove()
+    model[1].register_forward_hook(lambda module, args, out: seen.append(("first", len(seen))), prepend=True)
+    return first.detach().numpy(), model(x).detach().numpy(), model[0].weight.grad.numpy(), seen
+
+
+def test_forward_hooks_replace_inputs_and_outputs_observe_and_are_removed_like_torch():
+    ours, theirs = _hooked_run(ge), _hooked_run(torch)
+    for got, expected in zip(ours[:3], theirs[:3]):
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
+    assert [entry[0] for entry in ours[3]] == [entry[0] for entry in theirs[3]] == [True, "first", True]
+    np.testing.assert_allclose([entry[1] for entry in ours[3]], [entry[1] for entry in theirs[3]], rtol=1e-12)
+    with pytest.raises(TypeError, match="hook"):
+        ge.nn.Tanh().register_forward_hook(3)
+
+
 # ------------------------------------------------------------------ differentiable comparisons
 def _compare(engine_fn, torch_fn, *arrays, differentiate=None, atol=1e-12):
     """Run both functions on float64 copies of ``arrays``; compare values, shapes and the gradients of the

@@ -1,6 +1,7 @@
 """``Module`` and ``Parameter``: the torch.nn container model on engine tensors."""
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 
 import numpy as np
@@ -47,6 +48,30 @@ def zero_grads(params, set_to_none=True):
             mark_modified(p.grad)
 
 
+class RemovableHandle:
+    """What a module's ``register_forward_pre_hook``/``register_forward_hook`` returns: ``remove()`` unregisters
+    the hook (a second call does nothing)."""
+
+    _ids = itertools.count()
+
+    def __init__(self, hooks):
+        self._hooks, self.id = hooks, next(self._ids)
+
+    def remove(self):
+        self._hooks.pop(self.id, None)
+
+
+def _registered(hooks, hook, prepend):
+    """Add ``hook`` to the ordered ``hooks`` (first if ``prepend``) and return its handle."""
+    if not callable(hook):
+        raise TypeError(f"hook: expected a callable, got {type(hook).__name__}")
+    handle = RemovableHandle(hooks)
+    hooks[handle.id] = hook
+    if prepend:
+        hooks.move_to_end(handle.id, last=False)
+    return handle
+
+
 def _check_member_name(kind, name, owner, registry):
     """Refuse, as torch does, a name that is not a str, is empty, holds a dot, or is taken by something else."""
     if not isinstance(name, str):
@@ -70,6 +95,8 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_non_persistent_buffers", set())
         object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
+        object.__setattr__(self, "_forward_hooks", OrderedDict())
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name, value):
@@ -137,7 +164,26 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        for hook in list(self._forward_pre_hooks.values()):
+            replacement = hook(self, args)
+            if replacement is not None:
+                args = replacement if isinstance(replacement, tuple) else (replacement,)
+        output = self.forward(*args, **kwargs)
+        for hook in list(self._forward_hooks.values()):
+            replacement = hook(self, args, output)
+            if replacement is not None:
+                output = replacement
+        return output
+
+    def register_forward_pre_hook(self, hook, *, prepend=False):
+        """Call ``hook(module, args)`` before each ``forward``; a returned value (a tuple, or one value that is
+        wrapped in one) replaces the positional arguments.  Returns a handle whose ``remove()`` unregisters it."""
+        return _registered(self._forward_pre_hooks, hook, prepend)
+
+    def register_forward_hook(self, hook, *, prepend=False):
+        """Call ``hook(module, args, output)`` after each ``forward``; a returned value other than None replaces
+        the output.  Returns a handle whose ``remove()`` unregisters it."""
+        return _registered(self._forward_hooks, hook, prepend)
 
     def named_modules(self, memo=None, prefix="", remove_duplicate=True):
         """``(name, module)`` pairs of this module and its descendants, each module once unless
