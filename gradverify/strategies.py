@@ -25,6 +25,7 @@ path through the graph.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -846,16 +847,27 @@ def _program_loss(draw, n_out, batch, focus):
 
 
 def _program_optimizer(draw, focus):
-    """(optimizer name, options): SGD with its momentum variants, Adam or AdamW with theirs."""
-    names = {"sgd_momentum": ("SGD",), "adam": ("Adam", "AdamW")}.get(focus, ("SGD", "Adam", "AdamW"))
+    """(optimizer name, options): SGD with its momentum variants, Adam or AdamW, RMSprop, Adagrad with theirs."""
+    names = {"sgd_momentum": ("SGD",), "adam": ("Adam", "AdamW"), "rmsprop": ("RMSprop",),
+             "adagrad": ("Adagrad",)}.get(focus, ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad"))
     name = draw(st.sampled_from(names))
+    decay = ("weight_decay", draw(st.sampled_from((0.0, 0.05))))
     if name == "SGD":
         momentum = draw(st.sampled_from((0.5, 0.9) if focus == "sgd_momentum" else (0.0, 0.5, 0.9)))
         nesterov = bool(momentum) and draw(st.booleans())
         dampening = 0.0 if nesterov else draw(st.sampled_from((0.0, 0.3)))
         return name, (("lr", draw(st.sampled_from((0.05, 0.1, 0.3)))), ("momentum", momentum),
-                      ("dampening", dampening), ("nesterov", nesterov),
-                      ("weight_decay", draw(st.sampled_from((0.0, 0.05)))), ("maximize", draw(st.booleans())))
+                      ("dampening", dampening), ("nesterov", nesterov), decay, ("maximize", draw(st.booleans())))
+    if name == "RMSprop":
+        return name, (("lr", draw(st.sampled_from((0.01, 0.05)))), ("alpha", draw(st.sampled_from((0.99, 0.9)))),
+                      ("eps", draw(st.sampled_from((1e-8, 1e-3)))), decay,
+                      ("momentum", draw(st.sampled_from((0.0, 0.5)))),
+                      ("centered", focus == "rmsprop" or draw(st.booleans())))
+    if name == "Adagrad":
+        return name, (("lr", draw(st.sampled_from((0.05, 0.1, 0.5)))),
+                      ("lr_decay", draw(st.sampled_from((0.1, 0.5) if focus == "adagrad" else (0.0, 0.1, 0.5)))),
+                      decay, ("initial_accumulator_value", draw(st.sampled_from((0.0, 0.1)))),
+                      ("eps", draw(st.sampled_from((1e-10, 1e-3)))))
     decays = (0.01, 0.1) if name == "AdamW" else (0.0, 0.05)
     return name, (("lr", draw(st.sampled_from((0.01, 0.05, 0.1)))),
                   ("betas", draw(st.sampled_from(((0.9, 0.999), (0.5, 0.9))))),
@@ -863,10 +875,92 @@ def _program_optimizer(draw, focus):
                   ("amsgrad", draw(st.booleans())))
 
 
-def _program_step(draw, n_params, inplace_allowed, focus, first):
-    """A training step (with its backward, hook and in-place variants) or a no_grad update of a parameter."""
+def _program_scheduler(draw, focus):
+    """None, or a learning-rate scheduler (StepLR, ExponentialLR) with its options (StepLR with a step size
+    above 1 when ``focus`` asks: every epoch then counts)."""
+    if focus != "scheduler" and not draw(st.sampled_from((False, False, True))):
+        return None
+    gamma = ("gamma", draw(st.sampled_from((0.5, 0.1))))
+    if focus == "scheduler" or draw(st.booleans()):
+        return "StepLR", (("step_size", draw(st.sampled_from((2, 3) if focus == "scheduler" else (1, 2, 3)))), gamma)
+    return "ExponentialLR", (gamma,)
+
+
+def _program_norm(draw, width, focus):
+    """None, or a LayerNorm or BatchNorm1d of ``width`` features with its options (drawn when ``focus`` asks)."""
+    if focus not in ("batch_norm", "layer_norm") and not draw(st.booleans()):
+        return None
+    name = {"batch_norm": "BatchNorm1d", "layer_norm": "LayerNorm"}.get(focus) or draw(
+        st.sampled_from(("BatchNorm1d", "LayerNorm")))
+    eps = ("eps", draw(st.sampled_from((1e-5, 1e-3))))
+    if name == "LayerNorm":
+        return name, (width,), (eps, ("elementwise_affine", draw(st.booleans())))
+    return name, (width,), (eps, ("momentum", draw(st.sampled_from((0.1, 0.5, None)))),
+                            ("affine", draw(st.booleans())),
+                            ("track_running_stats", focus == "batch_norm" or draw(st.booleans())))
+
+
+_PROGRAM_ACTIVATIONS = {"Tanh": {}, "ReLU": {}, "Sigmoid": {}, "GELU": {"approximate": ("none", "tanh")},
+                        "ELU": {"alpha": (1.0, 0.5)}, "LeakyReLU": {"negative_slope": (0.01, 0.2)}}
+
+
+def _program_layers(draw, focus):
+    """The layers of a program's Sequential: an Embedding first (or not), then Linear layers with a norm,
+    an activation and a Dropout that does nothing (p = 0, or p > 0 in eval mode) before each but the first."""
+    layers = []
+    if focus == "embedding" or draw(st.sampled_from((False, False, False, True))):
+        rows, width = draw(st.integers(2, 5)), draw(st.integers(2, 4))
+        padding = (("padding_idx", draw(st.integers(-rows, rows - 1))),) if draw(st.booleans()) else ()
+        layers.append(("Embedding", (rows, width), padding))
+    else:
+        width = draw(st.integers(1, 4))
+    linears = 2 if focus in ("batch_norm", "layer_norm") and not layers else draw(st.integers(1, 2))
+    for _ in range(linears):
+        if layers:
+            norm = _program_norm(draw, width, focus)
+            if norm is not None and norm[0] == "BatchNorm1d" and layers[-1][0] == "Linear":
+                # As practitioners write it: a bias before a BatchNorm has a zero gradient but for rounding,
+                # which Adam, RMSprop and Adagrad would blow up into steps of random sign.
+                layers[-1] = ("Linear", layers[-1][1], (("bias", False),))
+            activation = draw(st.sampled_from(sorted(_PROGRAM_ACTIVATIONS)))
+            options = tuple((key, draw(st.sampled_from(values)))
+                            for key, values in _PROGRAM_ACTIVATIONS[activation].items())
+            layers += [norm] * (norm is not None) + [(activation, (), options)]
+            if draw(st.sampled_from((False, False, False, True))):
+                layers.append(("Dropout", (draw(st.sampled_from((0.0, 0.5))),), ()))
+        out = draw(st.integers(2, 4))
+        layers.append(("Linear", (width, out), ()))
+        width = out
+    return tuple(layers)
+
+
+def _generic_floats(draw):
+    """A function ``(shape, lo, hi)`` of uniform float64 arrays from a generator seeded by one draw."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    return lambda shape, lo, hi: rng.uniform(lo, hi, shape)
+
+
+def _program_module_hooks(draw, layers, focus):
+    """Forward hooks on layers, ``(layer, kind, factor)`` (see :class:`~gradverify.fuzz.programs.Program`)."""
+    if focus != "module_hook" and not draw(st.sampled_from((False, False, True))):
+        return ()
+    hooks = []
+    for k in range(draw(st.integers(1, 2))):
+        kinds = ("scale", "pre_scale") if focus == "module_hook" and k == 0 else ("scale", "observe", "pre_scale")
+        kind = draw(st.sampled_from(kinds))
+        # A pre-hook scaling an Embedding's integer indices would be a type error, not a program.
+        first = 1 if kind == "pre_scale" and layers[0][0] == "Embedding" else 0
+        hooks.append((draw(st.integers(first, len(layers) - 1)), kind, draw(st.sampled_from((0.5, 2.0, -1.0)))))
+    return tuple(hooks)
+
+
+def _program_step(draw, n_params, inplace_allowed, focus, first, others=()):
+    """A training step (with its backward, hook and in-place variants), or (not first) one of ``others``:
+    a no_grad update of a parameter, a switch of the model's mode, a layer hook's removal."""
     from gradverify.fuzz.programs import NoGradUpdate, Train
 
+    if not first and others and draw(st.sampled_from((False, False, True))):
+        return draw(st.sampled_from(others))
     if not first and focus is None and draw(st.sampled_from((False, False, False, True))):
         method = draw(st.sampled_from(("add_", "mul_", "clamp_")))
         args = {"add_": (0.25,), "mul_": (0.5,), "clamp_": (-0.5, 0.5)}[method]
@@ -892,27 +986,40 @@ def programs(draw, focus=None):
 
     ``focus`` (one of :data:`gradverify.fuzz.programs.FOCUSES`) makes sure the program exercises that part
     (an SGD momentum buffer over several steps, Adam's bias correction, an in-place change the backward must
-    refuse, accumulated gradients, a hook that changes the gradient, a loss's weight and label smoothing).
+    refuse, accumulated gradients, a hook that changes the gradient, a loss's weight and label smoothing,
+    BatchNorm1d's running statistics, a LayerNorm, an Embedding, RMSprop centered, Adagrad's lr_decay over
+    several steps, a scheduler, a layer hook that changes the output or input).
     """
-    from gradverify.fuzz.programs import FOCUSES, Program
+    from gradverify.fuzz.programs import FOCUSES, Program, RemoveHook, SetMode, parameter_shapes
 
     if focus is not None and focus not in FOCUSES:
         raise ValueError(f"focus: expected one of {', '.join(FOCUSES)}, got {focus!r}")
-    widths = (draw(st.integers(1, 4)),) + ((draw(st.integers(2, 4)),) if draw(st.booleans()) else ()) + (
-        draw(st.integers(2, 4)),)
-    activation = draw(st.sampled_from(("Tanh", "ReLU", "Sigmoid"))) if len(widths) > 2 else ""
-    parameters = tuple(array for a, b in zip(widths[:-1], widths[1:])
-                       for array in (_floats(draw, (b, a), -1.0, 1.0, "float64"), _floats(draw, (b,), -1.0, 1.0,
-                                                                                            "float64")))
-    batch = draw(st.integers(1, 4))
-    x = _floats(draw, (batch, widths[0]), -2.0, 2.0, "float64")
-    loss, target = _program_loss(draw, widths[-1], batch, focus)
+    layers = _program_layers(draw, focus)
+    batch_norm = any(layer[0] == "BatchNorm1d" for layer in layers)
+    # Before a BatchNorm, a channel constant over the batch (equal rows, a zero row of weights: values hypothesis
+    # favours) is normalised to its rounding noise times 1/sqrt(eps), which the two libraries round differently:
+    # such models get generic values, and distinct indices.
+    floats = _generic_floats(draw) if batch_norm else functools.partial(_floats, draw, dtype="float64")
+    parameters = tuple(floats(shape, -1.0, 1.0) for layer in layers for shape in parameter_shapes(layer))
+    batch = draw(st.integers(2 if batch_norm else 1, 4))  # (BatchNorm refuses one value per channel in training)
+    first = layers[0]
+    if first[0] == "Embedding":
+        rows = first[1][0]
+        batch = min(batch, rows) if batch_norm else batch
+        x = np.array(draw(st.lists(st.integers(0, rows - 1), min_size=batch, max_size=batch, unique=batch_norm)),
+                     dtype=np.int64)
+    else:
+        x = floats((batch, first[1][0]), -2.0, 2.0)
+    loss, target = _program_loss(draw, layers[-1][1][1], batch, focus)
     optimizer = _program_optimizer(draw, focus)
+    hooks = _program_module_hooks(draw, layers, focus)
     # LogSoftmax (before NLLLoss) saves its output: an in-place change there must raise, which the engine misses.
     inplace_allowed = loss[0] != "NLLLoss"
-    least = 2 if focus in ("sgd_momentum", "adam") else 1
-    steps = tuple(_program_step(draw, len(parameters), inplace_allowed, focus, k == 0)
-                  for k in range(draw(st.integers(least, 4))))
-    if focus in ("sgd_momentum", "adam"):  # every step must reach optimizer.step()
+    every_step_trains = focus in ("sgd_momentum", "adam", "adagrad", "scheduler")
+    others = () if every_step_trains else tuple([SetMode(False), SetMode(True)] * batch_norm) + tuple(
+        RemoveHook(k) for k in range(len(hooks)))
+    steps = tuple(_program_step(draw, len(parameters), inplace_allowed, focus, k == 0, others)
+                  for k in range(draw(st.integers(2 if every_step_trains else 1, 4))))
+    if every_step_trains:  # every step must reach optimizer.step()
         steps = tuple(dataclasses.replace(step, backward="once", inplace=None) for step in steps)
-    return Program(widths, activation, parameters, x, target, loss, optimizer, steps)
+    return Program(layers, parameters, x, target, loss, optimizer, steps, _program_scheduler(draw, focus), hooks)

@@ -12,6 +12,7 @@ import os
 from gradverify._files import check_output, write_text
 from gradverify.cli import EXIT_FAILED, EXIT_OK, UsageError
 from gradverify.fuzz import jax_cache
+from gradverify.fuzz.programs import FOCUSES
 from gradverify.ops import TABLE
 
 JAX_EVERY = 4
@@ -34,7 +35,7 @@ def configure(parser):
     parser.add_argument("--shard", default="1/1", help="run part i of n of the campaign, written i/n (default 1/1)")
     parser.add_argument("--focus", default=None,
                         help="table op every graph must use, or program.<part> for stateful programs only, part "
-                             "one of sgd_momentum, adam, inplace, accumulation, hook, loss_options (default: none)")
+                             f"one of {', '.join(FOCUSES)} (default: none)")
     parser.add_argument("--target", default="engine", metavar="ENGINE",
                         help="the engine under test: engine, torch, jax or module:Class, an adapter of "
                              "gradverify.fuzz.adapters (default engine; the other libraries stay oracles)")
@@ -82,7 +83,6 @@ def _arguments(args):
     if args.ray is not None and not ray_installed():
         raise UsageError(f"--ray: {RAY_MISSING}")
     from gradverify.fuzz.campaign import PROGRAM_FOCUS
-    from gradverify.fuzz.programs import FOCUSES
 
     programs = [f"{PROGRAM_FOCUS}{name}" for name in FOCUSES]
     if args.focus is not None and args.focus not in TABLE and args.focus not in programs:

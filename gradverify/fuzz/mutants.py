@@ -301,6 +301,25 @@ MUTANTS = (
            lambda: _patch_source(_api_function("nn.functional.cross_entropy"), (
                'weights = _class_weights("cross_entropy", weight, input, class_dim)', "weights = None")),
            "program.loss_options"),
+    # Layers, optimizers, schedulers and module hooks of the programs.
+    Mutant("batch_norm_biased_running_var", "BatchNorm blends the batch's biased variance into running_var",
+           lambda: _patch_source(_api_function("nn.functional.batch_norm"), (
+               "input.array.var(axis=dims, ddof=1)", "input.array.var(axis=dims, ddof=0)")), "program.batch_norm"),
+    Mutant("embedding_padding_gradient", "Embedding's padding_idx row gets a gradient",
+           lambda: _patch_source(_api_function("nn.functional.embedding"), (
+               "if padded.any() else out", "if False else out")), "program.embedding"),
+    Mutant("rmsprop_centered_ignored", "RMSprop centered does not subtract the squared average of gradients",
+           lambda: _patch_method("optim:RMSprop._update", (
+               "square_avg = square_avg - grad_avg * grad_avg", "square_avg = square_avg")), "program.rmsprop"),
+    Mutant("adagrad_lr_decay_ignored", "Adagrad steps with lr, ignoring lr_decay",
+           lambda: _patch_method("optim:Adagrad._update", (
+               'group["lr"] / (1 + (step - 1) * group["lr_decay"])', 'group["lr"]')), "program.adagrad"),
+    Mutant("step_lr_off_by_one", "StepLR decays the rate one epoch early",
+           lambda: _patch_method("optim.lr_scheduler:StepLR.get_lr", (
+               "self.last_epoch % self.step_size", "(self.last_epoch + 1) % self.step_size")), "program.scheduler"),
+    Mutant("forward_hook_return_ignored", "a module's forward hook runs but its returned output is ignored",
+           lambda: _patch_method("nn.module:Module.__call__", ("output = replacement", "replacement = output")),
+           "program.module_hook"),
 )
 BY_NAME = {mutant.name: mutant for mutant in MUTANTS}
 

@@ -77,13 +77,14 @@ from gradverify.check import oracles as numerical
 from gradverify.fuzz import adapters
 from gradverify.fuzz.adapters import Derivatives
 from gradverify.fuzz.backends import bind, namespace
+from gradverify.fuzz.programs import ORACLE_OF
 from gradverify.fuzz.surface import SELECTIONS
 from gradverify.fuzz.surface import surface as surface_of
 
 ORACLES = (
     "mpmath", "engine", "torch", "jax", "finite_difference", "complex_step", "forward_reverse", "second_order",
     "structure", "exception", "kink_convention", "saturation", "ulps",
-    "program_loss", "program_grad", "program_params", "program_error",
+    *ORACLE_OF.values(),
 )
 LIBRARIES = adapters.BUILT_IN
 REFERENCE_LIBRARIES = ("torch", "jax")

@@ -1,23 +1,31 @@
 """Stateful programs for the fuzzer: training steps run on the engine and on PyTorch, every observable compared.
 
 A :class:`Program` is a short training run: an ``nn.Sequential`` of Linear
-layers (and an activation) with given float64 parameters, a loss module with
-its options (reduction, class weights, label smoothing, pos_weight, beta), an
-optimizer (SGD with momentum, dampening, Nesterov, weight decay; Adam or
-AdamW, AMSGrad) and a few steps: a training step (``zero_grad`` or
-accumulation into ``.grad``, a second backward with ``retain_graph=True``, or
-one after the graph was freed, a gradient hook that scales, replaces or only
-observes), an in-place update of a parameter under ``no_grad``, and an
-in-place change of a tensor in the graph (one that a later backward reads
-back must raise, as PyTorch's version counters make it).
+layers with, between them, the engine's other layers and their options
+(LayerNorm, BatchNorm1d with its running statistics, an activation, Dropout
+that does nothing: p = 0 or in eval; an Embedding fed integer indices first)
+with given float64 parameters, a loss module with its options (reduction,
+class weights, label smoothing, pos_weight, beta), an optimizer (SGD with
+momentum, dampening, Nesterov, weight decay; Adam or AdamW, AMSGrad; RMSprop,
+centered, with momentum; Adagrad with lr_decay and an initial accumulator),
+perhaps a learning-rate scheduler stepped after each ``optimizer.step()``,
+forward (pre-)hooks on layers that scale or only observe, and a few steps:
+a training step (``zero_grad`` or accumulation into ``.grad``, a second
+backward with ``retain_graph=True``, or one after the graph was freed, a
+gradient hook that scales, replaces or only observes), an in-place update of
+a parameter under ``no_grad``, an in-place change of a tensor in the graph
+(one that a later backward reads back must raise, as PyTorch's version
+counters make it), the model switched to eval or training mode, a layer's
+hook removed.
 
 Like a :class:`~gradverify.fuzz.graph.Graph`, a program is printed as Python
 (:meth:`Program.to_python`, ``def program(torch, record)``) and that source
 runs on the engine (``gradverify.engine`` passed as ``torch``) and on PyTorch,
 PyTorch being the oracle.  ``record(observable, value)`` notes the loss, the
-gradients (``.grad`` and what hooks see), the parameters after each step, and
-each error a step raised (by kind); :func:`check_program` compares the two
-runs observable by observable.
+gradients (``.grad`` and what hooks see), the parameters after each step, the
+buffers (BatchNorm's running statistics), the learning rate, what an
+observing layer hook sees, and each error a step raised (by kind);
+:func:`check_program` compares the two runs observable by observable.
 """
 from __future__ import annotations
 
@@ -27,19 +35,43 @@ import numpy as np
 
 from gradverify.fuzz.graph import defined, function_source, literal
 
-OBSERVABLES = ("loss", "grad", "params", "error")
+OBSERVABLES = ("loss", "grad", "params", "buffers", "lr", "activation", "error")
 ORACLE_OF = {observable: f"program_{observable}" for observable in OBSERVABLES}
 """The oracle named in a finding: PyTorch's run of the program, per observable that differed."""
 RTOL = 1e-6
 """Relative to an array's largest entry: Adam divides by sqrt(v), so a gradient computed with cancellation
 carries its rounding into the step at about this level; every mutant moves an observable by far more."""
-FOCUSES = ("sgd_momentum", "adam", "inplace", "accumulation", "hook", "loss_options")
+SCALE_FLOOR = 1e-8
+"""The least scale :data:`RTOL` is taken of: observables are of order 1 (inputs in [-2, 2], parameters in
+[-1, 1]), so one of them all below this is a zero but for rounding (the gradient of a bias before a BatchNorm)."""
+FOCUSES = ("sgd_momentum", "adam", "inplace", "accumulation", "hook", "loss_options", "batch_norm", "layer_norm",
+           "embedding", "rmsprop", "adagrad", "scheduler", "module_hook")
 """What a focused draw (``program.<focus>``) makes sure a program exercises."""
+SIZED_LAYERS = ("Linear", "LayerNorm", "BatchNorm1d", "Embedding")
+"""Layers built with ``dtype=torch.float64`` (the others hold no parameters)."""
+
+
+def parameter_shapes(layer) -> list:
+    """Shapes of ``layer``'s parameters in ``model.parameters()`` order; ``layer`` is ``(name, args, options)``."""
+    name, args, options = layer
+    options = dict(options)
+    if name == "Linear":
+        return [(args[1], args[0])] + [(args[1],)] * options.get("bias", True)
+    if name == "Embedding":
+        return [args]
+    affine = options.get("elementwise_affine" if name == "LayerNorm" else "affine", True)
+    return [(args[0],), (args[0],)] if name in ("LayerNorm", "BatchNorm1d") and affine else []
+
+
+def _arguments(values, options) -> str:
+    """Source of a call's arguments: positional ``values`` then keyword ``options`` (arrays as tensors)."""
+    return ", ".join([literal(v) for v in values] + [_option(key, value) for key, value in options])
 
 
 @dataclass(frozen=True)
 class Train:
-    """One training step: ``zero_grad`` (or accumulate), forward, loss, backward(s), then ``optimizer.step()``.
+    """One training step: ``zero_grad`` (or accumulate), forward, loss, backward(s), then ``optimizer.step()``
+    (and ``scheduler.step()``).
 
     ``backward`` is ``"once"``, ``"retained"`` (a second backward after ``retain_graph=True``: the gradients
     add up) or ``"freed"`` (a second backward after the graph was freed: RuntimeError); ``hook`` is None or
@@ -54,8 +86,8 @@ class Train:
     hook: tuple = None
     inplace: tuple = None
 
-    def lines(self, sum_loss=False) -> list:
-        """Source lines; ``sum_loss`` sums a loss left unreduced (``reduction='none'``)."""
+    def lines(self, program) -> list:
+        """Source lines of this step in ``program``."""
         lines = ["optimizer.zero_grad()"] if self.zero_grad else []
         lines.append("out = model(x)")
         if self.inplace is not None:
@@ -65,6 +97,8 @@ class Train:
             lines.append(f"out.{method}({', '.join(literal(a) for a in args)})")
             if saved:
                 lines.append("out = read")
+        # A loss left unreduced (reduction='none') is summed.
+        sum_loss = dict(program.loss[1]).get("reduction") == "none"
         backward = ["loss = loss_fn(out, target)" + (".sum()" if sum_loss else ""), "record('loss', loss)"]
         if self.backward != "once":
             backward.append(f"loss.backward(retain_graph={self.backward == 'retained'})")
@@ -78,8 +112,10 @@ class Train:
             # that neither library promises.
             lines += [f"handle = {holder}.register_hook(lambda g: {body})", "try:"]
             backward = ["    " + line for line in backward] + ["finally:", "    handle.remove()"]
-        lines += backward
-        return lines + ["record('grad', [p.grad for p in params])", "optimizer.step()", "record('params', params)"]
+        lines += backward + ["record('grad', [p.grad for p in params])", "optimizer.step()"]
+        if program.scheduler is not None:
+            lines += ["scheduler.step()", "record('lr', scheduler.get_last_lr())"]
+        return lines + ["record('params', params)"] + program.record_buffers()
 
     @property
     def features(self) -> set:
@@ -99,7 +135,7 @@ class NoGradUpdate:
     method: str
     args: tuple
 
-    def lines(self, sum_loss=False) -> list:
+    def lines(self, program) -> list:
         return ["with torch.no_grad():",
                 f"    params[{self.index}].{self.method}({', '.join(literal(a) for a in self.args)})",
                 "record('params', params)"]
@@ -108,21 +144,54 @@ class NoGradUpdate:
 
 
 @dataclass(frozen=True)
-class Program:
-    """Layers' widths, an activation, initial parameters, data, loss and optimizer (name, options), steps."""
+class SetMode:
+    """``model.train(training)``; a Dropout that drops (p > 0) goes back to eval mode at once."""
 
-    widths: tuple
-    activation: str
+    training: bool
+
+    def lines(self, program) -> list:
+        return [f"model.train({self.training})"] + (program.dropouts_to_eval() if self.training else [])
+
+    features = frozenset()
+
+
+@dataclass(frozen=True)
+class RemoveHook:
+    """``handles[index].remove()``: the program's layer hook ``index`` stops firing."""
+
+    index: int
+
+    def lines(self, program) -> list:
+        return [f"handles[{self.index}].remove()"]
+
+    features = frozenset()
+
+
+@dataclass(frozen=True)
+class Program:
+    """Layers ``(name, args, options)``, their initial parameters, data, loss and optimizer (name, options),
+    a scheduler (None or name, options), layer hooks and steps.
+
+    ``module_hooks`` holds ``(layer, kind, factor)``: a forward hook on ``model[layer]`` that scales its output
+    by ``factor`` (``kind`` ``"scale"``), one that records it (``"observe"``), or a forward pre-hook that scales
+    its input (``"pre_scale"``); ``RemoveHook(k)`` steps remove the k-th.
+    """
+
+    layers: tuple
     parameters: tuple
     x: np.ndarray
     target: np.ndarray
     loss: tuple
     optimizer: tuple
     steps: tuple
+    scheduler: tuple = None
+    module_hooks: tuple = ()
 
     def __post_init__(self):
-        if len(self.widths) < 2 or len(self.parameters) != 2 * (len(self.widths) - 1):
-            raise ValueError(f"parameters: expected a weight and a bias per layer of widths {self.widths}")
+        shapes = [shape for layer in self.layers for shape in parameter_shapes(layer)]
+        if [tuple(p.shape) for p in self.parameters] != [tuple(s) for s in shapes]:
+            raise ValueError(f"parameters: expected arrays of shapes {shapes} for layers {self.layers}, got "
+                             f"{[p.shape for p in self.parameters]}")
         if not self.steps:
             raise ValueError("steps: a program needs at least one step")
 
@@ -134,47 +203,75 @@ class Program:
         trains = sum(isinstance(step, Train) for step in self.steps)
         if name == "SGD" and dict(options).get("momentum", 0) and trains > 1:
             found.add("sgd_momentum")
-        if name in ("Adam", "AdamW"):
-            found.add("adam")
+        found |= {"Adam": {"adam"}, "AdamW": {"adam"}, "RMSprop": {"rmsprop"}, "Adagrad": {"adagrad"}}.get(name, set())
         if any(key in ("weight", "label_smoothing", "pos_weight", "beta") for key, _ in self.loss[1]):
             found.add("loss_options")
+        names = {layer[0] for layer in self.layers}
+        found |= {feature for layer, feature in (("LayerNorm", "layer_norm"), ("Embedding", "embedding"))
+                  if layer in names}
+        if self.record_buffers() and trains:
+            found.add("batch_norm")
+        if self.scheduler is not None and trains:
+            found.add("scheduler")
+        if any(kind != "observe" for _, kind, _ in self.module_hooks):
+            found.add("module_hook")
         return found
 
     def ops_covered(self) -> set:
         """Program features, named ``program.<focus>`` (no table op: a campaign's op coverage leaves them out)."""
         return {f"program.{feature}" for feature in self.features}
 
-    def _layers(self) -> str:
-        pairs = zip(self.widths[:-1], self.widths[1:])
-        layers = [f"torch.nn.Linear({a}, {b}, dtype=torch.float64)" for a, b in pairs]
-        between = [f"torch.nn.{self.activation}()"] if self.activation else []
-        layers = [part for k, layer in enumerate(layers) for part in ([layer] if k == 0 else between + [layer])]
-        if self.loss[0] == "NLLLoss":
-            layers.append("torch.nn.LogSoftmax(dim=1)")
-        return ", ".join(layers)
+    def record_buffers(self) -> list:
+        """The line recording the model's buffers, if it has any (BatchNorm1d tracking its running statistics)."""
+        tracked = any(name == "BatchNorm1d" and dict(options).get("track_running_stats", True)
+                      for name, _, options in self.layers)
+        return ["record('buffers', list(model.buffers()))"] if tracked else []
+
+    def dropouts_to_eval(self) -> list:
+        """Lines putting each Dropout with p > 0 in eval mode (the programs draw no random masks)."""
+        return [f"model[{k}].eval()" for k, (name, args, _) in enumerate(self.layers) if name == "Dropout" and args[0]]
+
+    def _layer_source(self, layer) -> str:
+        name, args, options = layer
+        dtype = ["dtype=torch.float64"] if name in SIZED_LAYERS else []
+        return f"torch.nn.{name}({', '.join([_arguments(args, options)] * bool(args or options) + dtype)})"
+
+    def _hook_lines(self) -> list:
+        sources = {"scale": "register_forward_hook(lambda module, args, out: out * {factor!r})",
+                   "observe": "register_forward_hook(lambda module, args, out: record('activation', out))",
+                   "pre_scale": "register_forward_pre_hook(lambda module, args: args[0] * {factor!r})"}
+        return ["handles = [" + ", ".join(f"model[{layer}]." + sources[kind].format(factor=factor)
+                                          for layer, kind, factor in self.module_hooks) + "]"]
 
     def to_python(self, name: str = "program") -> str:
         """Standalone source of ``def program(torch, record)``: ``torch`` is PyTorch or ``gradverify.engine``."""
         loss_name, loss_options = self.loss
         optimizer_name, optimizer_options = self.optimizer
         values = ", ".join(literal(p) for p in self.parameters)
-        body = [
-            f"model = torch.nn.Sequential({self._layers()})",
+        layers = [self._layer_source(layer) for layer in self.layers]
+        if self.loss[0] == "NLLLoss":
+            layers.append("torch.nn.LogSoftmax(dim=1)")
+        body = [f"model = torch.nn.Sequential({', '.join(layers)})"] + self.dropouts_to_eval() + [
             "params = list(model.parameters())",
             "with torch.no_grad():",
             f"    for p, value in zip(params, [{values}]):",
             "        p.copy_(torch.tensor(value))",
             f"x = torch.tensor({literal(self.x)})",
             f"target = torch.tensor({literal(self.target)})",
-            f"loss_fn = torch.nn.{loss_name}({_options(loss_options)})",
-            f"optimizer = torch.optim.{optimizer_name}(params, {_options(optimizer_options)})",
+            f"loss_fn = torch.nn.{loss_name}({_arguments((), loss_options)})",
+            f"optimizer = torch.optim.{optimizer_name}(params, {_arguments((), optimizer_options)})",
         ]
-        sum_loss = dict(loss_options).get("reduction") == "none"
+        if self.scheduler is not None:
+            body.append(f"scheduler = torch.optim.lr_scheduler.{self.scheduler[0]}(optimizer, "
+                        f"{_arguments((), self.scheduler[1])})")
+        if self.module_hooks:
+            body += self._hook_lines()
         for k, step in enumerate(self.steps):
-            body += [f"# step {k}", "try:"] + ["    " + line for line in step.lines(sum_loss)]
+            body += [f"# step {k}", "try:"] + ["    " + line for line in step.lines(self)]
             body += ["except Exception as error:", "    record('error', error)"]
+        names = [layer[0] for layer in self.layers]
         return function_source(f"{name}(torch, record)", f"{len(self.steps)} steps of {optimizer_name} on a float64 "
-                               f"{loss_name} of layers {self.widths}.", body)
+                               f"{loss_name} of layers {', '.join(names)}.", body)
 
     def compile(self):
         """The program as a Python function ``program(torch, record)`` (executed from :meth:`to_python`)."""
@@ -184,9 +281,8 @@ class Program:
         return len(self.steps)
 
 
-def _options(options) -> str:
-    return ", ".join(f"{key}=torch.tensor({literal(value)})" if isinstance(value, np.ndarray)
-                     else f"{key}={literal(value)}" for key, value in options)
+def _option(key, value) -> str:
+    return f"{key}=torch.tensor({literal(value)})" if isinstance(value, np.ndarray) else f"{key}={literal(value)}"
 
 
 def _observed(value):
@@ -194,6 +290,8 @@ def _observed(value):
         return type(value).__name__
     if value is None:
         return None
+    if isinstance(value, (int, float)):
+        return np.array(value, dtype=np.float64)
     if isinstance(value, (list, tuple)):
         return tuple(_observed(v) for v in value)
     return np.array(value.detach().numpy(), dtype=np.float64)
@@ -206,18 +304,28 @@ def observe(program_fn, library) -> list:
     return seen
 
 
-def _difference(actual, expected):
-    """Why ``actual`` differs from ``expected`` (None where they agree to :data:`RTOL` of the largest entry)."""
+def _largest(value) -> float:
+    """The largest magnitude in an observation (arrays nested in tuples; 0 for none)."""
+    if isinstance(value, tuple):
+        return max((_largest(v) for v in value), default=0.0)
+    return float(np.max(np.abs(value), initial=0.0)) if isinstance(value, np.ndarray) else 0.0
+
+
+def _difference(actual, expected, scale=None):
+    """Why ``actual`` differs from ``expected`` (None where they agree to :data:`RTOL` of the largest entry of
+    the whole observation: a gradient that is 0 but for rounding, beside others that are not, is not judged
+    by its own rounding noise)."""
+    if scale is None:
+        scale = max(_largest(expected), SCALE_FLOOR)
     if isinstance(expected, tuple) or isinstance(actual, tuple):
         if not (isinstance(expected, tuple) and isinstance(actual, tuple)) or len(actual) != len(expected):
             return f"{actual!r} where PyTorch has {expected!r}"
         return next((f"[{k}] {why}" for k, (a, e) in enumerate(zip(actual, expected))
-                     if (why := _difference(a, e)) is not None), None)
+                     if (why := _difference(a, e, scale)) is not None), None)
     if expected is None or actual is None or isinstance(expected, str) or isinstance(actual, str):
         return None if actual is expected or actual == expected else f"{actual!r} where PyTorch has {expected!r}"
     if actual.shape != expected.shape:
         return f"shape {actual.shape} where PyTorch has {expected.shape}"
-    scale = max(float(np.max(np.abs(expected), initial=0.0)), 1e-300)
     miss = float(np.max(np.abs(actual - expected), initial=0.0))
     if not miss <= RTOL * scale:  # (NaN misses too)
         return f"off by {miss:.3g} (PyTorch's largest entry {scale:.3g})"
