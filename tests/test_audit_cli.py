@@ -136,6 +136,13 @@ def test_a_failure_torch_expects_and_only_its_gradcheck_confirms_is_not_a_findin
 
     failure = Failure("reverse", "reverse (Jacobian)", 1.0, 0.0, 4.5e15, {"check_grad": True, "torch gradcheck": True})
     result = UnitResult(Unit("torch", "as_strided_scatter", 3, "float64"), "fail", "differs", 0.1, "shapes", [failure])
-    report = build_report("torch", [result], 0.1, "1/1", {}, tmp_path)
+    # In float32 the float64 Jacobian does not confirm it; still the failure torch expects, unlike sin's.
+    alone = Failure("reverse", "reverse (Jacobian)", 1.0, 0.0, 8e6, {"check_grad": True, "float64": False})
+    results = [result, UnitResult(Unit("torch", "as_strided_scatter", 3, "float32"), "fail", "differs", 0.1,
+                                  "shapes", [alone]),
+               UnitResult(Unit("torch", "sin", 0, "float32"), "fail", "differs", 0.1, "shapes", [alone])]
+    report = build_report("torch", results, 0.1, "1/1", {}, tmp_path)
     assert report["findings"] == []
-    assert [f["op"] for f in report["expected_by_framework"]] == ["as_strided_scatter"]
+    assert [(f["op"], f["failing_samples"]) for f in report["expected_by_framework"]] == [
+        ("as_strided_scatter", 1), ("as_strided_scatter", 1)]
+    assert [f["op"] for f in report["unconfirmed"]] == ["sin"]

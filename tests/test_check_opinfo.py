@@ -25,7 +25,7 @@ KNOWN = load_known(KNOWN_DEFECTS["torch"])
 
 
 def assert_only_known_defects(results):
-    report = collect(results, KNOWN)
+    report = collect(results, KNOWN, torch_source)
     assert not report["unconfirmed"], [(f["op"], f["mode"], f["reason"]) for f in report["unconfirmed"]]
     assert all(f["known"] for f in report["findings"]), [(f["op"], f["mode"], f["reason"]) for f in report["findings"]
                                                          if not f["known"]]

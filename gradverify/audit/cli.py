@@ -126,16 +126,9 @@ def run(args) -> int:
 
 def build_report(framework, results, seconds, shard, known, out) -> dict:
     """The JSON-able report, with one reproducer written per finding into ``out/reproducers``."""
-    report = {"summary": findings.summary(framework, results, seconds, shard), **findings.collect(results, known)}
     src = source(framework)
-    for finding in report["findings"]:
-        finding["framework_expects_it"] = src.expected_failure(finding["op"], finding["mode"])
-    # Where the framework's own tests expect its checker to fail (a sample on a kink, a documented limit) and
-    # that checker is the only second oracle, the failure is the framework's known one, not a finding.
-    expected = [f for f in report["findings"] if f["framework_expects_it"]
-                and set(f["oracles_agreeing"]) <= {"check_grad", src.native_checker}]
-    report["findings"] = [f for f in report["findings"] if f not in expected]
-    report["expected_by_framework"] = [dict(f, reproducer=None) for f in expected]
+    report = {"summary": findings.summary(framework, results, seconds, shard),
+              **findings.collect(results, known, src)}
     for finding in report["findings"]:
         code = src.reproducer_call(finding["op"], finding["sample"], finding["dtype"])
         path = out / "reproducers" / finding["reproducer"]

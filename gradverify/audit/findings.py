@@ -59,8 +59,13 @@ def reproducer_name(framework, op, mode) -> str:
     return f"{framework}_{re.sub(r'[^A-Za-z0-9]+', '_', op)}_{mode.replace(' ', '_')}.py"
 
 
-def collect(results, known) -> dict:
-    """{"findings": [...], "unconfirmed": [...]}: one entry per (op, mode), its worst sample, sorted by op."""
+def collect(results, known, source=None) -> dict:
+    """{"findings", "unconfirmed", "expected_by_framework"}: one entry per (op, mode), its worst sample, by op.
+
+    With ``source`` (the framework's :mod:`~gradverify.audit.sources` module), a failure of a mode its
+    framework's own tests expect to fail (``source.expected_failure``) that no oracle beyond check_grad and
+    the framework's own checker confirms is the framework's known one: it goes to "expected_by_framework".
+    """
     groups = {True: {}, False: {}}
     for result in results:
         for failure in result.failures:
@@ -74,8 +79,17 @@ def collect(results, known) -> dict:
             entry["dtypes"].add(result.unit.dtype)
             if entry["worst"] is None or _size(failure.ulps) > _size(entry["worst"][1].ulps):
                 entry["worst"] = (result, failure)
-    return {"findings": [_row(e, known, True) for _, e in sorted(groups[True].items())],
+    rows = {"findings": [_row(e, known, True) for _, e in sorted(groups[True].items())],
             "unconfirmed": [_row(e, known, False) for _, e in sorted(groups[False].items())]}
+    expected = []
+    for kind, found in rows.items():
+        for row in found:
+            row["framework_expects_it"] = bool(source and source.expected_failure(row["op"], row["mode"]))
+        mine = [row for row in found if row["framework_expects_it"]
+                and set(row["oracles_agreeing"]) <= {"check_grad", source.native_checker}]
+        rows[kind] = [row for row in found if row not in mine]
+        expected += [dict(row, reproducer=None) for row in mine]
+    return {**rows, "expected_by_framework": expected}
 
 
 def _size(value):
@@ -144,7 +158,8 @@ def to_markdown(report) -> str:
     lines += _table("Findings (confirmed by a second oracle)", report["findings"], True)
     lines += _table("Unconfirmed disagreements (check_grad alone; not counted as defects)", report["unconfirmed"],
                     False)
-    lines += _table("Failures the framework's own tests expect, confirmed only by its own checker (not counted)",
+    lines += _table("Failures the framework's own tests expect, seen by no oracle beyond check_grad and its own checker "
+                    "(not counted)",
                     report.get("expected_by_framework", []), False)
     if s["not_checked"]:
         lines += ["## Units not checked, by reason", "", "| reason | units |", "|---|---|",
