@@ -93,7 +93,7 @@ class Problem:
         self.base = self._reference_outputs(self.first_outputs)
         self.measured_rounding = (rounding_ulps(self.dtype) == LOW_PRECISION_ULPS
                                   and all(a.dtype == np.float64 for a in self.reference))
-        self.output_scale = np.abs(self.base)
+        self.output_scale = self.view.output_sizes_of(self.base)
         self.noise = None
         self.evaluations += 1
         self._jittered = None

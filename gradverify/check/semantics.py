@@ -134,6 +134,19 @@ class View:
         return (all(s.identity for s in self.inputs + self.outputs)
                 and self.checked == list(range(self.n_outputs)))
 
+    def output_sizes_of(self, flat):
+        """``|flat|`` (a vector over the checked outputs' real view), where both parts of a complex entry get
+        the number's modulus: complex arithmetic mixes the parts, so each carries the rounding of both (the
+        tangent of a real eigenvalue's imaginary part is rounding of the real parts' terms)."""
+        sizes, start = np.abs(np.asarray(flat, dtype=np.float64)), 0
+        for slot in self.outputs:
+            size = int(np.prod(slot.view_shape))
+            if slot.complex:
+                pairs = sizes[start:start + size].reshape(-1, 2)
+                pairs[:] = np.hypot(pairs[:, :1], pairs[:, 1:])
+            start += size
+        return sizes
+
     def real_inputs(self, arrays, batch=0):
         return [s.to_real(a, batch) for s, a in zip(self.inputs, arrays)]
 
