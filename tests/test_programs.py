@@ -101,8 +101,6 @@ def test_a_small_campaign_kills_every_stateful_mutant():
     assert len(results) >= 14 and [r.mutant.name for r in results if not r.killed] == []
 
 
-@pytest.mark.xfail(strict=True, reason="engine defect: an in-place change of an output its node saved (LogSoftmax, "
-                                       "exp, sigmoid) is not refused; the backward uses a copy of the old values")
 def test_an_in_place_change_of_a_saved_output_raises_as_in_pytorch():
     program = _program(Train(inplace=("mul_", (-2.0,), False)), loss=("NLLLoss", (("reduction", "mean"),)))
     assert _records(program, torch, "error") == ["RuntimeError"]

@@ -63,14 +63,27 @@ def mark_modified(t):
     MODE.latest_modification = number
 
 
-def _changed_since(tensors, number):
-    """The first of ``tensors`` whose memory was changed in place after node ``number`` was recorded."""
-    for t in tensors:
-        owner = _owner(t.array)
-        entry = _MODIFIED.get(id(owner))
-        if entry is not None and entry[1] > number and entry[0]() is owner:
-            return t
-    return None
+def _changed_since(t, number):
+    """Whether ``t``'s memory was changed in place after node ``number`` was recorded."""
+    owner = _owner(t.array)
+    entry = _MODIFIED.get(id(owner))
+    return entry is not None and entry[1] > number and entry[0]() is owner
+
+
+def _refuse_if_changed(t, op, parents):
+    """Raise PyTorch's error when a tensor the backward of node ``t`` reads was changed in place after ``t`` was made.
+
+    The node reads its inputs, and its output ``t`` where PyTorch's op saves its result (``op.saves_output``).
+    """
+    saved = [("output 0", t)] if op.saves_output else []
+    for role, tensor in saved + [(f"input {i}", x) for i, x in enumerate(parents)]:
+        if _changed_since(tensor, t._seq):
+            raise RuntimeError(
+                "one of the variables needed for gradient computation has been modified by an inplace operation: "
+                f"{role} of {op.name!r}, of shape {tensor.array.shape} and dtype {tensor.array.dtype}, was changed "
+                "by an in-place operation after it was saved; compute the gradient first, or change a copy "
+                "(x.clone())"
+            )
 
 
 # Hooks and retain_grad, by tensor: id(tensor) -> _Hooks.  Empty until a tensor gets one, so a
@@ -684,13 +697,7 @@ def run_backward(roots, seeds, create_graph=False, retain_graph=False, accumulat
                         "or grad() call"
                     )
                 if t._seq < latest_change:
-                    changed = _changed_since((t,) + tuple(parents), t._seq)
-                    if changed is not None:
-                        raise RuntimeError(
-                            f"a tensor of shape {changed.array.shape} that the backward of {op.name!r} needs was "
-                            "changed by an in-place operation after it was used; compute the gradient first, or "
-                            "change a copy (x.clone())"
-                        )
+                    _refuse_if_changed(t, op, parents)
                 # The common cases are called without unpacking (a third of a node's cost).
                 if attrs:
                     incoming = zip(parents, op.vjp(g, t, *parents, **attrs))

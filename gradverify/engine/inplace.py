@@ -57,7 +57,10 @@ def _record(self, recorded, operands, options):
     ``self`` keeps its memory (its views and aliases see the new values) and becomes the result's
     node; the value before the change is a copy, so the rules of the ops that read it stay right.
     """
-    result = recorded(_value_before(self), *operands, **options)
+    before = _value_before(self)
+    if self._ctx is not None and self._ctx[0].saves_output:
+        mark_modified(before)  # the node that made ``self`` saved it: its backward must refuse, as PyTorch's
+    result = recorded(before, *operands, **options)
     if result.array.shape != self.array.shape:
         raise ValueError(f"the result has shape {result.array.shape}, which does not fit in place")
     if result.array.dtype != self.array.dtype:

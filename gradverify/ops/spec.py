@@ -104,6 +104,9 @@ class OpDef:
     #: Integer inputs give a floating result (true division, exp, softmax, mean ...); the engine casts them to its
     #: default dtype first, as PyTorch does.
     floating_result: bool = False
+    #: PyTorch's backward of the op reads the op's output (it saves its result), so a backward after the output was
+    #: changed in place is refused, as PyTorch's version counters refuse it (exp, sigmoid, softmax ...).
+    saves_output: bool = False
     doc: str = ""
     attrs: dict = field(default_factory=dict)
 

@@ -144,10 +144,10 @@ def _unary(name, forward, derivative, domain=REAL, floating_result=True, **extra
 
 
 op("neg", np.negative, lambda g, out, x: (-g,), (REAL,), "unary")
-_unary("exp", np.exp, lambda x, out: out, Domain(sample=(-3.0, 3.0)))
+_unary("exp", np.exp, lambda x, out: out, Domain(sample=(-3.0, 3.0)), saves_output=True)
 _unary("log", np.log, lambda x, out: 1.0 / x, POSITIVE)
 _unary("log1p", np.log1p, lambda x, out: 1.0 / (1.0 + x), Domain(low=-1.0, sample=(-0.7, 3.0)))
-_unary("sqrt", np.sqrt, lambda x, out: 0.5 / out, POSITIVE)
+_unary("sqrt", np.sqrt, lambda x, out: 0.5 / out, POSITIVE, saves_output=True)
 _unary("sin", np.sin, lambda x, out: F.cos(x))
 _unary("cos", np.cos, lambda x, out: -F.sin(x))
 
@@ -159,7 +159,8 @@ def _activation(name, forward, backward, backward_forward, second, backward_doc)
     backward op is differentiable again for higher order: ``second(x, out)`` is
     d out / d x of ``out = g * f'(x)``.
     """
-    op(name, forward, lambda g, out, x: (getattr(F, backward)(g, x),), (REAL,), "unary", floating_result=True)
+    op(name, forward, lambda g, out, x: (getattr(F, backward)(g, x),), (REAL,), "unary", floating_result=True,
+       saves_output=True)
     op(
         backward,
         backward_forward,
@@ -191,6 +192,7 @@ op(
     "unary",
     kink_gap=lambda x: x,
     kink_convention="relu'(0) = 0",
+    saves_output=True,
 )
 _unary(
     "abs",
@@ -294,6 +296,7 @@ op(
     "binary",
     jvp=(lambda t, out, x, y: t * _pow_dbase(x, y), lambda t, out, x, y: t * _pow_dexponent(out, x, y)),
     broadcasts=True,
+    saves_output=True,
     doc="x ** y with both tensors; the domain is x > 0.",
 )
 
@@ -542,6 +545,7 @@ def _extremum(name, forward, largest):
         attrs=REDUCE_ATTRS,
         kink_gap=lambda x, axis=None, keepdims=False: _extremum_gap(x, axis, keepdims, largest),
         kink_convention="ties split the gradient evenly",
+        saves_output=True,
     )
 
 
@@ -593,6 +597,7 @@ op(
     jvp=(lambda t, out, x, axis=None, keepdims=False: F.sum(t * _softmax_of(x, axis), axis=axis, keepdims=keepdims),),
     attrs=REDUCE_ATTRS,
     floating_result=True,
+    saves_output=True,
 )
 
 # ------------------------------------------------------------------ shape ops
@@ -785,6 +790,7 @@ op(
     "normalize",
     attrs={"axis": -1},
     floating_result=True,
+    saves_output=True,
 )
 def _log_softmax_vjp(g, out, x, axis=-1):
     # g - p * sum(g) with p = exp(out).  At the largest entry p rounds to 1 and that form cancels;
@@ -811,6 +817,7 @@ op(
     jvp=(_log_softmax_jvp,),
     attrs={"axis": -1},
     floating_result=True,
+    saves_output=True,
 )
 
 

@@ -42,12 +42,13 @@ class _Rule:
     Its ``jvp(tangents, out, *inputs)`` takes every input's tangent at once, zeros where an input has none.
     """
 
-    __slots__ = ("name", "forward", "vjp", "jvp")
+    __slots__ = ("name", "forward", "vjp", "jvp", "saves_output")
     broadcasts = floating_result = False
     nondiff = ()
 
-    def __init__(self, name, forward, vjp, jvp):
+    def __init__(self, name, forward, vjp, jvp, saves_output=False):
         self.name, self.forward, self.vjp, self.jvp = name, forward, vjp, jvp
+        self.saves_output = saves_output
 
 
 class _PerOutput(Tensor):
@@ -135,7 +136,8 @@ class Function:
         super().__init_subclass__(**kwargs)
         name = f"{cls.__name__}Backward"
         cls._node_rule = _Rule(name, _placeholder, _node_vjp, _node_jvp)
-        cls._output_rule = _Rule(name, _output_value, _output_vjp, _output_jvp)
+        # Its backward may read the outputs (save_for_backward): a change of one is refused, saved or not.
+        cls._output_rule = _Rule(name, _output_value, _output_vjp, _output_jvp, saves_output=True)
 
     @staticmethod
     def forward(*args, **kwargs):
