@@ -393,19 +393,47 @@ def _join(draw, pool, ops=None):
     return _first(draw, _only(ops, [concatenate, stack]))
 
 
-def _normalize(draw, pool, ops=NORMALIZATIONS):
-    # Normalising over an axis of length 1 is the constant 1 (or 0): prefer values with a longer axis,
-    # and matrices over vectors, whose other axis tests the axis handling.
-    def rank(value):
-        return (any(n > 1 for n in value.shape), len(value.shape) >= 2)
-
-    best = max((rank(v) for v in pool if v.shape), default=None)
-    if best is None:
+def _layer_norm_operands(draw, pool):
+    """(value, normalized_shape, weight, bias) for a layer norm (weight and bias: values of the graph or
+    constants), or None where no value has a trailing axis of 2 or more entries that differ by the margin."""
+    a = _pick(draw, pool, lambda v: len(v.shape) >= 1 and v.shape[-1] >= 2)
+    if a is None:
         return None
-    a = _pick(draw, pool, lambda v: bool(v.shape) and rank(v) == best)
-    long_axes = [i for i, n in enumerate(pool[a].shape) if n > 1] or list(range(len(pool[a].shape)))
-    attrs = (("axis", draw(st.sampled_from(long_axes))),)
-    return _first(draw, [lambda op=op: _try_op(op, pool, (a,), attrs) for op in ops])
+    shape = pool[a].shape
+    normalized = shape[-2:] if len(shape) >= 2 and draw(st.booleans()) else shape[-1:]
+    spread = _call_surface("var", [pool[a].data], {"dim": tuple(range(-len(normalized), 0)), "correction": 0})
+    if np.min(spread) < MARGIN:
+        return None
+    affine = []
+    for _ in ("weight", "bias"):
+        k = _pick(draw, pool, lambda v: v.shape == normalized and v.dtype == pool[a].dtype)
+        affine.append(k if k is not None and draw(st.booleans()) else Const(
+            _floats(draw, normalized, 0.5, 2.0, pool[a].dtype)))
+    return a, normalized, *affine
+
+
+def _normalize(draw, pool, ops=NORMALIZATIONS):
+    def along_an_axis(op):
+        # Normalising over an axis of length 1 is the constant 1 (or 0): prefer values with a longer axis,
+        # and matrices over vectors, whose other axis tests the axis handling.
+        def rank(value):
+            return (any(n > 1 for n in value.shape), len(value.shape) >= 2)
+
+        best = max((rank(v) for v in pool if v.shape), default=None)
+        if best is None:
+            return None
+        a = _pick(draw, pool, lambda v: bool(v.shape) and rank(v) == best)
+        long_axes = [i for i, n in enumerate(pool[a].shape) if n > 1] or list(range(len(pool[a].shape)))
+        return _try_op(op, pool, (a,), (("axis", draw(st.sampled_from(long_axes))),))
+
+    def layer_norm():
+        operands = _layer_norm_operands(draw, pool)
+        if operands is None:
+            return None
+        a, normalized, weight, bias = operands
+        return _try_op("layer_norm", pool, (a, weight, bias), (("normalized_shape", normalized),))
+
+    return _first(draw, [layer_norm if op == "layer_norm" else lambda op=op: along_an_axis(op) for op in ops])
 
 
 def _loss(draw, pool, ops=None):
@@ -587,19 +615,11 @@ def _api(draw, pool, ops=None):
         return _try_api("F.softplus", pool, (a,), (("beta", beta), ("threshold", threshold)))
 
     def layer_norm():
-        a = _pick(draw, pool, lambda v: len(v.shape) >= 1 and v.shape[-1] >= 2)
-        if a is None:
+        operands = _layer_norm_operands(draw, pool)
+        if operands is None:
             return None
-        shape = pool[a].shape
-        normalized = shape[-2:] if len(shape) >= 2 and draw(st.booleans()) else shape[-1:]
-        affine = []
-        for _ in ("weight", "bias"):
-            k = _pick(draw, pool, lambda v: v.shape == normalized and v.dtype == pool[a].dtype)
-            affine.append(k if k is not None and draw(st.booleans()) else Const(
-                _floats(draw, normalized, 0.5, 2.0, pool[a].dtype)))
-        built = _try_api("F.layer_norm", pool, (a, normalized, *affine), ())
-        spread = _call_surface("var", [pool[a].data], {"dim": tuple(range(-len(normalized), 0)), "correction": 0})
-        return built if np.min(spread) >= MARGIN else None
+        a, normalized, weight, bias = operands
+        return _try_api("F.layer_norm", pool, (a, normalized, weight, bias), ())
 
     def binary_cross_entropy_with_logits():
         a = _pick(draw, pool)

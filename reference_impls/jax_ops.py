@@ -148,6 +148,12 @@ def log_softmax(x, axis=-1):
     return jax.nn.log_softmax(x, axis=axis)
 
 
+def layer_norm(x, weight, bias, normalized_shape, eps=1e-5):
+    axes = tuple(range(x.ndim - len(normalized_shape), x.ndim))
+    return (x - jnp.mean(x, axis=axes, keepdims=True)) * jax.lax.rsqrt(
+        jnp.var(x, axis=axes, keepdims=True) + eps) * weight + bias
+
+
 def cross_entropy(logits, target):
     logp = jax.nn.log_softmax(logits, axis=1)
     picked = jnp.take_along_axis(logp, jnp.asarray(target)[:, None], axis=1)

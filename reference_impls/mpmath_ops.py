@@ -132,6 +132,13 @@ def softmax(x, axis=-1):
     return div(e, sum(e, axis=axis, keepdims=True))
 
 
+def layer_norm(x, weight, bias, normalized_shape, eps=1e-5):
+    axes = tuple(range(x.ndim - len(normalized_shape), x.ndim))
+    centred = sub(x, mean(x, axis=axes, keepdims=True))
+    scale = sqrt(add(mean(mul(centred, centred), axis=axes, keepdims=True), mpmath.mpf(eps)))
+    return add(mul(div(centred, scale), weight), bias)
+
+
 def cross_entropy(logits, target):
     logp = log_softmax(logits, axis=1)
     return neg(mean(logp[np.arange(logits.shape[0]), target]))

@@ -188,6 +188,13 @@ def softmax(x, axis=-1):
     return np.exp(log_softmax(x, axis=axis))
 
 
+def layer_norm(x, weight, bias, normalized_shape, eps=1e-5):
+    # The mean of the squared deviations, which complex input (for the complex step) needs unconjugated.
+    axes = tuple(range(x.ndim - len(normalized_shape), x.ndim))
+    centred = x - np.mean(x, axis=axes, keepdims=True)
+    return centred / np.sqrt(np.mean(centred * centred, axis=axes, keepdims=True) + eps) * weight + bias
+
+
 def cross_entropy(logits, target):
     logp = log_softmax(logits, axis=1)
     return -np.mean(logp[np.arange(logits.shape[0]), target])

@@ -161,6 +161,10 @@ def log_softmax(x, axis=-1):
     return torch.log_softmax(x, dim=axis)
 
 
+def layer_norm(x, weight, bias, normalized_shape, eps=1e-5):
+    return tnf.layer_norm(x, tuple(normalized_shape), weight, bias, eps)
+
+
 def cross_entropy(logits, target):
     return tnf.cross_entropy(logits, target.long())
 

@@ -159,10 +159,11 @@ def test_graphs_draw_the_shapes_axes_and_api_calls_naive_rules_get_wrong():
     nodes = [node for case in drawn for node in case.graph.nodes]
     ops = [node for node in nodes if isinstance(node, OpNode)]
     apis = {node.function for node in nodes if isinstance(node, ApiNode)}
-    assert any(n.op == "concatenate" and len(n.args) >= 3 for n in ops)
-    stacks = [n for case in _drawn(120, focus="stack", max_nodes=2) for n in case.graph.nodes
-              if isinstance(n, OpNode) and n.op == "stack"]
-    assert any(dict(n.attrs)["axis"] < 0 for n in stacks)
+    assert any(n.op in ("concatenate", "stack") for n in ops)
+    joins = {op: [n for case in _drawn(120, focus=op, max_nodes=2) for n in case.graph.nodes
+                  if isinstance(n, OpNode) and n.op == op] for op in ("concatenate", "stack")}
+    assert any(len(n.args) >= 3 for n in joins["concatenate"])
+    assert any(dict(n.attrs)["axis"] < 0 for n in joins["stack"])
     assert len(apis) >= 8, apis
     inputs = np.concatenate([np.ravel(x).astype(np.float64) for case in drawn for x in case.inputs])
     assert np.any((np.abs(inputs) < 1e-4) & (inputs != 0))  # where log(1 + x) loses digits

@@ -92,6 +92,8 @@ OPS = {
     "cross_entropy_backward": lambda g, logits, target: g * (
         anp.exp(_log_softmax(logits, axis=1)) - np.eye(anp.shape(logits)[1])[target]) / anp.shape(logits)[0],
     "mse_loss": lambda x, y: anp.mean((x - y) ** 2),
+    "layer_norm": lambda x, weight, bias, normalized_shape, eps=1e-5: _SURFACE.layer_norm(
+        x, normalized_shape, weight, bias, eps),
 }
 """Every op of the table in ``autograd.numpy`` (same names and signatures as the table's forwards)."""
 

@@ -821,6 +821,81 @@ op(
 )
 
 
+# layer_norm is one op, not mean/var/sqrt composed: for two entries (or any tangent along the centred input)
+# d/s - c mean(c d)/s^3 cancels to eps/var of its terms' size and keeps their rounding (issue 16: 1.4e-7).
+def _trailing(x, normalized_shape):
+    """The axes of ``x`` (array or tensor) that ``normalized_shape`` names: its trailing ones."""
+    count = len(normalized_shape)
+    if count == 0 or tuple(x.shape[x.ndim - count:]) != tuple(normalized_shape):
+        raise ValueError(f"normalized_shape: expected the trailing axes of the input, of shape {x.shape}, "
+                         f"got {tuple(normalized_shape)}")
+    return tuple(range(x.ndim - count, x.ndim))
+
+
+def _centred(x, mean):
+    """``x`` minus its ``mean``, centred a second time: the second pass takes out the first's rounding (the
+    corrected two-pass algorithm), so two entries come out exactly opposite and later terms cancel exactly."""
+    centred = x - mean(x)
+    return centred - mean(centred)
+
+
+def _layer_norm_forward(x, weight, bias, normalized_shape, eps=1e-5):
+    mean = functools.partial(_mean_forward, axis=_trailing(x, normalized_shape), keepdims=True)
+    centred = _centred(x, mean)
+    return centred / np.sqrt(mean(centred * centred) + eps) * weight + bias
+
+
+def _layer_norm_parts(x, normalized_shape, eps):
+    """(mean over the normalised axes, x centred, its variance, sqrt(variance + eps)) as engine ops of ``x``."""
+    mean = functools.partial(F.mean, axis=_trailing(x, normalized_shape), keepdims=True)
+    centred = _centred(x, mean)
+    variance = mean(centred * centred)
+    return mean, centred, variance, F.sqrt(variance + eps)
+
+
+def _through_normalization(u, eps, mean, centred, variance, sd):
+    """The derivative of (x - mean) / sd in x applied to ``u`` (the Jacobian is symmetric: J u = J^T u).
+
+    d / sd - c mean(c d) / sd^3 with d = u centred, as (var r + eps d) / sd^3 with r the part of d
+    orthogonal to c (Gram-Schmidt twice): no cancellation where d runs along c.
+    """
+    d = _centred(u, mean)
+    scale = F.where(variance.array == 0, 1.0, variance)  # a constant row: c = 0, nothing to take out
+    r = d - centred * (mean(centred * d) / scale)
+    r = r - centred * (mean(centred * r) / scale)
+    return (variance * r + eps * d) / (sd * sd * sd)
+
+
+def _normalized(x, normalized_shape, eps):
+    _, centred, _, sd = _layer_norm_parts(x, normalized_shape, eps)
+    return centred / sd
+
+
+def _layer_norm_vjp(g, out, x, weight, bias, normalized_shape, eps=1e-5):
+    mean, centred, variance, sd = _layer_norm_parts(x, normalized_shape, eps)
+    return (
+        _through_normalization(g * weight, eps, mean, centred, variance, sd) if F.needs_cotangent(x) else None,
+        g * (centred / sd) if F.needs_cotangent(weight) else None,
+        g,
+    )
+
+
+op(
+    "layer_norm",
+    _layer_norm_forward,
+    _layer_norm_vjp,
+    (REAL, Domain(sample=(0.5, 2.0)), REAL),
+    "normalize",
+    jvp=(lambda t, out, x, weight, bias, normalized_shape, eps=1e-5: _through_normalization(
+            t, eps, *_layer_norm_parts(x, normalized_shape, eps)) * weight,
+         lambda t, out, x, weight, bias, normalized_shape, eps=1e-5: t * _normalized(x, normalized_shape, eps),
+         lambda t, out, x, weight, bias, normalized_shape, eps=1e-5: t),
+    attrs={"normalized_shape": (5,), "eps": 1e-5},  # (5,): the first sample's, (3, 5)
+    doc="(x - mean) / sqrt(var + eps) * weight + bias over the trailing normalized_shape axes (biased variance), "
+    "as torch's layer_norm; weight and bias have normalized_shape (F.layer_norm passes ones and zeros for None).",
+)
+
+
 def _cross_entropy_forward(logits, target):
     # The mean of logsumexp(row) - row[target], with the row's max taken out of both terms.
     shifted = logits - _max_shift(logits, 1)

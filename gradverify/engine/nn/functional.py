@@ -329,7 +329,8 @@ def gelu(input, approximate="none"):
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
-    """Normalise over the trailing ``normalized_shape`` axes (biased variance plus ``eps``), then scale and shift."""
+    """Normalise over the trailing ``normalized_shape`` axes (biased variance plus ``eps``), then scale and shift:
+    the table's ``layer_norm`` op, with a weight of ones and a bias of zeros where they are None."""
     floating_only(input, "layer_norm", NotImplementedError)
     normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     count = len(normalized_shape)
@@ -337,10 +338,9 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
         raise ValueError(
             f"normalized_shape: expected the trailing axes of the input, of shape {input.shape}, got {normalized_shape}"
         )
-    out = _normalised(input, tuple(range(input.ndim - count, input.ndim)), eps)
-    if weight is not None:
-        out = out * weight
-    return out if bias is None else out + bias
+    weight = api.ones(normalized_shape, dtype=input.dtype) if weight is None else weight
+    bias = api.zeros(normalized_shape, dtype=input.dtype) if bias is None else bias
+    return _ops.layer_norm(input, weight, bias, normalized_shape=normalized_shape, eps=eps)
 
 
 def _normalised(input, dims, eps):
