@@ -278,3 +278,29 @@ def test_the_imaginary_part_of_a_real_eigenvalue_is_judged_on_the_eigenvalue_sca
 
     made = torch_source.case("linalg.eig", 0, "float32")
     assert check_grad(made.fn, *made.leaves).passed
+
+
+class _LogSoftmax(torch.autograd.Function):
+    """torch's rule, ``g - exp(out) * sum(g)``, with the softmax term scaled by ``factor`` (1: right)."""
+
+    factor = 1.0
+
+    @staticmethod
+    def forward(ctx, x):
+        out = torch.log_softmax(x, dim=-1)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved_tensors
+        return grad - _LogSoftmax.factor * out.exp() * grad.sum(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("factor, passed", [(1.0, True), (1.0 + 1e-4, False), (1.01, False)])
+def test_a_float32_rule_that_cancels_terms_near_one_is_judged_on_the_terms(factor, passed, monkeypatch):
+    # Softmax 1 - 2e-6 at the first logit: 1 - exp(out) rounds terms of size 1 to an entry of 2e-6 (4% off in
+    # float32), as the float64 run of the same rule shows; a rule wrong by 1e-4 is still caught.
+    monkeypatch.setattr(_LogSoftmax, "factor", factor)
+    x = torch.tensor([[0.0, -14.0, -15.0, -13.5], [1.0, -2.0, 0.5, 3.0]], dtype=torch.float32)
+    assert check_grad(_LogSoftmax.apply, x).passed is passed

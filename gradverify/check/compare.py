@@ -190,11 +190,13 @@ def jvp_or_none(problem, tangent):
 
 
 def forward_and_consistency(problem, rows, tangent, numerical, error, magnitude, cotangent, vjp_flat,
-                             kink_direction=None, tangent_out=None, deep=False):
+                             kink_direction=None, tangent_out=None, deep=False, term_scale=None):
     """Compare J·u from forward mode with the numerical one and with the reverse-mode product.
 
     With ``kink_direction``, failing entries are re-judged with one-sided
     derivatives along it (at :data:`DEEP_LADDER`'s steps with ``deep``).
+    ``term_scale`` (per output entry) sizes the terms a float32 rule may
+    cancel (:meth:`~gradverify.check.problem.Problem.widen_term_rounding`).
     Returns False when the function has no forward mode.
     """
     if tangent_out is None:
@@ -216,6 +218,9 @@ def forward_and_consistency(problem, rows, tangent, numerical, error, magnitude,
         judge_kinks(problem, status, notes, tangent_out, bound, kink_direction, 1.0, deep)
     bound = problem.widen_failures(status, tangent_out, numerical, bound, lambda point: problem.jvp(tangent, point),
                                    by_reference=True)
+    if term_scale is not None:
+        bound = problem.widen_term_rounding(status, tangent_out, numerical, bound,
+                                            lambda point: problem.jvp(tangent, point), term_scale)
     rows.add("forward (random tangent)", tangent_out, numerical, bound, status,
              lambda indices: [(problem.output_name(i), "u", "projection") for i in indices], notes)
     forward_side, reverse_side = cotangent @ tangent_out, vjp_flat @ tangent

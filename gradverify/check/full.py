@@ -109,6 +109,8 @@ def full_check(problem, rows, check_forward, directions):
     unresolved = status == "unresolved"
     numerical[unresolved], error[unresolved] = analytical[unresolved], 0.0
 
+    # Each input's largest effect on any output: the size of the terms a cancelling rule combines.
+    largest_effect = np.max(np.where(np.isfinite(analytical), np.abs(analytical), 0.0), axis=0, keepdims=True)
     failing_rows = np.unique(np.nonzero(status == "fail")[0])
     if len(failing_rows):
         def analytical_rows(point):
@@ -120,6 +122,8 @@ def full_check(problem, rows, check_forward, directions):
             return values
 
         bound = problem.widen_failures(status, analytical, reported, bound, analytical_rows, by_reference=True)
+        bound = problem.widen_term_rounding(status, analytical, reported, bound, analytical_rows,
+                                            np.broadcast_to(largest_effect, analytical.shape))
 
     def jacobian_names(indices):
         return [(problem.output_name(i // n_in),) + problem.input_name(i % n_in) for i in indices]
@@ -142,6 +146,7 @@ def full_check(problem, rows, check_forward, directions):
             checked = forward_and_consistency(
                 problem, rows, tangent, numerical @ tangent, error @ np.abs(tangent),
                 np.abs(numerical) @ np.abs(tangent) + output_per_input @ np.abs(tangent), cotangent, dense,
+                term_scale=(analytical != 0) @ (largest_effect[0] * np.abs(tangent)),
             )
             if not checked:
                 break
