@@ -934,7 +934,7 @@ def _program_layers(draw, focus):
         layers.append(("Embedding", (rows, width), padding))
     else:
         width = draw(st.integers(1, 4))
-    linears = 2 if focus in ("batch_norm", "layer_norm") and not layers else draw(st.integers(1, 2))
+    linears = 2 if focus in ("batch_norm", "layer_norm", "backward_hook") and not layers else draw(st.integers(1, 2))
     for _ in range(linears):
         if layers:
             norm = _program_norm(draw, width, focus)
@@ -961,16 +961,21 @@ def _generic_floats(draw):
 
 
 def _program_module_hooks(draw, layers, focus):
-    """Forward hooks on layers, ``(layer, kind, factor)`` (see :class:`~gradverify.fuzz.programs.Program`)."""
-    if focus != "module_hook" and not draw(st.sampled_from((False, False, True))):
+    """Hooks on layers, ``(layer, kind, factor)`` (see :class:`~gradverify.fuzz.programs.Program`)."""
+    if focus not in ("module_hook", "backward_hook") and not draw(st.sampled_from((False, False, True))):
         return ()
     hooks = []
     for k in range(draw(st.integers(1, 2))):
-        kinds = ("scale", "pre_scale") if focus == "module_hook" and k == 0 else ("scale", "observe", "pre_scale")
+        kinds = ("scale", "observe", "pre_scale") + ("backward_scale", "backward_observe") * (len(layers) > 2)
+        if k == 0 and focus in ("module_hook", "backward_hook"):
+            kinds = {"module_hook": ("scale", "pre_scale"), "backward_hook": ("backward_scale",)}[focus]
         kind = draw(st.sampled_from(kinds))
-        # A pre-hook scaling an Embedding's integer indices would be a type error, not a program.
-        first = 1 if kind == "pre_scale" and layers[0][0] == "Embedding" else 0
-        hooks.append((draw(st.integers(first, len(layers) - 1)), kind, draw(st.sampled_from((0.5, 2.0, -1.0)))))
+        # A pre-hook scaling an Embedding's integer indices would be a type error, not a program, and the first
+        # layer's grad_input is (None,) (its input needs no grad); PyTorch refuses an in-place change of a
+        # backward-hooked module's output (a view made in a custom Function): a step may change the model's output.
+        first = 1 if (kind == "pre_scale" and layers[0][0] == "Embedding") or kind == "backward_scale" else 0
+        last = len(layers) - (2 if kind.startswith("backward") else 1)
+        hooks.append((draw(st.integers(first, last)), kind, draw(st.sampled_from((0.5, 2.0, -1.0)))))
     return tuple(hooks)
 
 
@@ -1008,7 +1013,8 @@ def programs(draw, focus=None):
     (an SGD momentum buffer over several steps, Adam's bias correction, an in-place change the backward must
     refuse, accumulated gradients, a hook that changes the gradient, a loss's weight and label smoothing,
     BatchNorm1d's running statistics, a LayerNorm, an Embedding, RMSprop centered, Adagrad's lr_decay over
-    several steps, a scheduler, a layer hook that changes the output or input).
+    several steps, a scheduler, a layer hook that changes the output or input, a full backward hook that
+    changes grad_input).
     """
     from gradverify.fuzz.programs import FOCUSES, Program, RemoveHook, SetMode, parameter_shapes
 

@@ -123,11 +123,7 @@ def test_identity_and_flatten_shapes(make, shape):
 def _hooked_run(lib):
     """Forward hooks on a Sequential's layers: one replacing the output, a pre-hook replacing the input, one
     observing; then one removed (twice: the second removal does nothing) and a prepended hook."""
-    model = lib.nn.Sequential(lib.nn.Linear(3, 2, dtype=lib.float64), lib.nn.Tanh(),
-                              lib.nn.Linear(2, 2, dtype=lib.float64))
-    with lib.no_grad():
-        for p in model.parameters():
-            p.copy_(lib.tensor(np.linspace(-1.0, 1.0, p.numel()).reshape(tuple(p.shape))))
+    model = _linear_tanh_linear(lib)
     seen = []
     doubled = model[0].register_forward_hook(lambda module, args, out: out * 2.0)
     model[2].register_forward_pre_hook(lambda module, args: args[0] + 1.0)  # one value: wrapped in a tuple
@@ -139,6 +135,45 @@ def _hooked_run(lib):
     doubled.remove()
     model[1].register_forward_hook(lambda module, args, out: seen.append(("first", len(seen))), prepend=True)
     return first.detach().numpy(), model(x).detach().numpy(), model[0].weight.grad.numpy(), seen
+
+
+def _linear_tanh_linear(lib):
+    """Linear(3, 2), Tanh, Linear(2, 2) in float64, with parameters spread evenly over [-1, 1]."""
+    model = lib.nn.Sequential(lib.nn.Linear(3, 2, dtype=lib.float64), lib.nn.Tanh(),
+                              lib.nn.Linear(2, 2, dtype=lib.float64))
+    with lib.no_grad():
+        for p in model.parameters():
+            p.copy_(lib.tensor(np.linspace(-1.0, 1.0, p.numel()).reshape(tuple(p.shape))))
+    return model
+
+
+def _backward_hooked_run(lib):
+    """Full backward hooks: one replacing a Tanh's grad_input, observers on each layer (the first layer's input
+    needs no grad: its hook fires with grad_input (None,) once the output's gradient is known)."""
+    model = _linear_tanh_linear(lib)
+    seen = []
+    for k, layer in enumerate(model):
+        if k == 1:
+            layer.register_full_backward_hook(lambda module, grad_input, grad_output: (grad_input[0] * 3.0,))
+        layer.register_full_backward_hook(lambda module, grad_input, grad_output, k=k: seen.append(
+            (k, [None if g is None else g.numpy().copy() for g in grad_input + grad_output])))
+    x = lib.tensor(np.arange(6.0).reshape(2, 3) / 10)
+    out = model(x)
+    (out * out).sum().backward()
+    return seen, model[0].weight.grad.numpy()
+
+
+def test_full_backward_hooks_see_and_replace_module_gradients_like_torch():
+    with pytest.warns(UserWarning, match="no inputs require gradients"):
+        theirs = _backward_hooked_run(torch)
+    ours = _backward_hooked_run(ge)
+    assert [k for k, _ in ours[0]] == [k for k, _ in theirs[0]] == [2, 1, 0]
+    for (_, got), (_, expected) in zip(ours[0], theirs[0]):
+        assert [g is None for g in got] == [g is None for g in expected]
+        for g, e in zip(got, expected):
+            if e is not None:
+                np.testing.assert_allclose(g, e, rtol=1e-12)
+    np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-12)  # (the Tanh's grad_input tripled)
 
 
 def test_forward_hooks_replace_inputs_and_outputs_observe_and_are_removed_like_torch():

@@ -20,7 +20,8 @@ def _engine_state():
     stateful = (ge.optim.SGD._update, ge.optim.Adam._update, tensor_module.mark_modified,
                 tensor_module._accumulate_grad, tensor_module._run_hooks, ge.nn.functional.cross_entropy,
                 ge.optim.RMSprop._update, ge.optim.Adagrad._update, ge.optim.lr_scheduler.StepLR.get_lr,
-                ge.nn.Module.__call__, ge.nn.functional.batch_norm, ge.nn.functional.embedding)
+                ge.nn.Module.__call__, ge.nn.functional.batch_norm, ge.nn.functional.embedding,
+                sys.modules["gradverify.engine.nn.module"]._BackwardHookCall._run_hooks)
     return (rules, tensor_module.fit_cotangent, tensor_module.run_backward, api,
             ge.nn.functional.binary_cross_entropy_with_logits, stateful)
 

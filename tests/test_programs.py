@@ -87,6 +87,8 @@ EMBEDDED = (("Embedding", (4, 3), (("padding_idx", 0),)), ("Linear", (3, 2), ())
      "program_params"),
     ("step_lr_off_by_one", _program(Train(), scheduler=("StepLR", (("step_size", 2),))), "program_lr"),
     ("forward_hook_return_ignored", _program(Train(), module_hooks=((0, "scale", 2.0),)), "program_loss"),
+    ("backward_hook_return_ignored", _program(Train(), layers=BATCH_NORMED, module_hooks=((2, "backward_scale", 2.0),)),
+     "program_grad"),
 ])
 def test_each_stateful_mutant_is_caught_by_the_observable_it_changes(mutant, program, oracle):
     assert check_program(program).findings == []
@@ -98,7 +100,7 @@ def test_each_stateful_mutant_is_caught_by_the_observable_it_changes(mutant, pro
 def test_a_small_campaign_kills_every_stateful_mutant():
     stateful = [m.name for m in mutants.MUTANTS if (m.focus or "").startswith("program.")]
     results = mutants.kill_matrix(graphs=10, names=stateful, references=("torch",))
-    assert len(results) >= 14 and [r.mutant.name for r in results if not r.killed] == []
+    assert len(results) >= 15 and [r.mutant.name for r in results if not r.killed] == []
 
 
 def test_an_in_place_change_of_a_saved_output_raises_as_in_pytorch():

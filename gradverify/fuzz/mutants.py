@@ -320,6 +320,9 @@ MUTANTS = (
     Mutant("forward_hook_return_ignored", "a module's forward hook runs but its returned output is ignored",
            lambda: _patch_method("nn.module:Module.__call__", ("output = replacement", "replacement = output")),
            "program.module_hook"),
+    Mutant("backward_hook_return_ignored", "a module's full backward hook runs but its returned grad_input is ignored",
+           lambda: _patch_method("nn.module:_BackwardHookCall._run_hooks", (
+               "grad_input = replacement", "replacement = grad_input")), "program.backward_hook"),
 )
 BY_NAME = {mutant.name: mutant for mutant in MUTANTS}
 

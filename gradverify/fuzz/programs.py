@@ -29,6 +29,7 @@ observing layer hook sees, and each error a step raised (by kind);
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +46,7 @@ SCALE_FLOOR = 1e-8
 """The least scale :data:`RTOL` is taken of: observables are of order 1 (inputs in [-2, 2], parameters in
 [-1, 1]), so one of them all below this is a zero but for rounding (the gradient of a bias before a BatchNorm)."""
 FOCUSES = ("sgd_momentum", "adam", "inplace", "accumulation", "hook", "loss_options", "batch_norm", "layer_norm",
-           "embedding", "rmsprop", "adagrad", "scheduler", "module_hook")
+           "embedding", "rmsprop", "adagrad", "scheduler", "module_hook", "backward_hook")
 """What a focused draw (``program.<focus>``) makes sure a program exercises."""
 SIZED_LAYERS = ("Linear", "LayerNorm", "BatchNorm1d", "Embedding")
 """Layers built with ``dtype=torch.float64`` (the others hold no parameters)."""
@@ -173,8 +174,9 @@ class Program:
     a scheduler (None or name, options), layer hooks and steps.
 
     ``module_hooks`` holds ``(layer, kind, factor)``: a forward hook on ``model[layer]`` that scales its output
-    by ``factor`` (``kind`` ``"scale"``), one that records it (``"observe"``), or a forward pre-hook that scales
-    its input (``"pre_scale"``); ``RemoveHook(k)`` steps remove the k-th.
+    by ``factor`` (``kind`` ``"scale"``), one that records it (``"observe"``), a forward pre-hook that scales
+    its input (``"pre_scale"``), a full backward hook that scales ``grad_input`` (``"backward_scale"``) or
+    records ``grad_input`` and ``grad_output`` (``"backward_observe"``); ``RemoveHook(k)`` steps remove the k-th.
     """
 
     layers: tuple
@@ -213,8 +215,11 @@ class Program:
             found.add("batch_norm")
         if self.scheduler is not None and trains:
             found.add("scheduler")
-        if any(kind != "observe" for _, kind, _ in self.module_hooks):
+        kinds = {kind for _, kind, _ in self.module_hooks}
+        if kinds & {"scale", "pre_scale"}:
             found.add("module_hook")
+        if "backward_scale" in kinds:
+            found.add("backward_hook")
         return found
 
     def ops_covered(self) -> set:
@@ -239,7 +244,11 @@ class Program:
     def _hook_lines(self) -> list:
         sources = {"scale": "register_forward_hook(lambda module, args, out: out * {factor!r})",
                    "observe": "register_forward_hook(lambda module, args, out: record('activation', out))",
-                   "pre_scale": "register_forward_pre_hook(lambda module, args: args[0] * {factor!r})"}
+                   "pre_scale": "register_forward_pre_hook(lambda module, args: args[0] * {factor!r})",
+                   "backward_scale": "register_full_backward_hook(lambda module, grad_input, grad_output: "
+                                     "tuple(None if g is None else g * {factor!r} for g in grad_input))",
+                   "backward_observe": "register_full_backward_hook(lambda module, grad_input, grad_output: "
+                                       "record('grad', grad_input + grad_output))"}
         return ["handles = [" + ", ".join(f"model[{layer}]." + sources[kind].format(factor=factor)
                                           for layer, kind, factor in self.module_hooks) + "]"]
 
@@ -300,7 +309,10 @@ def _observed(value):
 def observe(program_fn, library) -> list:
     """``(observable, value)`` in the order ``program_fn`` recorded them, run on ``library`` (a torch-shaped module)."""
     seen = []
-    program_fn(library, lambda observable, value: seen.append((observable, _observed(value))))
+    with warnings.catch_warnings():
+        # (PyTorch warns that a full backward hook fires on the output's gradients when no input requires grad)
+        warnings.simplefilter("ignore")
+        program_fn(library, lambda observable, value: seen.append((observable, _observed(value))))
     return seen
 
 

@@ -7,7 +7,9 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import devices
+from ..autograd.function import Function
 from ..core import Tensor, is_floating, mark_modified
+from ..grad_mode import is_grad_enabled
 
 
 class Parameter(Tensor):
@@ -72,6 +74,87 @@ def _registered(hooks, hook, prepend):
     return handle
 
 
+class _HookedIdentity(Function):
+    """Identity on its tensor arguments whose backward hands their cotangents, all at once, to ``on_backward``
+    (a function from the tuple of cotangents to the tuple passed on)."""
+
+    @staticmethod
+    def forward(ctx, on_backward, *tensors):
+        ctx.on_backward = on_backward
+        ctx.set_materialize_grads(False)
+        return tensors
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return (None,) + tuple(ctx.on_backward(grads))
+
+
+class _BackwardHookCall:
+    """One call of a module with full backward hooks, as torch's: the positional tensor inputs that require grad
+    pass through one :class:`_HookedIdentity` before ``forward``, the output's tensors through another after the
+    forward hooks; the hooks run when the inputs' cotangents are known (when the output's are, if no input
+    requires grad) and may replace them."""
+
+    def __init__(self, module):
+        self.module, self.grad_output = module, ()
+
+    def inputs(self, args):
+        """``args`` with the tensors that require grad rerouted through the input identity."""
+        self.n_args, self.positions = len(args), _needing_grad(args)
+        return tuple(_rerouted(args, self.positions, self._on_inputs))
+
+    def output(self, output):
+        """``output`` (a tensor or a tuple) with its tensors that require grad rerouted through the output identity."""
+        values = output if isinstance(output, tuple) else (output,)
+        self.n_outputs, self.output_positions = len(values), _needing_grad(values)
+        values = _rerouted(values, self.output_positions, self._on_output)
+        return tuple(values) if isinstance(output, tuple) else values[0]
+
+    def _on_output(self, grads):
+        self.grad_output = _placed(grads, self.output_positions, self.n_outputs)
+        if not self.positions:
+            self._run_hooks((None,) * self.n_args)
+        return grads
+
+    def _on_inputs(self, grads):
+        grad_input = self._run_hooks(_placed(grads, self.positions, self.n_args))
+        return tuple(grad_input[k] for k in self.positions)
+
+    def _run_hooks(self, grad_input):
+        for hook in list(self.module._backward_hooks.values()):
+            replacement = hook(self.module, grad_input, self.grad_output)
+            if replacement is None:
+                continue
+            replacement = tuple(replacement) if isinstance(replacement, (tuple, list)) else (replacement,)
+            if len(replacement) != len(grad_input):
+                raise RuntimeError(f"backward hook {getattr(hook, '__name__', hook)!r} returned {len(replacement)} "
+                                   f"gradients; expected {len(grad_input)}, one per positional input")
+            grad_input = replacement
+        return grad_input
+
+
+def _needing_grad(values):
+    return [k for k, value in enumerate(values) if isinstance(value, Tensor) and value.requires_grad]
+
+
+def _rerouted(values, positions, on_backward):
+    """``values`` as a list, those at ``positions`` passed through one :class:`_HookedIdentity` calling
+    ``on_backward``."""
+    values = list(values)
+    if positions:
+        for k, tensor in zip(positions, _HookedIdentity.apply(on_backward, *(values[k] for k in positions))):
+            values[k] = tensor
+    return values
+
+
+def _placed(values, positions, size):
+    """A tuple of ``size`` entries holding ``values`` at ``positions`` and None elsewhere."""
+    placed = [None] * size
+    for k, value in zip(positions, values):
+        placed[k] = value
+    return tuple(placed)
+
+
 def _check_member_name(kind, name, owner, registry):
     """Refuse, as torch does, a name that is not a str, is empty, holds a dot, or is taken by something else."""
     if not isinstance(name, str):
@@ -97,6 +180,7 @@ class Module:
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
         object.__setattr__(self, "_forward_hooks", OrderedDict())
+        object.__setattr__(self, "_backward_hooks", OrderedDict())
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name, value):
@@ -168,12 +252,15 @@ class Module:
             replacement = hook(self, args)
             if replacement is not None:
                 args = replacement if isinstance(replacement, tuple) else (replacement,)
+        backward_hooks = _BackwardHookCall(self) if self._backward_hooks and is_grad_enabled() else None
+        if backward_hooks is not None:
+            args = backward_hooks.inputs(args)
         output = self.forward(*args, **kwargs)
         for hook in list(self._forward_hooks.values()):
             replacement = hook(self, args, output)
             if replacement is not None:
                 output = replacement
-        return output
+        return output if backward_hooks is None else backward_hooks.output(output)
 
     def register_forward_pre_hook(self, hook, *, prepend=False):
         """Call ``hook(module, args)`` before each ``forward``; a returned value (a tuple, or one value that is
@@ -184,6 +271,13 @@ class Module:
         """Call ``hook(module, args, output)`` after each ``forward``; a returned value other than None replaces
         the output.  Returns a handle whose ``remove()`` unregisters it."""
         return _registered(self._forward_hooks, hook, prepend)
+
+    def register_full_backward_hook(self, hook, *, prepend=False):
+        """Call ``hook(module, grad_input, grad_output)`` in the backward of each later call: ``grad_output``
+        holds the cotangents of the output's tensors, ``grad_input`` those of the positional inputs (None for
+        one that is no tensor or does not require grad); a returned tuple replaces ``grad_input``.  Returns a
+        handle whose ``remove()`` unregisters it."""
+        return _registered(self._backward_hooks, hook, prepend)
 
     def named_modules(self, memo=None, prefix="", remove_duplicate=True):
         """``(name, module)`` pairs of this module and its descendants, each module once unless
