@@ -146,3 +146,12 @@ def test_a_failure_torch_expects_and_only_its_gradcheck_confirms_is_not_a_findin
     assert [(f["op"], f["failing_samples"]) for f in report["expected_by_framework"]] == [
         ("as_strided_scatter", 1), ("as_strided_scatter", 1)]
     assert [f["op"] for f in report["unconfirmed"]] == ["sin"]
+
+
+def test_a_gradient_test_torch_skips_for_the_audited_dtypes_is_an_expected_failure():
+    from gradverify.audit import torch_source
+
+    assert torch_source.expected_failure("normal", "reverse", ["float64"])  # whole class skipped: random samples
+    assert torch_source.expected_failure("nn.functional.max_unpool2d", "reverse", ["float32"])  # duplicate indices
+    assert not torch_source.expected_failure("acos", "reverse", ["float64"])  # skipped for complex dtypes only
+    assert not torch_source.expected_failure("sin", "reverse", ["float64"])

@@ -84,7 +84,7 @@ def collect(results, known, source=None) -> dict:
     expected = []
     for kind, found in rows.items():
         for row in found:
-            row["framework_expects_it"] = bool(source and source.expected_failure(row["op"], row["mode"]))
+            row["framework_expects_it"] = bool(source and source.expected_failure(row["op"], row["mode"], row["dtypes"]))
         mine = [row for row in found if row["framework_expects_it"]
                 and set(row["oracles_agreeing"]) <= {"check_grad", source.native_checker}]
         rows[kind] = [row for row in found if row not in mine]
