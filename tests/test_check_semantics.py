@@ -304,3 +304,13 @@ def test_a_float32_rule_that_cancels_terms_near_one_is_judged_on_the_terms(facto
     monkeypatch.setattr(_LogSoftmax, "factor", factor)
     x = torch.tensor([[0.0, -14.0, -15.0, -13.5], [1.0, -2.0, 0.5, 3.0]], dtype=torch.float32)
     assert check_grad(_LogSoftmax.apply, x).passed is passed
+
+
+def test_a_float32_function_that_is_another_function_in_float64_is_differentiated_in_float32():
+    # OpInfo's fractional_max_pool2d sample 7: the wrapper seeds the pooling regions, which are drawn in the
+    # input's dtype, so in float64 the op pools other regions (its values move by 1, not by rounding).
+    from gradverify.audit import torch_source
+
+    made = torch_source.case("nn.functional.fractional_max_pool2d", 7, "float32")
+    result = check_grad(made.fn, *made.leaves)
+    assert result.passed and "another function in float64" in " ".join(result.notes), result.reason

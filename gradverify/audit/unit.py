@@ -26,8 +26,9 @@ FULL_BUDGET = 600
 entry by entry ("full"); larger samples are checked by random projections with localisation ("fast"), which
 still sees an error confined to one entry at its full size.  check_grad's own default allows 6000, which
 spends minutes on the few OpInfo samples with thousands of elements (hfftn, cdist)."""
-RECHECK_BUDGET = 6000
-"""Up to this cost a sample that fails in fast mode is re-judged entry by entry, and that verdict stands: a
+RECHECK_BUDGET = 12000
+"""Up to this cost (twice check_grad's default full budget) a sample that fails in fast mode is re-judged entry by
+entry, and that verdict stands: a
 random projection mixes every input's finite-difference error into one value (an SVD-based lstsq's own
 noise, 1e-11 of a derivative that reverse AD and mpmath agree on to 1e-14)."""
 STATUSES = ("pass", "fail", "inconclusive", "skipped", "refused", "error")

@@ -109,8 +109,11 @@ def full_check(problem, rows, check_forward, directions):
     unresolved = status == "unresolved"
     numerical[unresolved], error[unresolved] = analytical[unresolved], 0.0
 
-    # Each input's largest effect on any output: the size of the terms a cancelling rule combines.
-    largest_effect = np.max(np.where(np.isfinite(analytical), np.abs(analytical), 0.0), axis=0, keepdims=True)
+    # Each input's largest effect on any output, and each output's largest sensitivity to any input: the sizes
+    # of the terms a cancelling rule combines (1 - softmax near 1; a cross-entropy row's (p - onehot) @ W).
+    finite = np.where(np.isfinite(analytical), np.abs(analytical), 0.0)
+    largest_effect = np.max(finite, axis=0, keepdims=True)
+    term_scale = np.maximum(largest_effect, np.max(finite, axis=1, keepdims=True))
     failing_rows = np.unique(np.nonzero(status == "fail")[0])
     if len(failing_rows):
         def analytical_rows(point):
@@ -122,8 +125,7 @@ def full_check(problem, rows, check_forward, directions):
             return values
 
         bound = problem.widen_failures(status, analytical, reported, bound, analytical_rows, by_reference=True)
-        bound = problem.widen_term_rounding(status, analytical, reported, bound, analytical_rows,
-                                            np.broadcast_to(largest_effect, analytical.shape))
+        bound = problem.widen_term_rounding(status, analytical, reported, bound, analytical_rows, term_scale)
 
     def jacobian_names(indices):
         return [(problem.output_name(i // n_in),) + problem.input_name(i % n_in) for i in indices]

@@ -48,6 +48,20 @@ TERM_ULPS = 4
 same AD in float64 when that one is right (:meth:`Problem.widen_term_rounding`)."""
 
 
+OTHER_FUNCTION_ULPS = 2**12
+"""Ulps of the function's dtype, on an output tensor's largest entry, beyond which its float64 evaluation is taken
+for another function rather than the same one with less rounding."""
+
+
+def _same_function(values, wide_values, dtype):
+    values, wide_values = np.asarray(values, np.float64), np.asarray(wide_values, np.float64)
+    if values.shape != wide_values.shape:
+        return False
+    finite = np.isfinite(values) & np.isfinite(wide_values)
+    scale = np.max(np.abs(values[finite]), initial=0.0)
+    return bool(np.all(np.abs(values - wide_values)[finite] <= OTHER_FUNCTION_ULPS * ulp(dtype) * scale))
+
+
 def rounding_ulps(dtype) -> float:
     """The rounding allowance of an AD result computed in ``dtype``, in its ulps."""
     return LOW_PRECISION_ULPS if np.dtype(dtype).itemsize <= 2 else AD_ROUNDING_ULPS
@@ -140,7 +154,10 @@ class Problem:
 
         A float32 function is differentiated numerically in float64 unless it
         cannot run there (e.g. it mixes its inputs with float32 constants in a
-        matmul); then the oracle runs in float32 and its error estimate says so.
+        matmul) or is another function there (its float64 values are more than
+        :data:`OTHER_FUNCTION_ULPS` of an output tensor's largest entry away:
+        fractional_max_pool draws its pooling regions in the input's dtype);
+        then the oracle runs in float32 and its error estimate says so.
         """
         try:
             reference = self.evaluate(self.reference)
@@ -148,6 +165,9 @@ class Problem:
         except (RuntimeError, TypeError, ValueError) as error:
             reference, wide = None, False
             self.notes.append(f"fn cannot be evaluated in float64 ({type(error).__name__}: {error})")
+        if wide and not all(_same_function(y, wide_y, self.dtype) for y, wide_y in zip(outputs, reference)):
+            wide = False
+            self.notes.append("fn's float64 values are not its values rounded (another function in float64)")
         if not wide:
             self.reference = [a.copy() for a in self.arrays]
             reference = outputs
@@ -320,8 +340,9 @@ class Problem:
         """``bound`` widened where a float32 entry fails by rounding of the terms its AD combines.
 
         A rule such as log_softmax's ``1 - exp(out)``, with softmax near 1, rounds terms of ``term_scale``
-        (full mode: the size of each input's largest effect on any output, over the inputs the entry depends
-        on) and returns their difference: a few ulps of those terms, many of its own.  Where the same AD run
+        (full mode: the larger of the entry's input's largest effect on any output and its output's largest
+        sensitivity to any input; for J·u, the effects of the inputs the entry depends on) and returns their
+        difference: a few ulps of those terms, many of its own.  Where the same AD run
         in float64 (``side`` at the float64 point) matches the finite differences, the rule is right, and a
         float32 entry within :data:`TERM_ULPS` ulps of ``term_scale`` from it passes.  An elementwise
         function's terms are its entry alone: its tail stays judged by its own size.  Failing entries are
