@@ -28,9 +28,8 @@ still sees an error confined to one entry at its full size.  check_grad's own de
 spends minutes on the few OpInfo samples with thousands of elements (hfftn, cdist)."""
 RECHECK_BUDGET = 12000
 """Up to this cost (twice check_grad's default full budget) a sample that fails in fast mode is re-judged entry by
-entry, and that verdict stands: a
-random projection mixes every input's finite-difference error into one value (an SVD-based lstsq's own
-noise, 1e-11 of a derivative that reverse AD and mpmath agree on to 1e-14)."""
+entry, and that verdict stands: a random projection mixes every input's finite-difference error into one value
+(an SVD-based lstsq's own noise, 1e-11 of a derivative that reverse AD and mpmath agree on to 1e-14)."""
 STATUSES = ("pass", "fail", "inconclusive", "skipped", "refused", "error")
 """skipped: nothing differentiable in the sample; refused: check_grad declined the function (its message says
 why); error: the op itself raised."""

@@ -110,7 +110,7 @@ def full_check(problem, rows, check_forward, directions):
     numerical[unresolved], error[unresolved] = analytical[unresolved], 0.0
 
     # Each input's largest effect on any output, and each output's largest sensitivity to any input: the sizes
-    # of the terms a cancelling rule combines (1 - softmax near 1; a cross-entropy row's (p - onehot) @ W).
+    # of the terms a cancelling rule combines (log_softmax's 1 - exp(out) near 1 shows in its column).
     finite = np.where(np.isfinite(analytical), np.abs(analytical), 0.0)
     largest_effect = np.max(finite, axis=0, keepdims=True)
     term_scale = np.maximum(largest_effect, np.max(finite, axis=1, keepdims=True))

@@ -54,6 +54,7 @@ for another function rather than the same one with less rounding."""
 
 
 def _same_function(values, wide_values, dtype):
+    """Are ``wide_values`` (float64) within OTHER_FUNCTION_ULPS of ``values``' largest entry from ``values``?"""
     values, wide_values = np.asarray(values, np.float64), np.asarray(wide_values, np.float64)
     if values.shape != wide_values.shape:
         return False
