@@ -314,3 +314,14 @@ def test_a_float32_function_that_is_another_function_in_float64_is_differentiate
     made = torch_source.case("nn.functional.fractional_max_pool2d", 7, "float32")
     result = check_grad(made.fn, *made.leaves)
     assert result.passed and "another function in float64" in " ".join(result.notes), result.reason
+
+
+def test_a_float32_output_computed_by_cancellation_sizes_its_rounding_by_how_far_it_moved():
+    # OpInfo's linear_cross_entropy sample 32, reduction='none': row 5's prediction is saturated (logit 12.3 for
+    # its target), its loss logsumexp(z) - z_t = 7.2e-5 is 1.8e-8 off its float64 value (rounding of terms far
+    # larger than itself), and a gradient entry of 1.7e-7 carries the rounding of p_t - 1 times a weight (3e-8).
+    from gradverify.audit import torch_source
+
+    made = torch_source.case("nn.functional.linear_cross_entropy", 32, "float32")
+    result = check_grad(made.fn, *made.leaves)
+    assert result.passed, result.reason
