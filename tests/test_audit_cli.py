@@ -155,3 +155,28 @@ def test_a_gradient_test_torch_skips_for_the_audited_dtypes_is_an_expected_failu
     assert torch_source.expected_failure("nn.functional.max_unpool2d", "reverse", ["float32"])  # duplicate indices
     assert not torch_source.expected_failure("acos", "reverse", ["float64"])  # skipped for complex dtypes only
     assert not torch_source.expected_failure("sin", "reverse", ["float64"])
+
+
+def test_torch_samples_are_those_of_torch_gradient_tests():
+    # Asked without gradients, OpInfo adds embedding samples whose gradient is not the derivative by design.
+    from gradverify.audit import torch_source
+
+    torch_source.op_db()  # loads torch's OpInfo database (with its test-only imports stubbed)
+    kwargs = [s.kwargs for s in torch_source.samples("nn.functional.embedding", "float64")]
+    assert kwargs and not any({"padding_idx", "scale_grad_by_freq", "max_norm"} & set(k) for k in kwargs)
+
+
+def test_a_confirmation_jacobian_the_function_refuses_says_nothing():
+    import numpy as np
+    import torch
+
+    from gradverify.audit import truth
+    from gradverify.check.backends import backend_for
+
+    weights = torch.ones(3, dtype=torch.float32)  # as embedding_bag's per_sample_weights: left in float32
+
+    def fn(x):
+        return torch.dot(x, weights)
+
+    arrays = [np.ones(3)]
+    assert truth.jacobian(backend_for([torch.ones(3)]), fn, arrays, "reverse") is None
