@@ -161,7 +161,6 @@ def test_torch_samples_are_those_of_torch_gradient_tests():
     # Asked without gradients, OpInfo adds embedding samples whose gradient is not the derivative by design.
     from gradverify.audit import torch_source
 
-    torch_source.op_db()  # loads torch's OpInfo database (with its test-only imports stubbed)
     kwargs = [s.kwargs for s in torch_source.samples("nn.functional.embedding", "float64")]
     assert kwargs and not any({"padding_idx", "scale_grad_by_freq", "max_norm"} & set(k) for k in kwargs)
 
@@ -180,3 +179,24 @@ def test_a_confirmation_jacobian_the_function_refuses_says_nothing():
 
     arrays = [np.ones(3)]
     assert truth.jacobian(backend_for([torch.ones(3)]), fn, arrays, "reverse") is None
+
+
+def test_an_order_torch_own_tests_expect_to_fail_is_skipped_with_its_error():
+    # native_layer_norm's OpInfo skips test_fn_gradgrad: its double backward refuses the undefined gradients of
+    # the mean and rstd outputs, which torch marks non-differentiable.
+    from gradverify.audit import Unit, audit_unit
+
+    result = audit_unit(Unit("torch", "native_layer_norm", 1, "float64", order=2))
+    assert result.status == "skipped" and "expects it to fail" in result.reason and "RuntimeError" in result.reason
+
+
+def test_mvlgamma_second_order_is_confirmed_by_mpmath_as_digamma_backward_defect():
+    # mvlgamma(x, 2) = log(pi)/2 + lgamma(x) + lgamma(x - 1/2): its second derivative is torch's trigamma
+    # (digamma's backward), 1.9e6 ulps off at sample 1; mpmath's exact value agrees with finite differences.
+    from gradverify.audit import KNOWN_DEFECTS, Unit, audit_unit, load_known
+
+    result = audit_unit(Unit("torch", "mvlgamma.mvlgamma_p_1", 1, "float64", order=2))
+    [failure] = result.failures
+    assert failure.mode == "second order" and failure.oracles["mpmath"] and failure.confirmed
+    assert failure.ulps > 1e6
+    assert ("mvlgamma.mvlgamma_p_1", "second order") in load_known(KNOWN_DEFECTS["torch"])

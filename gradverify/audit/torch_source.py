@@ -80,6 +80,8 @@ def samples(key, dtype) -> tuple:
     ``scale_grad_by_freq``, ``max_norm``'s in-place renorm).
     """
     import torch
+
+    ops = op_db()  # first: it puts the expecttest stand-in in place for common_utils
     from torch.testing._internal import common_utils
     from torch.testing._internal.opinfo import core
 
@@ -88,7 +90,7 @@ def samples(key, dtype) -> tuple:
     # modules) for a unittest test to tag and seed by; an audit has none, so the walk's answer is None.
     with mock.patch.object(common_utils, "extract_test_fn", _no_test), \
             mock.patch.object(core, "extract_test_fn", _no_test):
-        made = op_db()[key].sample_inputs("cpu", getattr(torch, dtype), requires_grad=True)
+        made = ops[key].sample_inputs("cpu", getattr(torch, dtype), requires_grad=True)
         return tuple(sample.transform(_detached) for sample in made)
 
 

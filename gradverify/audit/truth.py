@@ -69,6 +69,8 @@ MPMATH = {
     "reciprocal": lambda v: 1 / v, "sigmoid": _sigmoid, "special.expit": _sigmoid,
     "erf": mpmath.erf, "erfc": mpmath.erfc, "erfinv": mpmath.erfinv, "special.erfcx": lambda v: mpmath.exp(v * v) * mpmath.erfc(v),
     "lgamma": lambda v: mpmath.log(abs(mpmath.gamma(v))), "digamma": lambda v: mpmath.psi(0, v),
+    "mvlgamma": lambda v, p: p * (p - 1) / 4 * mpmath.log(mpmath.pi) + sum(mpmath.loggamma(v - mpmath.mpf(i) / 2)
+                                                                          for i in range(p)),
     "polygamma": lambda v, n: mpmath.psi(n, v), "special.polygamma": lambda v, n: mpmath.psi(n, v),
     "special.ndtr": mpmath.ncdf, "special.log_ndtr": lambda v: mpmath.log(mpmath.ncdf(v)),
     "special.ndtri": lambda v: mpmath.sqrt(2) * mpmath.erfinv(2 * v - 1),

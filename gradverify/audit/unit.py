@@ -152,6 +152,11 @@ def audit_unit(unit: Unit) -> UnitResult:
         return done("refused", f"{type(refusal).__name__}: {refusal}"[:300], sample=sample)
     except Exception as error:  # noqa: BLE001
         last = traceback.format_exception_only(type(error), error)[-1].strip()
+        modes = ("second order",) if unit.order == 2 else ("reverse", "forward")
+        if any(source.expected_failure(unit.op, mode, [unit.dtype]) for mode in modes):
+            # As torch's own tests: double backward of the CPU flash-attention kernel is not implemented.
+            return done("skipped", f"the framework's own test of this order expects it to fail: {last}"[:300],
+                        sample=sample)
         return done("error", f"check_grad raised {last}"[:300], sample=sample)
     if result.verdict != "fail":
         return done(result.verdict, result.reason, sample=sample)
