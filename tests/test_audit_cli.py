@@ -200,3 +200,14 @@ def test_mvlgamma_second_order_is_confirmed_by_mpmath_as_digamma_backward_defect
     assert failure.mode == "second order" and failure.oracles["mpmath"] and failure.confirmed
     assert failure.ulps > 1e6
     assert ("mvlgamma.mvlgamma_p_1", "second order") in load_known(KNOWN_DEFECTS["torch"])
+
+
+def test_a_forward_over_reverse_failure_is_confirmed_by_torch_checking_forward_over_reverse():
+    # triangular_solve's JVP of its backward is wrong at sample 5; torch's gradgradcheck sees it only with
+    # check_fwd_over_rev=True, and reverse over reverse is right.
+    from gradverify.audit import Unit, audit_unit
+
+    result = audit_unit(Unit("torch", "triangular_solve", 5, "float64", order=2))
+    [failure] = result.failures
+    assert failure.mode == "second order" and "consistency" in failure.check
+    assert failure.oracles == {"check_grad": True, "torch gradcheck": True}

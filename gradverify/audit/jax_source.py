@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import torch_source
-from .sources import Case, Skip
+from .sources import Case, Skip, forward_over_reverse
 
 NAMESPACES = ("jax.numpy", "jax.scipy.special", "jax.lax", "jax.nn")
 PREFIXES = {"nn.functional.": ("jax.nn",), "special.": ("jax.scipy.special",), "linalg.": ("jax.numpy.linalg",)}
@@ -243,14 +243,21 @@ def other_framework(name, index, dtype, made):
 native_checker = "jax check_grads"
 
 
-def native_confirmation(fn, leaves, mode):
-    """Does ``jax.test_util.check_grads`` (float64) agree that ``mode`` is wrong?  None when it does not apply."""
+def native_confirmation(fn, leaves, mode, check=""):
+    """Does ``jax.test_util.check_grads`` (float64) agree that ``mode`` is wrong?  None when it does not apply.
+
+    A second-order failure of a forward-mode ``check`` also asks for forward mode, which check_grads then
+    applies to the reverse-mode derivative too (forward over reverse).
+    """
     import jax
     from jax.test_util import check_grads
 
     if np.dtype(leaves[0].dtype) != np.float64 or mode == "value":
         return None
-    order, modes = (2, ["rev"]) if mode == "second order" else (1, ["fwd" if mode == "forward" else "rev"])
+    if mode == "second order":
+        order, modes = 2, ["fwd", "rev"] if forward_over_reverse(check) else ["rev"]
+    else:
+        order, modes = 1, ["fwd" if mode == "forward" else "rev"]
     with jax.enable_x64(True):
         try:
             check_grads(fn, tuple(leaves), order=order, modes=modes)

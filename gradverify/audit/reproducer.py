@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+from .sources import forward_over_reverse
+
 HEADER = '''"""{framework} {op}: {mode} mode is wrong in {dtype} ({oracles} agree).
 
 Found by `python -m gradverify audit {framework}` on sample {sample} ({description}).
@@ -113,14 +115,16 @@ def script(finding, call_code) -> str:
 
 
 def _native_replay(finding) -> str:
+    forward = forward_over_reverse(finding["check"])
     if finding["framework"] == "jax":
-        order, modes = (2, '["rev"]') if finding["mode"] == "second order" else (
+        order, modes = (2, '["fwd", "rev"]' if forward else '["rev"]') if finding["mode"] == "second order" else (
             1, '["fwd"]' if finding["mode"] == "forward" else '["rev"]')
         return ("from jax.test_util import check_grads\n\ntry:\n"
                 f"    check_grads(lambda *xs: outputs(*xs), tuple(XS), order={order}, modes={modes})\n"
                 "except AssertionError as failure:\n    print(failure)\n    sys.exit(1)\nsys.exit(0)\n")
     options = "raise_exception=False, check_undefined_grad=False, check_batched_grad=False"
-    call = {"second order": f"torch.autograd.gradgradcheck(outputs, xs, {options})",
+    call = {"second order": f"torch.autograd.gradgradcheck(outputs, xs, check_fwd_over_rev={forward}, "
+                            f"check_rev_over_rev={not forward}, {options})",
             "forward": f"torch.autograd.gradcheck(outputs, xs, check_forward_ad=True, check_backward_ad=False, "
                        f"{options})"}.get(finding["mode"], f"torch.autograd.gradcheck(outputs, xs, {options})")
     return (f"xs = [x.clone().requires_grad_() for x in XS]\nok = {call}\n"

@@ -5,7 +5,7 @@ A source module provides ``select(names)`` (op ids, in order), ``dtypes(op)``,
 index, dtype)`` (the sample's floating elements), ``case(op, index, dtype)`` -> :class:`Case`,
 ``describe(op, index, dtype)``, ``mpmath_function(op, index, dtype, case)``,
 ``other_framework(op, index, dtype, case)``, ``native_confirmation(fn,
-leaves, mode)``, ``native_checker`` (its name), ``expected_failure(op, mode, dtypes)``
+leaves, mode, check)``, ``native_checker`` (its name), ``expected_failure(op, mode, dtypes)``
 (the framework's own tests already expect that mode to fail) and ``reproducer_call(op,
 index, dtype)`` (the code of the call, see :mod:`gradverify.audit.reproducer`).
 """
@@ -30,3 +30,8 @@ def source(framework):
     if framework not in FRAMEWORKS:
         raise ValueError(f"framework: expected one of {', '.join(FRAMEWORKS)}, got {framework!r}")
     return importlib.import_module(FRAMEWORKS[framework])
+
+
+def forward_over_reverse(check) -> bool:
+    """Is check_grad's order-2 row ``check`` one of forward mode over the reverse-mode derivative?"""
+    return "forward" in check or "consistency" in check

@@ -18,7 +18,7 @@ from unittest import mock
 
 import numpy as np
 
-from .sources import Case, Skip
+from .sources import Case, Skip, forward_over_reverse
 from .truth import mpmath_counterpart
 
 DTYPES = ("float64", "float32", "bfloat16")
@@ -273,8 +273,12 @@ def other_framework(key, index, dtype, made):
 native_checker = "torch gradcheck"
 
 
-def native_confirmation(fn, leaves, mode) -> bool | None:
-    """Does torch's own gradcheck (float64) agree that ``mode`` is wrong?  None when it does not apply."""
+def native_confirmation(fn, leaves, mode, check="") -> bool | None:
+    """Does torch's own gradcheck (float64) agree that ``mode`` is wrong?  None when it does not apply.
+
+    A second-order failure of a forward-mode ``check`` (check_grad's row name) is forward over reverse, which
+    gradgradcheck checks only when asked.
+    """
     import warnings
 
     import torch
@@ -287,7 +291,9 @@ def native_confirmation(fn, leaves, mode) -> bool | None:
         warnings.simplefilter("ignore")
         try:
             if mode == "second order":
-                return not torch.autograd.gradgradcheck(fn, inputs, **options)
+                forward = forward_over_reverse(check)
+                return not torch.autograd.gradgradcheck(fn, inputs, check_fwd_over_rev=forward,
+                                                        check_rev_over_rev=not forward, **options)
             if mode == "forward":
                 return not torch.autograd.gradcheck(fn, inputs, check_forward_ad=True, check_backward_ad=False,
                                                     **options)

@@ -187,7 +187,7 @@ def _confirm(unit, source, made, rows):
     failures = []
     for mode, row in rows.items():
         oracles, evidence = {"check_grad": True}, None
-        native = source.native_confirmation(made.fn, made.leaves, mode)
+        native = source.native_confirmation(made.fn, made.leaves, mode, row.check)
         if native is not None:
             oracles[source.native_checker] = native
         for name, found in [("mpmath", mp.get(mode, "n/a")), *blocks.get(mode, [])]:
