@@ -229,3 +229,29 @@ def test_the_reference_judges_forward_mode_and_the_second_order():
     assert "forward (random tangent)" in failing and not any(c.startswith("reverse") for c in failing), str(wrong)
     wrong = check_grad(FusedGeluCurvatureOnePercentOff.apply, x, reference=F.gelu, order=2)
     assert wrong.verdict == "fail" and all(e.check.startswith("order 2") for e in wrong.records if e.status == "fail"), str(wrong)
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_a_16_bit_function_that_cannot_run_in_float64_is_inconclusive_not_passed(mode):
+    # A bfloat16 weight captured by the function: float64 inputs meet it in a matmul, which refuses mixed
+    # dtypes.  Finite differences in bfloat16 cannot tell a sign error from the derivative (both used to pass).
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(4, 3, generator=generator).bfloat16()
+    x = torch.randn(2, 4, generator=generator).bfloat16()
+
+    class SignError(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, a):
+            ctx.save_for_backward(a)
+            return torch.tanh(a)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (a,) = ctx.saved_tensors
+            return -grad * (1 - torch.tanh(a) ** 2)
+
+    result = check_grad(lambda v: SignError.apply(v @ weight), x, mode=mode)
+    assert result.verdict == "inconclusive"
+    assert "cannot be evaluated in float64" in result.reason and "cast the tensors it captures" in result.reason
+    widened = check_grad(lambda v: SignError.apply(v @ weight.to(v.dtype)), x, mode=mode)
+    assert widened.verdict == "fail"

@@ -226,8 +226,9 @@ def forward_and_consistency(problem, rows, tangent, numerical, error, magnitude,
     forward_side, reverse_side = cotangent @ tangent_out, vjp_flat @ tangent
     # Tangents are scaled by the inputs' magnitudes, so the outputs' size bounds the rounding of
     # the AD's intermediate terms even where the products themselves cancel (softmax of large logits).
+    # Outputs the finite differences could not size (no estimate) add nothing: both sides are AD results.
     scale = (np.abs(cotangent) @ np.abs(tangent_out) + np.abs(vjp_flat) @ np.abs(tangent)
-             + np.abs(cotangent) @ magnitude)
+             + np.abs(cotangent) @ np.nan_to_num(magnitude, nan=0.0, posinf=0.0))
     bound = np.array([problem.bound(reverse_side, 0.0, scale)], dtype=np.float64).reshape(1)
     status = entry_status([forward_side], [reverse_side], bound)
     # Both sides are AD results: what jitter measures is the rounding of their difference.

@@ -79,7 +79,8 @@ class Problem:
     The problem is real: :attr:`view` maps the function's inputs and outputs onto it (complex values as
     real pairs, infinite input entries held fixed, only the outputs the framework differentiates, finite
     entries only), and :attr:`backend` evaluates and differentiates through it.  :attr:`nothing_to_check`
-    is the reason, when there is no entry to compare, and None otherwise.
+    is the reason, when there is no entry to compare or no oracle to judge them (a 16-bit function that
+    cannot run in float64), and None otherwise.
     """
 
     def __init__(self, fn, inputs, backend, atol, rtol, seed, domains, strict=False, reference=None):
@@ -111,6 +112,14 @@ class Problem:
         if self.nothing_to_check:
             return
         self.base = self._reference_outputs(self.first_outputs)
+        if self.not_in_float64 and rounding_ulps(self.dtype) == LOW_PRECISION_ULPS:
+            # A 16-bit point moves by whole ulps (2**-8 of it in bfloat16): finite differences there carry
+            # errors as large as the derivatives they estimate, and would pass a sign error.
+            self.nothing_to_check = (
+                f"{self.not_in_float64}; finite differences in {self.eval_dtype()} cannot judge derivatives: let "
+                "fn run in float64 (cast the tensors it captures to its input's dtype)")
+            self.nothing_verdict = "inconclusive"
+            return
         self.measured_rounding = (rounding_ulps(self.dtype) == LOW_PRECISION_ULPS
                                   and all(a.dtype == np.float64 for a in self.reference))
         self.output_scale = self.view.output_sizes_of(self.base)
@@ -166,16 +175,18 @@ class Problem:
         fractional_max_pool draws its pooling regions in the input's dtype);
         then the oracle runs in float32 and its error estimate says so.
         """
+        why = None
         try:
             reference = self.evaluate(self.reference)
-            wide = all(y.dtype == np.float64 for y in reference)
+            if not all(y.dtype == np.float64 for y in reference):
+                why = f"fn returns {sorted({str(y.dtype) for y in reference})} at float64 inputs"
         except (RuntimeError, TypeError, ValueError) as error:
-            reference, wide = None, False
-            self.notes.append(f"fn cannot be evaluated in float64 ({type(error).__name__}: {error})")
-        if wide and not all(_same_function(y, wide_y, self.dtype) for y, wide_y in zip(outputs, reference)):
-            wide = False
-            self.notes.append("fn's float64 values are not its values rounded (another function in float64)")
-        if not wide:
+            why = f"fn cannot be evaluated in float64 ({type(error).__name__}: {error})"
+        if why is None and not all(_same_function(y, wide_y, self.dtype) for y, wide_y in zip(outputs, reference)):
+            why = "fn's float64 values are not its values rounded (another function in float64)"
+        self.not_in_float64 = why
+        if why is not None:
+            self.notes.append(why)
             self.reference = [a.copy() for a in self.arrays]
             reference = outputs
             self.notes.append("the numerical oracle ran in the inputs' own dtype, not float64")
