@@ -211,3 +211,27 @@ def test_a_forward_over_reverse_failure_is_confirmed_by_torch_checking_forward_o
     [failure] = result.failures
     assert failure.mode == "second order" and "consistency" in failure.check
     assert failure.oracles == {"check_grad": True, "torch gradcheck": True}
+
+
+def test_a_bfloat16_result_is_confirmed_wrong_only_beyond_its_own_rounding():
+    # 256 float32 ulps (1.5e-5) would confirm every bfloat16 rounding (2**-8); 16 bfloat16 ulps are 12.5%.
+    import numpy as np
+    from ml_dtypes import bfloat16
+
+    from gradverify.audit import truth
+
+    def disagreement(observed, dtype):
+        return truth.worst_disagreement([[np.array([[observed]])]], [[np.array([[1.0]])]], np.dtype(dtype))
+
+    assert disagreement(1.05, bfloat16) is None
+    assert disagreement(1.29, bfloat16)["observed"] == 1.29  # special.ndtr's bfloat16 derivative at -8: 29% off
+    assert disagreement(1.05, np.float32) is not None
+
+
+def test_a_bfloat16_sample_with_keyword_tensors_is_checked_in_float64():
+    # group_norm's bfloat16 weight and bias follow the inputs to float64, so the float64 evaluation is the same
+    # function; before, it refused mixed dtypes and the check ran finite differences in bfloat16 (a NaN bound).
+    from gradverify.audit import Unit, audit_unit
+
+    result = audit_unit(Unit("torch", "nn.functional.group_norm", 8, "bfloat16"))
+    assert result.status == "pass", result.reason

@@ -139,9 +139,13 @@ def _prepare(key, index, dtype):
                 first = tensor
             else:
                 args[i] = tensor
+        # Keyword tensors (weight, bias) follow the inputs' dtype, exactly: the checker's float64 evaluation
+        # of a float32 or bfloat16 sample is then the same function, not one that refuses mixed dtypes.
+        kwargs = {k: v.to(tensors[0].dtype) if is_floating(v) and v.dtype == leaves[0].dtype else v
+                  for k, v in sample.kwargs.items()}
         # As torch's gradient tests: the sample's output_process_fn_grad makes outputs well defined (the
         # singular vectors of svd up to sign are made gauge-invariant).
-        result = sample.output_process_fn_grad(op.gradcheck_wrapper(op.get_op(), first, *args, **sample.kwargs))
+        result = sample.output_process_fn_grad(op.gradcheck_wrapper(op.get_op(), first, *args, **kwargs))
         return result if isinstance(result, (tuple, list)) else (result,)
 
     try:

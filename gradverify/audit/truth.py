@@ -39,6 +39,8 @@ CONFIRM_ULPS = 256
 hundred ulps (the checker allows an AD result as much); the defects the audit finds are 1e5 ulps and more."""
 VALUE_ULPS = 1024
 """A value this many ulps off the mpmath truth is a wrong forward value (special.ndtr below -5 is 1e13 ulps off)."""
+LOW_PRECISION_CONFIRM_ULPS = 16
+"""Both allowances for 16-bit dtypes: twice the checker's 8 ulps (12.5% in bfloat16), where 256 would be 200%."""
 JACOBIAN_LIMIT = 512
 """Largest number of input (or output) elements for which second oracles build whole Jacobians."""
 TRUTH_DPS = 40
@@ -158,7 +160,7 @@ def worst_disagreement(observed, truth, dtype, per_entry=False):
     truth, ulps, allowance.
     """
     worst = None
-    rtol = CONFIRM_ULPS * float(np.finfo(dtype).eps)
+    rtol = _allowance(CONFIRM_ULPS, dtype)
     for i, row in enumerate(truth):
         for j, block in enumerate(row):
             seen = np.asarray(observed[i][j], dtype=np.float64)
@@ -182,6 +184,11 @@ def worst_disagreement(observed, truth, dtype, per_entry=False):
     if worst is not None:
         worst.pop("_excess")
     return worst
+
+
+def _allowance(ulps_of_wide_dtypes, dtype) -> float:
+    eps = float(np.finfo(dtype).eps)
+    return (LOW_PRECISION_CONFIRM_ULPS if np.dtype(dtype).itemsize <= 2 else ulps_of_wide_dtypes) * eps
 
 
 def ulps(observed, truth, dtype) -> float:
@@ -213,7 +220,7 @@ def elementwise_truths(fn, leaves, truth_fn, dtype, modes):
             observed, derivative = backend.vjp(backend.derivative_function(fn, ones), arrays, [np.ones_like(point)])[1][0], 2
         truth = mpmath_truth(truth_fn, point.astype(np.float64), derivative)
         if mode == "value":
-            rtol = VALUE_ULPS * float(np.finfo(dtype).eps)
+            rtol = _allowance(VALUE_ULPS, dtype)
             agree, bound = compare_gradients(observed, truth, dtype, magnitude=np.abs(truth), rtol=rtol)
             agree |= ~np.isfinite(truth)
             worst = None if agree.all() else _entry(observed, truth, dtype, agree, bound)

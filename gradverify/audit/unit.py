@@ -15,6 +15,7 @@ import traceback
 from dataclasses import dataclass, field
 
 import numpy as np
+from ml_dtypes import bfloat16
 
 from gradverify.check import MutatedInput, NondeterministicFunction, UncheckableFunction, backend_for, check_grad
 
@@ -175,7 +176,7 @@ def _outputs(made):
 
 def _confirm(unit, source, made, rows):
     """A Failure per failing mode, with the second oracles' verdicts."""
-    dtype = np.dtype(unit.dtype) if unit.dtype != "bfloat16" else np.dtype(np.float32)
+    dtype = np.dtype(bfloat16) if unit.dtype == "bfloat16" else np.dtype(unit.dtype)
     elementwise = source.mpmath_function(unit.op, unit.sample, unit.dtype, made)
     mp = {}
     if elementwise is not None:
