@@ -235,3 +235,13 @@ def test_a_bfloat16_sample_with_keyword_tensors_is_checked_in_float64():
 
     result = audit_unit(Unit("torch", "nn.functional.group_norm", 8, "bfloat16"))
     assert result.status == "pass", result.reason
+
+
+def test_a_jax_bfloat16_sample_is_compared_with_torch_on_the_same_sample():
+    # Each dtype has its own OpInfo samples: linalg.norm's bfloat16 sample 75 is a (5, 5, 5) input with
+    # keepdim, its float64 sample 75 a (5, 0) one with ord 'nuc'; torch ran the first with the second's
+    # arguments and raised ("must be 1D or 2D").
+    from gradverify.audit import Unit, audit_unit
+
+    result = audit_unit(Unit("jax", "jax.numpy.linalg.norm", 75, "bfloat16"))
+    assert result.status == "pass", result.reason

@@ -186,7 +186,8 @@ def case(name, index, dtype):
     import torch
 
     key, sample, arrays = _sample(name, index, dtype)
-    torch_fn = torch_source.case(key, index, "float64" if dtype != "float64" else dtype).fn
+    # The torch op on the same sample (each dtype has its own samples), evaluated at the float64 inputs.
+    torch_fn = torch_source.case(key, index, dtype).fn
     with torch.no_grad():
         expected = [y.double().numpy() for y in torch_fn(*[torch.from_numpy(a) for a in arrays])
                     if torch_source.is_floating(y)]
@@ -236,7 +237,7 @@ def other_framework(name, index, dtype, made):
 
     key = pairs()[name]
     arrays = [np.asarray(x, dtype=np.float64) for x in made.leaves]
-    fn = torch_source.case(key, index, "float64").fn
+    fn = torch_source.case(key, index, made.leaves[0].dtype.name).fn
     return "torch", backend_for([torch.from_numpy(a) for a in arrays]), fn, arrays
 
 
