@@ -17,7 +17,8 @@ from torch.testing._internal.common_methods_invocations import op_db  # noqa: E4
 
 OP = next(op for op in op_db if (op.name, op.variant_test_name) == ('cholesky_inverse', ''))
 torch.manual_seed(3356595758)
-SAMPLE = list(OP.sample_inputs('cpu', torch.float64, requires_grad=False))[9]
+SAMPLE = list(OP.sample_inputs('cpu', torch.float64, requires_grad=True))[9]
+SAMPLE = SAMPLE.transform(lambda t: t.detach() if isinstance(t, torch.Tensor) else t)
 SLOTS = [('input', None)]
 
 
