@@ -130,7 +130,6 @@ class Problem:
             self.output_scale = np.maximum(self.output_scale,
                                            self.view.output_sizes_of(own - self.base) / ulp(np.float32))
         self.noise = None
-        self.evaluations += 1
         self._jittered = None
 
     def _nothing_to_check(self, arrays, outputs):
@@ -177,7 +176,10 @@ class Problem:
         """
         why = None
         try:
-            reference = self.evaluate(self.reference)
+            # At a float64 point the probe's outputs are fn's float64 values: no third call.
+            float64_point = all(a.dtype == np.float64 for a in self.arrays)
+            self.evaluations += not float64_point
+            reference = outputs if float64_point else self.evaluate(self.reference)
             if not all(y.dtype == np.float64 for y in reference):
                 why = f"fn returns {sorted({str(y.dtype) for y in reference})} at float64 inputs"
         except (RuntimeError, TypeError, ValueError) as error:
