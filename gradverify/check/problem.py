@@ -28,9 +28,9 @@ AD_ROUNDING_ULPS = 256
 campaign's, for single ops): chains of library kernels lose a few hundred ulps (logcumsumexp's JVP,
 ~1e-13 in float64), still far below the 1e-8 errors the checker must catch."""
 LOW_PRECISION_ULPS = 8
-"""The same allowance for 16-bit dtypes (float16, bfloat16) whose function cannot run in float64: their
-kernels compute in float32 and round each op's result once, so a correct chain loses a few ulps, while 256
-ulps (25% in float16) would hide any error."""
+"""The rounding of a 16-bit (float16, bfloat16) AD result, in its ulps: kernels compute in float32 and round each
+op's result once, so a correct chain loses a few ulps, while 256 (25% in float16) would hide any error.  A 16-bit
+function is judged by MEASURED_ULPS when it runs in float64 and is inconclusive when it does not."""
 MEASURED_ULPS = 2
 """The allowance for 16-bit dtypes whose function runs in float64: two ulps of the entry (its own rounding and
 its cotangent's or tangent's), and AD_ROUNDING_ULPS of float32 on the terms' sizes (the float64 evaluation of
@@ -120,8 +120,7 @@ class Problem:
                 "fn run in float64 (cast the tensors it captures to its input's dtype)")
             self.nothing_verdict = "inconclusive"
             return
-        self.measured_rounding = (rounding_ulps(self.dtype) == LOW_PRECISION_ULPS
-                                  and all(a.dtype == np.float64 for a in self.reference))
+        self.measured_rounding = rounding_ulps(self.dtype) == LOW_PRECISION_ULPS  # it runs in float64 (see above)
         self.output_scale = self.view.output_sizes_of(self.base)
         if self.dtype == np.float32 and all(a.dtype == np.float64 for a in self.reference):
             # An output that float32 computes by cancellation (a saturated cross-entropy, logsumexp(z) - z_t)
