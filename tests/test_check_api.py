@@ -212,6 +212,55 @@ def test_relu_at_zero_with_a_gradient_outside_the_subdifferential_is_inconclusiv
     assert "element [1]" in result.reason and "left 0" in result.reason and "right 1" in result.reason
 
 
+class CapAtOne(torch.autograd.Function):
+    """min(x, 1) whose forward mode takes the left derivative at x = 1 and whose backward takes the right one."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        ctx.save_for_forward(x)
+        return x.clamp(max=1.0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (x < 1).to(x.dtype)
+
+    @staticmethod
+    def jvp(ctx, tangent):
+        (x,) = ctx.saved_tensors
+        return tangent * (x <= 1).to(x.dtype)
+
+
+@pytest.mark.parametrize("mode", ["full", "fast"])
+def test_forward_and_reverse_mode_may_take_different_subgradients_at_a_kink(mode):
+    result = check_grad(CapAtOne.apply, torch64([1.0, 0.25, 1.0, 3.0]), mode=mode)
+    assert result.verdict == "pass", str(result)
+    judged = {entry.check for entry in result.records if entry.status == "subgradient"}
+    assert any(check.startswith("forward") or check.startswith("consistency") for check in judged), judged
+
+
+def test_a_kink_is_judged_even_behind_many_small_failures():
+    class SlightlyOffThenCapped(torch.autograd.Function):
+        """x * 1.001 for 40 elements' derivative (wrong), then min(x, 1) at its kink with a valid subgradient."""
+
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return torch.cat([x[:-1], x[-1:].clamp(max=1.0)])
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            return torch.cat([grad[:-1] * 1.001, grad[-1:] * (x[-1:] < 1).to(x.dtype)])
+
+    x = torch64(np.concatenate([np.linspace(0.5, 2.0, 40), [1.0]]))
+    result = check_grad(SlightlyOffThenCapped.apply, x, mode="full", check_forward=False)
+    assert result.verdict == "fail"
+    capped = [e for e in result.records if e.check == "reverse (Jacobian)" and e.element.endswith("[40]")]
+    assert [e.status for e in capped] == ["subgradient"], capped
+
+
 def test_max_with_ties_passes():
     x = torch64([1.0, 3.0, 3.0, -1.0])
     assert check_grad(lambda x: torch.amax(x), x).passed

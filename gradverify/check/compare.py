@@ -85,12 +85,13 @@ def _kink_status(analytical, left, right, spread, bound):
     """Status and note of a failed comparison given the one-sided derivatives there.
 
     "fail" when they agree (no kink: the failure stands), "subgradient" when
-    the analytical value lies between them, "kink" (inconclusive) otherwise.
+    the analytical value (every one of them, given several) lies between
+    them, "kink" (inconclusive) otherwise.
     """
     if not (math.isfinite(left) and math.isfinite(right)) or abs(right - left) <= spread + bound:
         return "fail", ""
     note = f"one-sided derivatives differ: left {left:.10g}, right {right:.10g}"
-    if min(left, right) - bound <= analytical <= max(left, right) + bound:
+    if all(min(left, right) - bound <= value <= max(left, right) + bound for value in np.atleast_1d(analytical)):
         return "subgradient", note + "; the analytical value lies between them (a valid subgradient)"
     return "kink", note + "; the analytical value lies outside them"
 
@@ -98,7 +99,8 @@ def _kink_status(analytical, left, right, spread, bound):
 def judge_kinks(problem, status, notes, analytical, bound, direction, weights, deep=False):
     """Re-judge the failing entries of ``status`` (a 1-d array over ``weights``' rows) at a possible kink.
 
-    ``weights`` is a matrix over the outputs or a number: that multiple of the identity.
+    ``weights`` is a matrix over the outputs or a number: that multiple of the identity.  An entry of
+    ``analytical`` may hold several values (forward and reverse mode's), all of which must lie between.
     """
     failing = np.flatnonzero(status == "fail")
     if not len(failing):
@@ -231,9 +233,14 @@ def forward_and_consistency(problem, rows, tangent, numerical, error, magnitude,
              + np.abs(cotangent) @ np.nan_to_num(magnitude, nan=0.0, posinf=0.0))
     bound = np.array([problem.bound(reverse_side, 0.0, scale)], dtype=np.float64).reshape(1)
     status = entry_status([forward_side], [reverse_side], bound)
+    notes = np.array([""], dtype=object)
+    if kink_direction is not None:
+        # At a kink forward and reverse mode may each pick a valid subgradient, and different ones.
+        judge_kinks(problem, status, notes, [(forward_side, reverse_side)], bound, kink_direction,
+                    cotangent[None, :], deep)
     # Both sides are AD results: what jitter measures is the rounding of their difference.
     bound = problem.widen_failures(status, [forward_side - reverse_side], [0.0], bound, lambda point: [
         cotangent @ problem.jvp(tangent, point) - problem.vjp(cotangent, point) @ tangent])
     rows.add("consistency <c, Ju> = <J^T c, u>", forward_side, reverse_side, bound, status,
-             constant_names("<c, f>", "u", "projection"))
+             constant_names("<c, f>", "u", "projection"), notes)
     return True

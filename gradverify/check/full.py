@@ -7,13 +7,13 @@ import numpy as np
 from . import oracles
 from .compare import (DEEP_LADDER, REFINE_LADDER, block_max, follow_shrinking_steps, forward_and_consistency,
                       judge_kinks, reentrant_gradient)
-from .problem import flatten
+from .problem import flatten, unflatten
 from .result import entry_status
 
 BATCH_ELEMENTS = 2**21
 """Most input elements evaluated in one vmap batch."""
 KINK_COLUMNS = 32
-"""Failing input elements examined for kinks in "full" mode (the rest stay failures)."""
+"""Failing input elements examined for kinks in "full" mode, the worst first (the rest stay failures)."""
 
 
 def full_check(problem, rows, check_forward, directions):
@@ -92,14 +92,14 @@ def full_check(problem, rows, check_forward, directions):
     status = entry_status(analytical, numerical, bound)
     notes = np.full(status.shape, "", dtype=object)
     deepened = np.zeros(status.shape[1], dtype=bool)
-    for j in np.unique(np.nonzero(status == "fail")[1])[:KINK_COLUMNS]:
+    for j in _worst_failing_columns(status, analytical, numerical, bound):
         deepened[j] = follow_shrinking_steps(column_estimates(j, DEEP_LADDER), status[:, j], notes[:, j],
                                               numerical[:, j], error[:, j], curvature[:, j])
     output_per_input, magnitude = rounding_magnitude()
     bound = problem.bound(numerical, error, magnitude, reference_error())
     status = np.where(status == "unresolved", status, entry_status(analytical, numerical, bound))
     reported = numerical.copy()
-    for j in np.unique(np.nonzero(status == "fail")[1])[:KINK_COLUMNS]:
+    for j in _worst_failing_columns(status, analytical, numerical, bound):
         judge_kinks(problem, status[:, j], notes[:, j], analytical[:, j], bound[:, j], problem.unit(j),
                      1.0 / scales[j], deepened[j])
         at_kink = np.isin(status[:, j], ["subgradient", "kink"])
@@ -149,9 +149,22 @@ def full_check(problem, rows, check_forward, directions):
                 problem, rows, tangent, numerical @ tangent, error @ np.abs(tangent),
                 np.abs(numerical) @ np.abs(tangent) + output_per_input @ np.abs(tangent), cotangent, dense,
                 term_scale=(analytical != 0) @ (largest_effect[0] * np.abs(tangent)),
+                kink_direction=unflatten(tangent, problem.shapes),
             )
             if not checked:
                 break
+
+
+def _worst_failing_columns(status, analytical, numerical, bound):
+    """Up to KINK_COLUMNS input elements with failing entries, the largest relative difference first: a kink
+    is off by the derivative's own size, and a bfloat16 sample's many small rounding failures (widened later
+    by measured rounding) must not crowd it out."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        size = np.maximum(np.maximum(np.abs(analytical), np.abs(numerical)), bound)
+        relative = np.where(status == "fail", np.abs(analytical - numerical) / size, -np.inf)
+    worst = np.nan_to_num(relative, nan=np.inf).max(axis=0, initial=-np.inf)
+    failing = np.flatnonzero(np.any(status == "fail", axis=0))
+    return failing[np.argsort(-worst[failing], kind="stable")][:KINK_COLUMNS]
 
 
 WIDE_STEP_RATIO = 16.0
