@@ -202,6 +202,30 @@ def test_mvlgamma_second_order_is_confirmed_by_mpmath_as_digamma_backward_defect
     assert ("mvlgamma.mvlgamma_p_1", "second order") in load_known(KNOWN_DEFECTS["torch"])
 
 
+def test_binary_cross_entropy_second_order_is_confirmed_by_mpmath_over_its_target_weight_and_mean(tmp_path):
+    # torch's double backward divides by (x + 1e-12)^2 (1 - x + 1e-12)^2: about 2e-12/x relative off. mpmath's
+    # loss is elementwise in the input, with the target and weight elements as parameters, averaged.
+    from gradverify.audit import KNOWN_DEFECTS, load_known
+
+    out = tmp_path / "bce"
+    code = main(["audit", "torch", "--ops", "nn.functional.binary_cross_entropy", "--dtypes", "float64",
+                 "--orders", "2", "--out", str(out), "--json", str(out / "report.json")])
+    [finding] = json.loads((out / "report.json").read_text())["findings"]
+    assert code == 0 and finding["mode"] == "second order" and "mpmath" in finding["oracles_agreeing"]
+    assert ("nn.functional.binary_cross_entropy", "second order") in load_known(KNOWN_DEFECTS["torch"])
+    run = subprocess.run([sys.executable, finding["reproducer"]], cwd=tmp_path, capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin"}, timeout=300)
+    assert run.returncode == 1 and "where the truth (mpmath) is" in run.stdout, run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("op, index", [("clamp", 5), ("grid_sampler_2d", 3)])
+def test_a_bfloat16_tie_where_forward_and_reverse_take_different_subgradients_is_no_finding(op, index):
+    # bfloat16's coarse grid puts inputs exactly on clamp's bound and grid points on cell edges.
+    from gradverify.audit import Unit, audit_unit
+
+    assert audit_unit(Unit("torch", op, index, "bfloat16")).status == "pass"
+
+
 def test_a_forward_over_reverse_failure_is_confirmed_by_torch_checking_forward_over_reverse():
     # triangular_solve's JVP of its backward is wrong at sample 5; torch's gradgradcheck sees it only with
     # check_fwd_over_rev=True, and reverse over reverse is right.

@@ -63,7 +63,7 @@ with fwAD.dual_level():
     value = 0.0 if t is None else t.reshape(-1)[OUT_ELEMENT].item()
 ''',
     "second order": '''x = XS[0].clone().requires_grad_()
-(g,) = torch.autograd.grad(outputs(x)[0].sum(), x, create_graph=True)
+(g,) = torch.autograd.grad(outputs(x, *XS[1:])[0].sum(), x, create_graph=True)
 (h,) = torch.autograd.grad(g.sum(), x)
 value = h.reshape(-1)[IN_ELEMENT].item()
 ''',
@@ -81,7 +81,7 @@ value = float(pullback(cotangent)[IN].reshape(-1)[IN_ELEMENT])
 _, t = jax.jvp(lambda *xs: outputs(*xs)[OUT], tuple(XS), tuple(tangents))
 value = float(t.reshape(-1)[OUT_ELEMENT])
 ''',
-    "second order": '''second = jax.grad(lambda x: jax.grad(lambda v: outputs(v)[0].sum())(x).sum())
+    "second order": '''second = jax.grad(lambda x: jax.grad(lambda v: outputs(v, *XS[1:])[0].sum())(x).sum())
 value = float(second(XS[0]).reshape(-1)[IN_ELEMENT])
 ''',
     "value": '''value = float(outputs(*XS)[OUT].reshape(-1)[OUT_ELEMENT])

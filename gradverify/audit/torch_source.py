@@ -254,12 +254,19 @@ def _plain(key, index, dtype):
 
 
 def mpmath_function(key, index, dtype, made):
-    """The op's mpmath counterpart on one number, for a one-input elementwise sample; else None."""
+    """The op's mpmath counterpart (:class:`~gradverify.audit.truth.Elementwise`) for an elementwise sample whose
+    tensor arguments are all inputs of ``made``; else None."""
     plain = _plain(key, index, dtype)
-    if plain is None or len(made.leaves) != 1 or not is_floating(plain[1].input):
+    if plain is None or not is_floating(plain[1].input):
         return None
     op, sample = plain
-    return mpmath_counterpart(op.name, sample.args, sample.kwargs)
+    if len(made.leaves) != 1 + sum(is_floating(a) for a in sample.args):
+        return None
+    args = [a for a in sample.args if not is_floating(a)]
+    kwargs = {k: v.detach().double().numpy() if is_floating(v) else v for k, v in sample.kwargs.items()}
+    if len(made.leaves) > 1 and args:
+        return None
+    return mpmath_counterpart(op.name, args, kwargs)
 
 
 def other_framework(key, index, dtype, made):

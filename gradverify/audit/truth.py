@@ -27,6 +27,8 @@ entry of each output/input block otherwise.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import mpmath
 import numpy as np
@@ -90,27 +92,51 @@ The engine's own ops have counterparts in ``reference_impls/mpmath_ops.py``; the
 engine does not have."""
 
 
-def mpmath_counterpart(name, args, kwargs):
-    """``f(v)`` on mpmath numbers for the op ``name`` with these non-tensor arguments, or None."""
+LOSSES = {
+    "nn.functional.binary_cross_entropy": lambda v, t, w=1: -w * (t * mpmath.log(v) + (1 - t) * mpmath.log1p(-v)),
+}
+"""OpInfo name -> a loss on mpmath numbers: (input, the tensor arguments' elements, the weight's) -> loss."""
+REDUCTIONS = ("none", "sum", "mean")
+
+
+@dataclass(frozen=True)
+class Elementwise:
+    """An op elementwise in its first input: ``fn(v, *p)`` on mpmath numbers, where ``p`` holds the other
+    inputs' elements at the same index (then ``weight``'s), summed or averaged over elements by ``reduction``."""
+
+    fn: Callable
+    reduction: str = "none"
+    weight: np.ndarray | None = None
+
+
+def mpmath_counterpart(name, args, kwargs) -> Elementwise | None:
+    """The op ``name`` on mpmath numbers, called with these arguments (tensor arguments are the sample's other
+    inputs, a tensor ``weight`` a numpy array), or None."""
     fn = MPMATH.get(name)
-    if fn is None or kwargs or not all(isinstance(a, (int, float)) for a in args):
+    if fn is not None and not kwargs and all(isinstance(a, (int, float)) for a in args):
+        return Elementwise(lambda v: fn(v, *args))
+    loss = LOSSES.get(name)
+    if loss is None or set(kwargs) - {"reduction", "weight"} or kwargs.get("reduction", "mean") not in REDUCTIONS:
         return None
-    return lambda v: fn(v, *args)
+    return Elementwise(loss, kwargs.get("reduction", "mean"), kwargs.get("weight"))
 
 
-def _with_precision(fn, point, derivative):
+def _with_precision(fn, point, derivative, params=()):
     with mpmath.workdps(TRUTH_DPS):
-        x = mpmath.mpf(float(point))
+        x, p = mpmath.mpf(float(point)), [mpmath.mpf(float(v)) for v in params]
         try:
-            value = mpmath.diff(fn, x, derivative) if derivative else fn(x)
+            value = mpmath.diff(lambda v: fn(v, *p), x, derivative) if derivative else fn(x, *p)
             return float(value)
         except (ValueError, ZeroDivisionError, OverflowError):
             return math.nan
 
 
-def mpmath_truth(fn, points, derivative) -> np.ndarray:
-    """``fn``'s value (derivative 0) or its first or second derivative at each point, rounded to float64."""
-    return np.array([_with_precision(fn, p, derivative) for p in np.ravel(points)]).reshape(np.shape(points))
+def mpmath_truth(fn, points, derivative, params=()) -> np.ndarray:
+    """``fn``'s value (derivative 0) or its first or second derivative at each point, rounded to float64;
+    ``params`` are arrays of the points' shape whose elements are fn's further arguments."""
+    flat = [np.ravel(np.broadcast_to(p, np.shape(points))) for p in params]
+    return np.array([_with_precision(fn, x, derivative, [p[k] for p in flat])
+                     for k, x in enumerate(np.ravel(points))]).reshape(np.shape(points))
 
 
 def _one_hot(size, k):
@@ -199,15 +225,21 @@ def ulps(observed, truth, dtype) -> float:
     return float(difference / scale) if math.isfinite(difference) else math.inf
 
 
-def elementwise_truths(fn, leaves, truth_fn, dtype, modes):
-    """Confirmations from mpmath for a one-input elementwise op: {mode: worst disagreement or None}."""
+def elementwise_truths(fn, leaves, counterpart, dtype, modes):
+    """Confirmations from mpmath for an op elementwise in its first input (see :class:`Elementwise`):
+    {mode: worst disagreement or None}; forward mode of a reduced op is not covered."""
     backend = backend_for(leaves)
     arrays = [backend.to_numpy(x) for x in leaves]
-    (point,) = arrays
+    point, reduced = arrays[0], counterpart.reduction != "none"
     values = backend.evaluate(fn, arrays)
-    if len(values) != 1 or values[0].shape != point.shape:
+    if len(values) != 1 or values[0].shape != (() if reduced else point.shape):
         return {}
+    params = [a.astype(np.float64) for a in arrays[1:]]
+    if counterpart.weight is not None:
+        params.append(np.asarray(counterpart.weight, dtype=np.float64))
+    scale = 1.0 / point.size if counterpart.reduction == "mean" else 1.0
     ones = [np.ones_like(values[0])]
+    first_only = [np.ones_like(point)] + [np.zeros_like(a) for a in arrays[1:]]
     found = {}
     for mode in modes:
         if mode == "value":
@@ -215,19 +247,23 @@ def elementwise_truths(fn, leaves, truth_fn, dtype, modes):
         elif mode == "reverse":
             observed, derivative = backend.vjp(fn, arrays, ones)[1][0], 1
         elif mode == "forward":
-            observed, derivative = backend.jvp(fn, arrays, [np.ones_like(point)])[1][0], 1
-        else:  # the Hessian of an elementwise op is diagonal: the VJP of its gradient with unit weights
-            observed, derivative = backend.vjp(backend.derivative_function(fn, ones), arrays, [np.ones_like(point)])[1][0], 2
-        truth = mpmath_truth(truth_fn, point.astype(np.float64), derivative)
+            if reduced:
+                continue
+            observed, derivative = backend.jvp(fn, arrays, first_only)[1][0], 1
+        else:  # the Hessian in the first input is diagonal: the VJP of its gradient with unit weights
+            observed, derivative = backend.vjp(backend.derivative_function(fn, ones), arrays, first_only)[1][0], 2
+        truth = scale * mpmath_truth(counterpart.fn, point.astype(np.float64), derivative, params)
         if mode == "value":
+            truth = np.asarray(truth.sum()) if reduced else truth
             rtol = _allowance(VALUE_ULPS, dtype)
             agree, bound = compare_gradients(observed, truth, dtype, magnitude=np.abs(truth), rtol=rtol)
             agree |= ~np.isfinite(truth)
             worst = None if agree.all() else _entry(observed, truth, dtype, agree, bound)
         else:
             worst = worst_disagreement([[observed.reshape(-1, 1)]], [[truth.reshape(-1, 1)]], dtype, per_entry=True)
-            if worst is not None:  # the diagonal: output element k depends on input element k
+            if worst is not None:  # output element k (0 when reduced) depends on input element k
                 worst["in_element"] = worst["out_element"]
+                worst["out_element"] = 0 if reduced else worst["out_element"]
         found[mode] = worst
     return found
 
