@@ -218,9 +218,10 @@ def test_binary_cross_entropy_second_order_is_confirmed_by_mpmath_over_its_targe
     assert run.returncode == 1 and "where the truth (mpmath) is" in run.stdout, run.stdout + run.stderr
 
 
-@pytest.mark.parametrize("op, index", [("clamp", 5), ("grid_sampler_2d", 3)])
+@pytest.mark.parametrize("op, index", [("clamp", 5), ("grid_sampler_2d", 3), ("nn.functional.grid_sample", 4)])
 def test_a_bfloat16_tie_where_forward_and_reverse_take_different_subgradients_is_no_finding(op, index):
-    # bfloat16's coarse grid puts inputs exactly on clamp's bound and grid points on cell edges.
+    # bfloat16's coarse grid puts inputs exactly on clamp's bound and grid points on cell edges (grid_sample #4: its
+    # subgradient is off by its bfloat16 rounding, measured before the kink is judged).
     from gradverify.audit import Unit, audit_unit
 
     assert audit_unit(Unit("torch", op, index, "bfloat16")).status == "pass"
