@@ -19,7 +19,7 @@ OUT, OUT_ELEMENT, IN, IN_ELEMENT = 0, 1, 0, 1
 TRUTH, ALLOWANCE, ORACLE = 4.35791181463736, 2.6320101955276385e-13, 'mpmath'
 
 x = XS[0].clone().requires_grad_()
-(g,) = torch.autograd.grad(outputs(x)[0].sum(), x, create_graph=True)
+(g,) = torch.autograd.grad(outputs(x, *XS[1:])[0].sum(), x, create_graph=True)
 (h,) = torch.autograd.grad(g.sum(), x)
 value = h.reshape(-1)[IN_ELEMENT].item()
 
