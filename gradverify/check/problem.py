@@ -15,7 +15,7 @@ import numpy as np
 
 from . import oracles
 from .backends import is_real_floating_dtype, native_kind
-from .errors import MutatedInput, NondeterministicFunction
+from .errors import MutatedInput, NondeterministicFunction, UncheckableFunction
 from .result import entry_status
 from .semantics import View, ViewedBackend
 
@@ -245,7 +245,7 @@ class Problem:
     def evaluate_many(self, points):
         """fn's outputs at each of ``points`` near the point (NaN where fn raises, see :meth:`_raising_as_nan`)."""
         return self._raising_as_nan(lambda batch: self.backend.evaluate_many(self.fn, batch), points,
-                                    lambda: [np.full(self.base.shape, np.nan)])
+                                    [np.full(self.base.shape, np.nan)])
 
     def evaluate_rows(self, points):
         """Flattened outputs at each row of ``points`` (flattened inputs), evaluated as one batch."""
@@ -254,17 +254,17 @@ class Problem:
                        zip(np.split(batch, np.cumsum(self.sizes)[:-1], axis=1), self.reference)]
             outputs = self.backend.evaluate_batch(self.fn, stacked)
             return np.concatenate([y.reshape(len(batch), -1) for y in outputs], axis=1).astype(np.float64)
-        return np.stack(self._raising_as_nan(rows, points, lambda: np.full(self.base.shape, np.nan)))
+        return np.stack(self._raising_as_nan(rows, points, np.full(self.base.shape, np.nan)))
 
     def _raising_as_nan(self, evaluate, points, nan_outputs):
-        """``evaluate(points)``, or point by point where it raises, with ``nan_outputs()`` for a point fn rejects.
+        """``evaluate(points)``, or point by point where it raises, with ``nan_outputs`` for a point fn rejects.
 
         fn ran at the point itself; a nearby point it rejects (a probability target stepped out of [0, 1])
         lies outside its domain, as one where it returns NaN does, and the oracles shrink their step.
         """
         try:
             return list(evaluate(points))
-        except (MutatedInput, NondeterministicFunction):
+        except UncheckableFunction:
             raise
         except Exception:  # noqa: BLE001  (which points fn rejects is found one at a time below)
             pass
@@ -272,10 +272,10 @@ class Problem:
         for point in points:
             try:
                 outputs.append(evaluate(point[None] if isinstance(points, np.ndarray) else [point])[0])
-            except (MutatedInput, NondeterministicFunction):
+            except UncheckableFunction:
                 raise
             except Exception as error:  # noqa: BLE001
-                outputs.append(nan_outputs())
+                outputs.append(nan_outputs)
                 note = f"fn raised {type(error).__name__} at a nearby point; the oracles treat it as outside the domain"
                 if note not in self.notes:
                     self.notes.append(note)
