@@ -86,8 +86,10 @@ def _kink_status(analytical, left, right, spread, bound):
 
     "fail" when they agree (no kink: the failure stands), "subgradient" when
     the analytical value (every one of them, given several) lies between
-    them, "kink" (inconclusive) otherwise.
+    them, "kink" (inconclusive) otherwise.  A NaN or infinite analytical value is no subgradient: it fails.
     """
+    if not np.all(np.isfinite(analytical)):
+        return "fail", ""
     if not (math.isfinite(left) and math.isfinite(right)) or abs(right - left) <= spread + bound:
         return "fail", ""
     note = f"one-sided derivatives differ: left {left:.10g}, right {right:.10g}"
