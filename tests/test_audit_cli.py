@@ -270,3 +270,47 @@ def test_a_jax_bfloat16_sample_is_compared_with_torch_on_the_same_sample():
 
     result = audit_unit(Unit("jax", "jax.numpy.linalg.norm", 75, "bfloat16"))
     assert result.status == "pass", result.reason
+
+
+@pytest.mark.parametrize("op, index, dtype, order, mode", [("triangular_solve", 1, "float32", 2, "second order"),
+                                                           ("nextafter", 6, "bfloat16", 1, "reverse")])
+def test_a_lower_precision_failure_is_confirmed_by_the_framework_checker_in_float64_where_the_ads_agree(
+        op, index, dtype, order, mode, tmp_path):
+    # torch's checkers run in float64 only: at the sample's own inputs, widened, they judge float64's AD, which the
+    # audit first finds equal to this dtype's.  nextafter #6 holds 5.125 in both tensors: torch's derivative at
+    # the tie is 0, where nextafter(x, y) is x to within an ulp on both sides.
+    from gradverify.audit import KNOWN_DEFECTS, Unit, audit_unit, collect, load_known, torch_source
+    from gradverify.audit.reproducer import script
+
+    result = audit_unit(Unit("torch", op, index, dtype, order))
+    failure = next(f for f in result.failures if f.mode == mode)
+    assert failure.oracles["torch gradcheck in float64"] and failure.confirmed
+    [finding] = [f for f in collect([result], load_known(KNOWN_DEFECTS["torch"]), torch_source)["findings"]
+                 if f["mode"] == mode]
+    assert finding["known"]
+    path = tmp_path / "reproducer.py"
+    path.write_text(script(finding, torch_source.reproducer_call(op, index, dtype)))
+    run = subprocess.run([sys.executable, str(path)], cwd=tmp_path, capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin"}, timeout=300)
+    assert run.returncode == 1 and "own check fails too" in run.stdout, run.stdout + run.stderr
+
+
+def test_the_checker_in_float64_is_asked_only_where_float64_ad_matches_the_audited_dtype():
+    import torch
+
+    from gradverify.audit.sources import Case
+    from gradverify.audit.unit import _same_ad_in_float64
+
+    class SlopeByDtype(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return 2 * x
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * (2 if grad.dtype == torch.float64 else 3)
+
+    x = torch.linspace(-1, 1, 5, dtype=torch.float32)
+    assert _same_ad_in_float64(Case(lambda v: (2 * v,), [x], True, True), "reverse")
+    assert _same_ad_in_float64(Case(lambda v: (v * v.sin(),), [x], True, True), "second order")
+    assert not _same_ad_in_float64(Case(lambda v: (SlopeByDtype.apply(v),), [x], True, True), "reverse")

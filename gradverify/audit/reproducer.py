@@ -4,7 +4,7 @@ The script rebuilds the sample (its floating inputs as exact literals), computes
 the entry the confirming oracle found wrong (a Jacobian entry from reverse or
 forward mode, a second derivative, or a value) and compares it with the truth
 recorded by that oracle; where the only second oracle was the framework's own
-checker, it runs that checker.  Exit status 1 while the defect exists, 0
+checker, it runs that checker (in float64, as the audit did).  Exit status 1 while the defect exists, 0
 once it is fixed.
 """
 from __future__ import annotations
@@ -120,13 +120,14 @@ def _native_replay(finding) -> str:
         order, modes = (2, '["fwd", "rev"]' if forward else '["rev"]') if finding["mode"] == "second order" else (
             1, '["fwd"]' if finding["mode"] == "forward" else '["rev"]')
         return ("from jax.test_util import check_grads\n\ntry:\n"
-                f"    check_grads(lambda *xs: outputs(*xs), tuple(XS), order={order}, modes={modes})\n"
+                f"    check_grads(lambda *xs: outputs(*xs), tuple(jnp.asarray(x, jnp.float64) for x in XS), "
+                f"order={order}, modes={modes})\n"
                 "except AssertionError as failure:\n    print(failure)\n    sys.exit(1)\nsys.exit(0)\n")
     options = "raise_exception=False, check_undefined_grad=False, check_batched_grad=False"
     call = {"second order": f"torch.autograd.gradgradcheck(outputs, xs, check_fwd_over_rev={forward}, "
                             f"check_rev_over_rev={not forward}, {options})",
             "forward": f"torch.autograd.gradcheck(outputs, xs, check_forward_ad=True, check_backward_ad=False, "
                        f"{options})"}.get(finding["mode"], f"torch.autograd.gradcheck(outputs, xs, {options})")
-    return (f"xs = [x.clone().requires_grad_() for x in XS]\nok = {call}\n"
+    return (f"xs = [x.detach().double().requires_grad_() for x in XS]\nok = {call}\n"
             "print('torch agrees the derivative is right' if ok else 'torch\\'s own check fails too')\n"
             "sys.exit(0 if ok else 1)\n")

@@ -5,7 +5,8 @@ A source module provides ``select(names)`` (op ids, in order), ``dtypes(op)``,
 index, dtype)`` (the sample's floating elements), ``case(op, index, dtype)`` -> :class:`Case`,
 ``describe(op, index, dtype)``, ``mpmath_function(op, index, dtype, case)``,
 ``other_framework(op, index, dtype, case)``, ``native_confirmation(fn,
-leaves, mode, check)``, ``native_checker`` (its name), ``expected_failure(op, mode, dtypes)``
+leaves, mode, check)`` (the framework's own checker, in float64 at the leaves), ``native_checker`` (its name),
+``expected_failure(op, mode, dtypes)``
 (the framework's own tests already expect that mode to fail) and ``reproducer_call(op,
 index, dtype)`` (the code of the call, see :mod:`gradverify.audit.reproducer`).
 """

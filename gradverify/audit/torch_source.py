@@ -285,7 +285,8 @@ native_checker = "torch gradcheck"
 
 
 def native_confirmation(fn, leaves, mode, check="") -> bool | None:
-    """Does torch's own gradcheck (float64) agree that ``mode`` is wrong?  None when it does not apply.
+    """Does torch's own gradcheck, in float64 at ``leaves`` (cast), agree that ``mode`` is wrong?  None when it
+    does not apply.
 
     A second-order failure of a forward-mode ``check`` (check_grad's row name) is forward over reverse, which
     gradgradcheck checks only when asked.
@@ -294,9 +295,7 @@ def native_confirmation(fn, leaves, mode, check="") -> bool | None:
 
     import torch
 
-    if leaves[0].dtype != torch.float64:
-        return None
-    inputs = [x.clone().requires_grad_() for x in leaves]
+    inputs = [x.detach().double().requires_grad_() for x in leaves]
     options = dict(raise_exception=False, check_undefined_grad=False, check_batched_grad=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
