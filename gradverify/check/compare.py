@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from . import oracles
+from .problem import flatten, unflatten
 from .result import REPEATED_BACKWARD, constant_names, entry_status
 
 REENTRANCY_CHECK = f"reentrant backward {REPEATED_BACKWARD}"
@@ -73,12 +74,82 @@ def _one_sided(problem, direction, weights, deep=False):
     ladder = tuple(scale * factor for factor in ONE_SIDED_LADDER)
     left = problem.estimate(direction, oracles.CENTRAL_STEP, 3, ladder=ladder, one_sided=-1)
     right = problem.estimate(direction, oracles.CENTRAL_STEP, 3, ladder=ladder, one_sided=+1)
+    return _weighted(weights, left.value), _weighted(weights, right.value), oracles.SAFETY * _weighted(
+        weights, left.error + right.error, absolute=True)
+
+
+def _weighted(weights, values, absolute=False):
+    """``weights @ values`` for ``weights`` as :func:`_one_sided` takes them (``|weights|`` with ``absolute``)."""
     if isinstance(weights, tuple):
         factor, indices = weights
-        spread = oracles.SAFETY * abs(factor) * (left.error + right.error)[indices]
-        return factor * left.value[indices], factor * right.value[indices], spread
-    spread = oracles.SAFETY * (np.abs(weights) @ (left.error + right.error))
-    return weights @ left.value, weights @ right.value, spread
+        return (abs(factor) if absolute else factor) * values[indices]
+    return (np.abs(weights) if absolute else weights) @ values
+
+
+ADDITIVITY_PARTS, ADDITIVITY_PARTITIONS = 8, 4
+"""A direction is cut into this many random parts, this many times, to test its directional derivatives for
+additivity (see :func:`_not_additive`): halves miss a tie group's middle too often (sort's 8,000 bfloat16 values
+in ties of up to 33 have hundreds of such rows, each of which must be caught)."""
+NOT_DIFFERENTIABLE = ("derivatives along parts of a direction do not add up to the derivative along it: fn is not "
+                      "differentiable here, and AD's value is one piece's")
+ADDITIVITY_GAP = 1e-2
+"""Smallest residual, relative to the derivatives' sizes, that calls a derivative not additive: at a kink it is the
+derivative's own size, while finite-difference noise stays far below."""
+
+
+def _not_additive(problem, direction, weights):
+    """Per row of ``weights``: is the derivative of ``weights @ f`` along ``direction`` d, central or from the right,
+    other than the sum of its derivatives along the parts of some random partition of d's entries?
+
+    At a point where fn is not differentiable, one-sided derivatives along d can agree while the derivative is not
+    linear in d: sort's middle element of three tied values moves with the median of their directions, on either
+    side.  AD returns one piece's Jacobian there (a permutation), which no finite difference along d reproduces.
+    A partition that keeps the central derivative additive mostly breaks the right one's, and back.
+    """
+    flat, shapes = flatten(direction), [np.shape(d) for d in direction]
+    moving = np.flatnonzero(flat)
+
+    def derivatives(along):
+        return [problem.estimate(along, oracles.CENTRAL_STEP, 3),
+                problem.estimate(along, oracles.CENTRAL_STEP, 3, ladder=ONE_SIDED_LADDER, one_sided=+1)]
+
+    whole = derivatives(direction)
+    found = np.zeros(np.shape(_weighted(weights, whole[0].value)), dtype=bool)
+    if len(moving) < 2:
+        return found
+    for _ in range(ADDITIVITY_PARTITIONS):
+        labels = problem.rng.integers(0, ADDITIVITY_PARTS, len(moving))
+        parts = []
+        for label in np.unique(labels):
+            part = np.zeros_like(flat)
+            part[moving[labels == label]] = flat[moving[labels == label]]
+            parts.append(derivatives(unflatten(part, shapes)))
+        for estimates in zip(whole, *parts):
+            values = [_weighted(weights, e.value) for e in estimates]
+            residual = np.abs(values[0] - sum(values[1:]))
+            error = oracles.SAFETY * _weighted(weights, sum(e.error for e in estimates), absolute=True)
+            with np.errstate(invalid="ignore"):
+                found |= (residual > error) & (residual > ADDITIVITY_GAP * sum(np.abs(v) for v in values))
+    return found
+
+
+def rows_not_differentiable(problem, jacobian, error, rows, directions=ADDITIVITY_PARTITIONS):
+    """Per output in ``rows``: does its derivative along a random direction d, central or from the right, differ
+    from ``jacobian @ d`` (the numerical partial derivatives, ``error`` their errors), as at a tie of three or more
+    sorted values, whose middle has equal one-sided partial derivatives (0) in every input?"""
+    found = np.zeros(len(rows), dtype=bool)
+    for _ in range(directions):
+        d = problem.random_signs() * flatten(problem.scales)
+        along = unflatten(d, problem.shapes)
+        predicted = jacobian[rows] @ d
+        for estimate in (problem.estimate(along, oracles.CENTRAL_STEP, 3),
+                         problem.estimate(along, oracles.CENTRAL_STEP, 3, ladder=ONE_SIDED_LADDER, one_sided=+1)):
+            residual = np.abs(estimate.value[rows] - predicted)
+            allowed = oracles.SAFETY * (estimate.error[rows] + error[rows] @ np.abs(d))
+            with np.errstate(invalid="ignore"):
+                found |= (residual > allowed) & (residual > ADDITIVITY_GAP * (np.abs(estimate.value[rows])
+                                                                             + np.abs(predicted)))
+    return found
 
 
 def _kink_status(analytical, left, right, spread, bound):
@@ -112,6 +183,13 @@ def judge_kinks(problem, status, notes, analytical, bound, direction, weights, d
     for n, i in enumerate(failing):
         status[i], note = _kink_status(analytical[i], left[n], right[n], spread[n], bound[i])
         notes[i] = "; ".join(text for text in (notes[i], note) if text)
+    standing = np.array([i for i in failing if status[i] == "fail" and np.all(np.isfinite(analytical[i]))], dtype=int)
+    if not len(standing) or deep:  # an ill-conditioned fn: the default steps resolve no direction
+        return
+    rows = (weights, standing) if np.isscalar(weights) else weights[standing]
+    for i in standing[_not_additive(problem, direction, rows)]:
+        status[i] = "kink"
+        notes[i] = "; ".join(text for text in (notes[i], NOT_DIFFERENTIABLE) if text)
 
 
 def follow_shrinking_steps(deep, status, notes, numerical, error, curvature):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import oracles
-from .compare import (DEEP_LADDER, REFINE_LADDER, block_max, follow_shrinking_steps, forward_and_consistency,
-                      judge_kinks, reentrant_gradient)
+from .compare import (DEEP_LADDER, NOT_DIFFERENTIABLE, REFINE_LADDER, block_max, follow_shrinking_steps,
+                      forward_and_consistency, judge_kinks, reentrant_gradient, rows_not_differentiable)
 from .problem import flatten, unflatten
 from .result import entry_status
 
@@ -127,12 +127,22 @@ def full_check(problem, rows, check_forward, directions):
     # the measurement moves the point, which can cross a kink: kinks are judged first.
     if problem.measured_rounding:
         bound = widen_failing_rows(bound)
+    partials, partial_error = numerical.copy(), error.copy()
     for j in _worst_failing_columns(status, analytical, numerical, bound):
         judge_kinks(problem, status[:, j], notes[:, j], analytical[:, j], bound[:, j], problem.unit(j),
                      1.0 / scales[j], deepened[j])
         at_kink = np.isin(status[:, j], ["subgradient", "kink"])
         # Later checks reuse the numerical Jacobian: at a kink they take the analytical value as given.
         numerical[at_kink, j], error[at_kink, j] = analytical[at_kink, j], 0.0
+    # A failing entry whose one-sided partial derivatives agree can still sit where its output is not differentiable.
+    # (Not where partial derivatives needed much smaller steps: there the default ones do not resolve any direction.)
+    failing_rows = np.unique(np.nonzero(status == "fail")[0])
+    if len(failing_rows) and not deepened.any():
+        for i in failing_rows[rows_not_differentiable(problem, partials, partial_error, failing_rows)]:
+            failing = status[i] == "fail"
+            status[i, failing] = "kink"
+            notes[i, failing] = [f"{note}; " * bool(note) + NOT_DIFFERENTIABLE for note in notes[i, failing]]
+            numerical[i, failing], error[i, failing] = analytical[i, failing], 0.0
     # So do they where finite differences could not resolve the derivative (the verdict is inconclusive).
     unresolved = status == "unresolved"
     numerical[unresolved], error[unresolved] = analytical[unresolved], 0.0
