@@ -322,6 +322,14 @@ def test_order_two_of_a_bfloat16_derivative_that_cannot_run_in_float64_is_no_cra
     assert result.verdict == "pass", result.reason
 
 
+@pytest.mark.parametrize("order", [1, 2])
+def test_nan_from_zero_times_an_infinite_derivative_is_inconclusive_not_a_failure(order):
+    # asin' is infinite at 1: AD's VJP multiplies it by the zero cotangent of every other output (NaN), and at order 2
+    # asin'(1) is an infinite output of the derivative whose zero cotangent does the same.
+    result = check_grad(torch.asin, torch64([0.5, 1.0, -0.25]), mode="full", order=order)
+    assert result.verdict == "inconclusive", result.reason
+
+
 def test_nan_in_both_is_reported_not_treated_as_equal():
     result = check_grad(torch.sqrt, torch64([0.0, 1.0]), mode="full")  # sqrt'(0) = inf; sqrt(-h) is NaN
     assert result.verdict == "inconclusive"

@@ -138,7 +138,9 @@ _INCONCLUSIVE = {"kink": "is at a kink", "nan-both": "has a NaN/Inf in both the 
                  "unresolved": "cannot be resolved by finite differences: the function varies faster than the "
                  "smallest step (ill-conditioned?)",
                  "numerical-nonfinite": "has a non-finite numerical derivative (the function is not finite "
-                 "near the point)"}
+                 "near the point)",
+                 "singular": "is NaN where the derivative in the same input is infinite (AD's 0 * inf at a "
+                 "singular point)"}
 
 
 def _ratio(row):
