@@ -273,12 +273,15 @@ def test_a_jax_bfloat16_sample_is_compared_with_torch_on_the_same_sample():
 
 
 @pytest.mark.parametrize("op, index, dtype, order, mode", [("triangular_solve", 1, "float32", 2, "second order"),
-                                                           ("nextafter", 6, "bfloat16", 1, "reverse")])
+                                                           ("nextafter", 6, "bfloat16", 1, "reverse"),
+                                                           ("nn.functional.poisson_nll_loss", 49, "bfloat16", 1,
+                                                            "reverse")])
 def test_a_lower_precision_failure_is_confirmed_by_the_framework_checker_in_float64_where_the_ads_agree(
         op, index, dtype, order, mode, tmp_path):
     # torch's checkers run in float64 only: at the sample's own inputs, widened, they judge float64's AD, which the
     # audit first finds equal to this dtype's.  nextafter #6 holds 5.125 in both tensors: torch's derivative at
-    # the tie is 0, where nextafter(x, y) is x to within an ulp on both sides.
+    # the tie is 0, where nextafter(x, y) is x to within an ulp on both sides.  poisson_nll_loss(full=True) #49 holds
+    # targets of exactly 0, where the gradient in target is NaN (the masked Stirling term's -inf times 0), not -input.
     from gradverify.audit import KNOWN_DEFECTS, Unit, audit_unit, collect, load_known, torch_source
     from gradverify.audit.reproducer import script
 
