@@ -21,7 +21,7 @@ def outputs(*xs):
 from jax.test_util import check_grads
 
 try:
-    check_grads(lambda *xs: outputs(*xs), tuple(XS), order=1, modes=["rev"])
+    check_grads(lambda *xs: outputs(*xs), tuple(jnp.asarray(x, jnp.float64) for x in XS), order=1, modes=["rev"])
 except AssertionError as failure:
     print(failure)
     sys.exit(1)
