@@ -108,12 +108,7 @@ def _not_additive(problem, direction, weights):
     """
     flat, shapes = flatten(direction), [np.shape(d) for d in direction]
     moving = np.flatnonzero(flat)
-
-    def derivatives(along):
-        return [problem.estimate(along, oracles.CENTRAL_STEP, 3),
-                problem.estimate(along, oracles.CENTRAL_STEP, 3, ladder=ONE_SIDED_LADDER, one_sided=+1)]
-
-    whole = derivatives(direction)
+    whole = _central_and_right(problem, direction)
     found = np.zeros(np.shape(_weighted(weights, whole[0].value)), dtype=bool)
     if len(moving) < 2:
         return found
@@ -123,14 +118,25 @@ def _not_additive(problem, direction, weights):
         for label in np.unique(labels):
             part = np.zeros_like(flat)
             part[moving[labels == label]] = flat[moving[labels == label]]
-            parts.append(derivatives(unflatten(part, shapes)))
+            parts.append(_central_and_right(problem, unflatten(part, shapes)))
         for estimates in zip(whole, *parts):
             values = [_weighted(weights, e.value) for e in estimates]
-            residual = np.abs(values[0] - sum(values[1:]))
             error = oracles.SAFETY * _weighted(weights, sum(e.error for e in estimates), absolute=True)
-            with np.errstate(invalid="ignore"):
-                found |= (residual > error) & (residual > ADDITIVITY_GAP * sum(np.abs(v) for v in values))
+            found |= _apart(values[0], sum(values[1:]), error, sum(np.abs(v) for v in values[1:]))
     return found
+
+
+def _central_and_right(problem, direction):
+    """The central and the right-sided derivative estimates along ``direction``."""
+    return [problem.estimate(direction, oracles.CENTRAL_STEP, 3),
+            problem.estimate(direction, oracles.CENTRAL_STEP, 3, ladder=ONE_SIDED_LADDER, one_sided=+1)]
+
+
+def _apart(value, expected, error, size):
+    """Whether ``value`` and ``expected`` differ beyond ``error`` and by :data:`ADDITIVITY_GAP` of their sizes."""
+    residual = np.abs(value - expected)
+    with np.errstate(invalid="ignore"):
+        return (residual > error) & (residual > ADDITIVITY_GAP * (np.abs(value) + size))
 
 
 def rows_not_differentiable(problem, jacobian, error, rows, directions=ADDITIVITY_PARTITIONS):
@@ -142,13 +148,9 @@ def rows_not_differentiable(problem, jacobian, error, rows, directions=ADDITIVIT
         d = problem.random_signs() * flatten(problem.scales)
         along = unflatten(d, problem.shapes)
         predicted = jacobian[rows] @ d
-        for estimate in (problem.estimate(along, oracles.CENTRAL_STEP, 3),
-                         problem.estimate(along, oracles.CENTRAL_STEP, 3, ladder=ONE_SIDED_LADDER, one_sided=+1)):
-            residual = np.abs(estimate.value[rows] - predicted)
+        for estimate in _central_and_right(problem, along):
             allowed = oracles.SAFETY * (estimate.error[rows] + error[rows] @ np.abs(d))
-            with np.errstate(invalid="ignore"):
-                found |= (residual > allowed) & (residual > ADDITIVITY_GAP * (np.abs(estimate.value[rows])
-                                                                             + np.abs(predicted)))
+            found |= _apart(estimate.value[rows], predicted, allowed, np.abs(predicted))
     return found
 
 

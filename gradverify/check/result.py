@@ -139,8 +139,8 @@ _INCONCLUSIVE = {"kink": "is at a kink", "nan-both": "has a NaN/Inf in both the 
                  "smallest step (ill-conditioned?)",
                  "numerical-nonfinite": "has a non-finite numerical derivative (the function is not finite "
                  "near the point)",
-                 "singular": "is NaN where the derivative in the same input is infinite (AD's 0 * inf at a "
-                 "singular point)"}
+                 "singular": "is NaN at a singular point (an infinite derivative in the same input, or "
+                 "non-finite values of fn): AD's 0 * inf"}
 
 
 def _ratio(row):
