@@ -108,10 +108,10 @@ def _not_additive(problem, direction, weights):
     """
     flat, shapes = flatten(direction), [np.shape(d) for d in direction]
     moving = np.flatnonzero(flat)
-    whole = _central_and_right(problem, direction)
-    found = np.zeros(np.shape(_weighted(weights, whole[0].value)), dtype=bool)
+    found = np.zeros(len(weights[1]) if isinstance(weights, tuple) else len(weights), dtype=bool)
     if len(moving) < 2:
         return found
+    whole = _central_and_right(problem, direction)
     for _ in range(ADDITIVITY_PARTITIONS):
         labels = problem.rng.integers(0, ADDITIVITY_PARTS, len(moving))
         parts = []
