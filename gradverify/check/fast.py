@@ -91,8 +91,8 @@ def _equalized_projection(problem, rows, direction, cotangent, gradient):
     analytical, numerical, bound = _projection(problem, estimate, cotangent, gradient, output_scale=unsized)
     status = entry_status([analytical], [numerical], [bound])
     if status[0] == "fail":
-        problem.measure_noise()
-        estimate = problem.estimate(weighted, oracles.RICHARDSON_STEP, 3, ladder=(1.0,) + REFINE_LADDER)
+        estimate = problem.estimate(weighted, oracles.RICHARDSON_STEP, 3, ladder=(1.0,) + REFINE_LADDER,
+                                    own_noise=True)
         analytical, numerical, bound = _projection(problem, estimate, cotangent, gradient, output_scale=unsized)
         status = entry_status([analytical], [numerical], [bound])
     effective = flatten(estimate.direction)
@@ -111,7 +111,8 @@ def _refined_projection(problem, direction, cotangent, gradient, forward_availab
     minus numerical, which do not depend on the direction's last bits) are
     what the steps are compared on.
     """
-    estimates = problem.estimates(direction, oracles.RICHARDSON_STEP, 3, ladder=(1.0,) + REFINE_LADDER)
+    estimates = problem.estimates(direction, oracles.RICHARDSON_STEP, 3, ladder=(1.0,) + REFINE_LADDER,
+                                  own_noise=True)
     tangents_out = [problem.jvp(flatten(e.direction)) if forward_available else None for e in estimates]
     residuals, errors = [], []
     for estimate, tangent_out in zip(estimates, tangents_out):
@@ -185,7 +186,7 @@ def _localize(problem, rows, direction, cotangent, gradient, output_scale=None):
         candidates = max(results, key=lambda r: r[0])[1]
     j = int(candidates[0])
     unit = problem.unit(j)
-    estimate = problem.estimate(unit, oracles.RICHARDSON_STEP, 3, ladder=(1.0,) + REFINE_LADDER)
+    estimate = problem.estimate(unit, oracles.RICHARDSON_STEP, 3, ladder=(1.0,) + REFINE_LADDER, own_noise=True)
     step = flatten(estimate.direction)[j]
     numerical = float(cotangent @ estimate.value) / step
     base = abs(gradient[j]) + np.abs(cotangent) @ output_scale / abs(step)

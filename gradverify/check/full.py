@@ -47,9 +47,9 @@ def full_check(problem, rows, check_forward, directions):
         """The reference implementation's error, the largest of each input's block (as flash-attention's tests)."""
         return None if reference is None else block_max(np.abs(reference - numerical), problem.sizes)
 
-    def column_estimates(j, ladder):
+    def column_estimates(j, ladder, own_noise=False):
         """(values, errors, curvatures) of column j at each step of ``ladder`` that stays in the domain."""
-        estimates = problem.estimates(problem.unit(j), oracles.RICHARDSON_STEP, 3, ladder=ladder)
+        estimates = problem.estimates(problem.unit(j), oracles.RICHARDSON_STEP, 3, ladder=ladder, own_noise=own_noise)
         steps = [flatten(e.direction)[j] for e in estimates]
         values = [e.value / step for e, step in zip(estimates, steps)]
         # The summation noise was sized for the default step; it scales inversely with the step taken.
@@ -57,9 +57,9 @@ def full_check(problem, rows, check_forward, directions):
                   for e, step in zip(estimates, steps)]
         return values, errors, [e.curvature / step**2 for e, step in zip(estimates, steps)]
 
-    def refine(j, ladder):
+    def refine(j, ladder, own_noise=False):
         """Re-estimate column j over ``ladder``, its error widened by the disagreement between steps."""
-        values, errors, curvatures = column_estimates(j, ladder)
+        values, errors, curvatures = column_estimates(j, ladder, own_noise)
         best, widened = oracles.widened_best([analytical[:, j] - v for v in values], errors)
         numerical[:, j], error[:, j], curvature[:, j] = values[best], widened, curvatures[best]
 
@@ -87,7 +87,7 @@ def full_check(problem, rows, check_forward, directions):
     output_per_input, magnitude = rounding_magnitude()
     status = entry_status(analytical, numerical, problem.bound(numerical, error, magnitude, reference_error()))
     for j in np.unique(np.nonzero(status == "fail")[1]):
-        refine(j, (1.0,) + REFINE_LADDER + ((wide[j],) if wide[j] > 1.0 else ()))
+        refine(j, (1.0,) + REFINE_LADDER + ((wide[j],) if wide[j] > 1.0 else ()), own_noise=True)
     bound = problem.bound(numerical, error, magnitude, reference_error())
     status = entry_status(analytical, numerical, bound)
     notes = np.full(status.shape, "", dtype=object)
