@@ -54,9 +54,9 @@ def fast_check(problem, rows, check_forward, directions):
             forward_available &= status[0] != "unresolved"
         judge_kinks(problem, status, notes, [analytical], [bound], direction, cotangent[None, :], deeper is not None)
         effective = flatten(estimate.direction)
-        bound = problem.widen_failures(status, [analytical], [numerical], np.atleast_1d(bound),
-                                       lambda point: [np.sum(problem.vjp(cotangent, point) * effective)],
-                                       by_reference=True)
+        bound = _widen_failure(problem, status, analytical, numerical, bound,
+                               lambda point: [np.sum(problem.vjp(cotangent, point) * effective)],
+                               _projection_terms(problem, gradient, effective, cotangent), by_reference=True)
         rows.add("reverse (projection)", analytical, numerical, bound, status,
                  constant_names("<c, f>", "all", f"direction {k}"), notes)
         if status[0] in ("fail", "kink"):
@@ -96,8 +96,9 @@ def _equalized_projection(problem, rows, direction, cotangent, gradient):
         analytical, numerical, bound = _projection(problem, estimate, cotangent, gradient, output_scale=unsized)
         status = entry_status([analytical], [numerical], [bound])
     effective = flatten(estimate.direction)
-    bound = problem.widen_failures(status, [analytical], [numerical], np.atleast_1d(bound),
-                                   lambda point: [np.sum(problem.vjp(cotangent, point) * effective)])
+    bound = _widen_failure(problem, status, analytical, numerical, bound,
+                           lambda point: [np.sum(problem.vjp(cotangent, point) * effective)],
+                           _projection_terms(problem, gradient, effective, cotangent, unsized))
     rows.add("reverse (equalized projection)", analytical, numerical, bound, status,
              constant_names("<c, f>", "all", "terms of one size"))
     if status[0] == "fail":
@@ -144,6 +145,19 @@ def _fast_comparisons_fail(problem, estimate, cotangent, gradient, tangent_out):
         return False
     bound = problem.bound(estimate.value, estimate.error, _forward_magnitude(problem, estimate))
     return bool(np.any(entry_status(tangent_out, estimate.value, bound) != "pass"))
+
+
+def _projection_terms(problem, gradient, effective, cotangent, output_scale=None):
+    """The size of the terms a projection <J^T c, v> sums: its products' and the outputs' (as its allowance's)."""
+    output_scale = problem.output_scale if output_scale is None else output_scale
+    return np.sum(np.abs(gradient * effective)) + np.abs(cotangent) @ output_scale
+
+
+def _widen_failure(problem, status, analytical, numerical, bound, side, term_scale, by_reference=False):
+    """A failing comparison's bound widened by the measured rounding of ``side`` (its AD value at a point), and
+    in float32 by the rounding of the terms its AD combines (``term_scale``): see :class:`~.problem.Problem`."""
+    bound = problem.widen_failures(status, [analytical], [numerical], np.atleast_1d(bound), side, by_reference)
+    return problem.widen_term_rounding(status, [analytical], [numerical], bound, side, np.atleast_1d(term_scale))
 
 
 def _projection(problem, estimate, cotangent, gradient, error=None, reference_gradient=None, output_scale=None):
@@ -204,8 +218,8 @@ def _localize(problem, rows, direction, cotangent, gradient, output_scale=None):
         status[status == "fail"] = entry_status([gradient[j]], [numerical], [bound])[status == "fail"]
     judge_kinks(problem, status, notes, [gradient[j]], [bound], unit, cotangent[None, :] / flatten(problem.scales)[j],
                  deeper is not None)
-    bound = problem.widen_failures(status, [gradient[j]], [numerical], np.atleast_1d(bound),
-                                   lambda point: [problem.vjp(cotangent, point)[j]])
+    bound = _widen_failure(problem, status, gradient[j], numerical, bound,
+                           lambda point: [problem.vjp(cotangent, point)[j]], base)
     input_number, element = problem.input_name(j)
     rows.add("reverse (localised)", gradient[j], numerical, bound, status,
              constant_names("<c, f>", input_number, element), notes)

@@ -43,9 +43,10 @@ REFERENCE_FACTOR = 2.0
 own error in the same dtype (flash-attention's tests use 2)."""
 
 
-PRODUCT_SCALE = 3.0
-"""Factor on the cotangents and tangents of the AD products that measure a float32 entry's term rounding
-(:meth:`Problem.widen_term_rounding`): not a power of two, so every product and sum rounds differently."""
+PRODUCT_SCALES = (3.0, 5.0 / 3.0)
+"""Factors on the cotangents and tangents of the AD products that measure a float32 entry's term rounding
+(:meth:`Problem.widen_term_rounding`): not powers of two, so every product and sum rounds differently; two,
+since one redraw of a rounding can land near the first."""
 
 TERM_ULPS = 4
 """Ulps of float32, on the size of the terms an AD entry combines, by which a float32 entry may differ from the
@@ -411,9 +412,10 @@ class Problem:
         in float64 (``side`` at the float64 point) matches the finite differences, the rule is right, and a
         float32 entry within :data:`TERM_ULPS` ulps of ``term_scale`` from it passes, or within the measured
         rounding where that is larger: how far the same products move with their cotangents and tangents
-        scaled by :data:`PRODUCT_SCALE` (the terms of a second derivative, softmax's near 1, need not show in
-        any entry).  An elementwise function's terms are its entry alone: its tail stays judged by its own
-        size.  Failing entries are re-judged in place.
+        scaled by each of :data:`PRODUCT_SCALES` (the terms of a second derivative, softmax's near 1, need not
+        show in any entry), up to :data:`TERM_ULPS` ulps of the function's largest output (a kernel that
+        accumulates in bfloat16 moves as much, by far more).  An elementwise function's terms are its entry
+        alone: its tail stays judged by its own size.  Failing entries are re-judged in place.
         """
         failing = np.asarray(status) == "fail"
         if (not failing.any() or self.dtype != np.float32 or self.judged_by_reference or self.atol is not None
@@ -422,13 +424,15 @@ class Problem:
         analytical, numerical = np.asarray(analytical, np.float64), np.asarray(numerical, np.float64)
         in_float64 = np.asarray(side(self.reference), dtype=np.float64)
         rule_right = np.abs(in_float64 - numerical) <= bound
-        self._product_scale = PRODUCT_SCALE
+        measured = np.zeros_like(analytical)
         try:
-            measured = np.abs(np.asarray(side(self.arrays), dtype=np.float64) - analytical)
+            for self._product_scale in PRODUCT_SCALES:
+                measured = np.maximum(measured, np.abs(np.asarray(side(self.arrays), dtype=np.float64) - analytical))
         finally:
             self._product_scale = 1.0
+        largest = TERM_ULPS * ulp(np.float32) * np.max(self.output_scale, initial=0.0)
         rounding = np.minimum(np.abs(analytical - in_float64),
-                              np.maximum(TERM_ULPS * ulp(np.float32) * term_scale, measured))
+                              np.maximum(TERM_ULPS * ulp(np.float32) * term_scale, np.minimum(measured, largest)))
         widened = np.where(failing & rule_right, bound + oracles.SAFETY * rounding, bound)
         status[failing] = entry_status(analytical[failing], numerical[failing], widened[failing])
         return widened
