@@ -44,8 +44,7 @@ def fast_check(problem, rows, check_forward, directions):
             numerical, error, curvature, deeper = _deep_projection(
                 problem, direction, cotangent, gradient, status, notes,
                 (analytical, numerical, projection_error, np.abs(cotangent) @ estimate.curvature))
-            magnitude = (np.sum(np.abs(gradient * flatten(estimate.direction)))
-                         + np.abs(cotangent) @ problem.output_scale)
+            magnitude = _projection_terms(problem, gradient, flatten(estimate.direction), cotangent)
             bound = float(problem.bound(numerical, error, magnitude + curvature))
             status[status == "fail"] = entry_status([analytical], [numerical], [bound])[status == "fail"]
             if deeper is not None:
@@ -170,8 +169,8 @@ def _projection(problem, estimate, cotangent, gradient, error=None, reference_gr
     effective = flatten(estimate.direction)
     terms = gradient * effective
     numerical = float(cotangent @ estimate.value)
-    output_scale = problem.output_scale if output_scale is None else output_scale
-    magnitude = np.sum(np.abs(terms)) + np.abs(cotangent) @ (output_scale + estimate.curvature)
+    magnitude = (_projection_terms(problem, gradient, effective, cotangent, output_scale)
+                 + np.abs(cotangent) @ estimate.curvature)
     error = np.abs(cotangent) @ estimate.error if error is None else error
     reference_error = None if reference_gradient is None else abs(float(reference_gradient @ effective) - numerical)
     bound = float(problem.bound(numerical, error, magnitude, reference_error))

@@ -424,18 +424,23 @@ class Problem:
         analytical, numerical = np.asarray(analytical, np.float64), np.asarray(numerical, np.float64)
         in_float64 = np.asarray(side(self.reference), dtype=np.float64)
         rule_right = np.abs(in_float64 - numerical) <= bound
-        measured = np.zeros_like(analytical)
-        try:
-            for self._product_scale in PRODUCT_SCALES:
-                measured = np.maximum(measured, np.abs(np.asarray(side(self.arrays), dtype=np.float64) - analytical))
-        finally:
-            self._product_scale = 1.0
+        measured = np.max([np.abs(self._with_products_scaled(side, scale) - analytical) for scale in PRODUCT_SCALES],
+                          axis=0)
         largest = TERM_ULPS * ulp(np.float32) * np.max(self.output_scale, initial=0.0)
         rounding = np.minimum(np.abs(analytical - in_float64),
                               np.maximum(TERM_ULPS * ulp(np.float32) * term_scale, np.minimum(measured, largest)))
         widened = np.where(failing & rule_right, bound + oracles.SAFETY * rounding, bound)
         status[failing] = entry_status(analytical[failing], numerical[failing], widened[failing])
         return widened
+
+    def _with_products_scaled(self, side, scale):
+        """``side(arrays)`` with every AD product's cotangent or tangent multiplied by ``scale`` and its result
+        divided by it: the same values in exact arithmetic, rounded anew."""
+        self._product_scale = scale
+        try:
+            return np.asarray(side(self.arrays), dtype=np.float64)
+        finally:
+            self._product_scale = 1.0
 
     @property
     def judged_by_reference(self):
